@@ -1,0 +1,67 @@
+//! JSON documents of the admin API, shared by the proxy (which writes them)
+//! and `mesh-ctl` (which reads them).
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /listeners`: one entry per bound listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListenerInfo {
+    /// `admin`, `inbound`, `outbound` (one per upstream port) or `proxy`.
+    pub kind: String,
+    /// The upstream an `outbound` listener serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The address as configured.
+    pub configured: String,
+    /// The address actually bound (port 0 resolved).
+    pub addr: String,
+}
+
+/// `GET /clusters`: one entry per upstream cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Upstream name (`inbound` for the local app).
+    pub name: String,
+    /// Configured protocol.
+    pub protocol: String,
+    /// Where the endpoints come from (`static`).
+    pub source: String,
+    /// The endpoints and their state.
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+/// One endpoint of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointInfo {
+    /// `ip:port`.
+    pub addr: String,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// `healthy` (more states come with health checking).
+    pub state: String,
+    /// Requests in flight to this endpoint.
+    pub active_requests: u64,
+    /// Upstream connections open to this endpoint.
+    pub connections: u64,
+}
+
+/// `GET /config`: the effective config and the last reload outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// The file the config comes from.
+    pub path: String,
+    /// How many times a config has been applied (1 after start).
+    pub generation: u64,
+    /// The running config, defaults filled in.
+    pub config: serde_json::Value,
+    /// Errors of the last reload attempt that failed, if the latest attempt failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_error: Vec<String>,
+}
+
+/// `GET /version`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Package version.
+    pub version: String,
+}

@@ -1,0 +1,314 @@
+//! The config file, one YAML document per proxy, as serde types.
+//!
+//! These types mirror the YAML exactly (`deny_unknown_fields`, defaults in
+//! one place: the `default_*` functions below). They hold values as written
+//! (`"1s"`, `"127.0.0.1:0"`); the proxy's validation turns them into runtime
+//! types and is the only place that rejects a semantically wrong value.
+//! [`load`] reads a file's text and lists every structural error with its
+//! YAML path and line.
+
+mod yaml;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use yaml::{load, ConfigError, LineIndex};
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This proxy's service name (required).
+    pub service: String,
+    /// `sidecar` (the only mode so far).
+    #[serde(default)]
+    pub mode: Mode,
+    /// The admin API: health, config, listeners, clusters, metrics.
+    #[serde(default)]
+    pub admin: Admin,
+    /// Process log format and level.
+    #[serde(default)]
+    pub log: Log,
+    /// How config changes are picked up.
+    #[serde(default)]
+    pub reload: Reload,
+    /// What SIGTERM does.
+    #[serde(default)]
+    pub drain: Drain,
+    /// Traffic that enters the service: omitted, the proxy has no inbound listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<Inbound>,
+    /// Traffic that leaves the service.
+    #[serde(default)]
+    pub outbound: Outbound,
+}
+
+/// What the proxy is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Next to one service: inbound and outbound listeners.
+    #[default]
+    Sidecar,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Address of the admin API; port 0 picks a free port.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+/// Process logs (the access log is separate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `json` (one object a line) or `pretty`; `--log-format` and
+    /// `MESH_LOG_FORMAT` override it.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `info,sidecar::connect=debug`;
+    /// `MESH_LOG` overrides it.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+/// Process log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Hot reload. SIGHUP and `POST /config/reload` always work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reload {
+    /// Watch the file and reload when its content changes.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// How often the file is checked.
+    #[serde(default = "default_reload_interval")]
+    pub interval: String,
+}
+
+/// Graceful shutdown on SIGTERM / SIGINT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drain {
+    /// `/ready` answers 503 at once; listeners keep accepting for this long,
+    /// so a balancer in front has time to take the proxy out.
+    #[serde(default = "default_drain_delay")]
+    pub delay: String,
+    /// Then in-flight requests and connections get this long to finish.
+    #[serde(default = "default_drain_deadline")]
+    pub deadline: String,
+}
+
+/// The inbound listener, in front of the local app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// Where callers reach this service.
+    #[serde(default = "default_inbound_listen")]
+    pub listen: String,
+    /// The local app (required), `host:port`.
+    pub app: String,
+    /// What the app speaks; `auto` detects it per connection.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// How long protocol detection waits for the first bytes.
+    #[serde(default = "default_detect_timeout")]
+    pub detect_timeout: String,
+    /// App ports never sniffed (server-speaks-first protocols): opaque TCP at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub opaque_ports: Vec<u16>,
+}
+
+/// Outbound: the local app calling other services.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outbound {
+    /// HTTP forward proxy (absolute-form requests and CONNECT), routed by authority.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
+    /// Forward-proxy requests for an authority no upstream claims go straight
+    /// to that authority instead of failing with `no_route`.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// How long protocol detection waits for the first bytes.
+    #[serde(default = "default_detect_timeout")]
+    pub detect_timeout: String,
+    /// Named upstream services.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// One upstream service (a cluster of endpoints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// Optional local port dedicated to this upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Authorities (`host` or `host:port`) the forward proxy routes here;
+    /// the upstream's own name always does.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Where the endpoints come from (required).
+    pub discovery: Discovery,
+    /// What the upstream speaks. `auto` keeps the caller's HTTP version.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Connection timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// Endpoint sources; exactly one is set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// A fixed list of endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointSpec>,
+}
+
+/// A static endpoint: `"127.0.0.1:7001"` or `{ addr: ..., weight: 3 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EndpointSpec {
+    /// Just the address, weight 1.
+    Addr(String),
+    /// Address and weight.
+    Weighted(WeightedEndpoint),
+}
+
+/// An endpoint with a weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedEndpoint {
+    /// `ip:port`.
+    pub addr: String,
+    /// Relative share of traffic.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Upstream connection timeouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect.
+    #[serde(default = "default_connect_timeout")]
+    pub connect: String,
+    /// A pooled connection unused this long is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle: String,
+}
+
+/// Protocol of a listener or upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Detect per connection; HTTP keeps the caller's version.
+    #[default]
+    Auto,
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (cleartext prior knowledge to the upstream).
+    Http2,
+    /// gRPC: HTTP/2, errors as gRPC statuses.
+    Grpc,
+    /// Opaque TCP, never sniffed.
+    Tcp,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self { listen: default_admin_listen() }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self { format: LogFormat::default(), level: default_log_level() }
+    }
+}
+
+impl Default for Reload {
+    fn default() -> Self {
+        Self { watch: true, interval: default_reload_interval() }
+    }
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self { delay: default_drain_delay(), deadline: default_drain_deadline() }
+    }
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect: default_connect_timeout(), idle: default_idle_timeout() }
+    }
+}
+
+impl EndpointSpec {
+    /// The endpoint's address as written.
+    pub fn addr(&self) -> &str {
+        match self {
+            EndpointSpec::Addr(addr) => addr,
+            EndpointSpec::Weighted(w) => &w.addr,
+        }
+    }
+
+    /// The endpoint's weight (1 when not written).
+    pub fn weight(&self) -> u32 {
+        match self {
+            EndpointSpec::Addr(_) => 1,
+            EndpointSpec::Weighted(w) => w.weight,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:15000".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_reload_interval() -> String {
+    "1s".into()
+}
+fn default_drain_delay() -> String {
+    "5s".into()
+}
+fn default_drain_deadline() -> String {
+    "30s".into()
+}
+fn default_inbound_listen() -> String {
+    "0.0.0.0:15006".into()
+}
+fn default_detect_timeout() -> String {
+    "1s".into()
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_connect_timeout() -> String {
+    "1s".into()
+}
+fn default_idle_timeout() -> String {
+    "60s".into()
+}

@@ -1,0 +1,10 @@
+//! `mesh-api`: what the proxy and the CLI share, with no async runtime in it.
+//!
+//! - [`config`]: the YAML config file as serde types, and the loader that
+//!   reports every structural error with its YAML path and line.
+//! - [`units`]: durations (`250ms`), sizes (`64KiB`) as the config writes them.
+//! - [`admin`]: the JSON documents of the admin API that `mesh-ctl` reads.
+
+pub mod admin;
+pub mod config;
+pub mod units;
