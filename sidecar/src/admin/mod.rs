@@ -1,0 +1,97 @@
+//! The admin API: JSON over HTTP/1.1 on its own port, for operators,
+//! balancers (`/ready`) and `mesh-ctl`. Never on the data path.
+//!
+//! | path | answers |
+//! |---|---|
+//! | `GET /live` | 200 while the process runs |
+//! | `GET /ready` | 200, or 503 once draining |
+//! | `GET /config` | effective config, generation, last reload error |
+//! | `POST /config/reload` | reloads now: 200, or 400 with the errors |
+//! | `GET /listeners` | every listener, configured and bound address |
+//! | `GET /clusters` | every cluster and its endpoints |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /version` | build version |
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use mesh_api::admin::VersionInfo;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tracing::{debug, Instrument};
+
+use crate::app::App;
+use crate::http::{full, Body};
+
+/// Serves the admin API on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                debug!(error = %err, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(handle(&app, req).await) }
+        });
+        tokio::spawn(
+            async move {
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                if let Err(err) = conn.await {
+                    debug!(error = %err, "admin connection failed");
+                }
+            }
+            .instrument(tracing::debug_span!("admin_conn")),
+        );
+    }
+}
+
+async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => json(StatusCode::OK, &serde_json::json!({ "live": true })),
+        (&Method::GET, "/ready") => {
+            let ready = app.is_ready();
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            json(status, &serde_json::json!({ "ready": ready }))
+        }
+        (&Method::GET, "/config") => json(StatusCode::OK, &app.config_status()),
+        (&Method::POST, "/config/reload") => match app.reload("admin").await {
+            Ok(generation) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true, "generation": generation })),
+            Err(errors) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "reloaded": false, "errors": errors })),
+        },
+        (&Method::GET, "/listeners") => json(StatusCode::OK, &app.listeners().await),
+        (&Method::GET, "/clusters") => json(StatusCode::OK, &app.clusters()),
+        (&Method::GET, "/metrics") => {
+            let mut response = Response::new(full(app.metrics().encode()));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            );
+            response
+        }
+        (&Method::GET, "/version") => {
+            json(StatusCode::OK, &VersionInfo { version: env!("CARGO_PKG_VERSION").to_string() })
+        }
+        (_, "/live" | "/ready" | "/config" | "/config/reload" | "/listeners" | "/clusters" | "/metrics" | "/version") => {
+            json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method not allowed" }))
+        }
+        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not found" })),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let body = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,64 @@
+//! A cluster: one upstream service as the data path sees it, its endpoint
+//! set (from discovery), its balancer and its connection pool. Clusters
+//! outlive config reloads when their settings do not change, so pooled
+//! connections and endpoint counters carry over.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use mesh_api::admin::{ClusterInfo, EndpointInfo};
+
+use crate::balance::Balancer;
+use crate::config::UpstreamSettings;
+use crate::connect::Pool;
+use crate::discovery::EndpointSet;
+use crate::telemetry::Metrics;
+
+/// An upstream cluster.
+pub struct Cluster {
+    /// What it was built from; equal settings reuse the cluster on reload.
+    pub settings: UpstreamSettings,
+    /// Endpoint choice.
+    pub balancer: Balancer,
+    /// Connections to its endpoints.
+    pub pool: Pool,
+}
+
+impl Cluster {
+    /// Builds a cluster from its settings.
+    pub fn new(settings: UpstreamSettings, metrics: &Metrics) -> Self {
+        let balancer = Balancer::new(EndpointSet::fixed(settings.endpoints.clone()));
+        let pool = Pool::new(
+            settings.connect_timeout,
+            settings.idle_timeout,
+            metrics.upstream_connections(&settings.name),
+        );
+        Self { settings, balancer, pool }
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.settings.name
+    }
+
+    /// The admin API's view of the cluster.
+    pub fn info(&self) -> ClusterInfo {
+        ClusterInfo {
+            name: self.settings.name.to_string(),
+            protocol: format!("{:?}", self.settings.protocol).to_ascii_lowercase(),
+            source: self.balancer.source().to_string(),
+            endpoints: self
+                .balancer
+                .endpoints()
+                .iter()
+                .map(|ep| EndpointInfo {
+                    addr: ep.addr.to_string(),
+                    weight: ep.weight,
+                    state: "healthy".into(),
+                    active_requests: ep.active.load(Ordering::Relaxed),
+                    connections: ep.connections.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+}

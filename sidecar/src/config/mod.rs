@@ -1,0 +1,291 @@
+//! Config in two tiers: `mesh_api::config` mirrors the YAML; this module
+//! validates it into [`Settings`], the runtime types layers take
+//! (`Duration`, `SocketAddr`, endpoint lists). It is the only place that
+//! rejects a config, and it lists every error with its YAML path and line.
+//! Hot reload lives in `app`; it calls [`load_file`] and keeps the running
+//! settings when this fails.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_api::config::{self as raw, ConfigError, LineIndex, Protocol};
+use mesh_api::units::parse_duration;
+
+use crate::discovery::Endpoint;
+
+/// A validated config.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config as written, defaults filled (for `GET /config`).
+    pub raw: raw::Config,
+    /// This proxy's service name.
+    pub service: String,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// How often to check the file for changes; `None`: no watching.
+    pub watch: Option<Duration>,
+    /// Drain on SIGTERM.
+    pub drain: DrainSettings,
+    /// The inbound listener and the local app.
+    pub inbound: Option<InboundSettings>,
+    /// Outbound listeners and upstreams.
+    pub outbound: OutboundSettings,
+}
+
+/// What SIGTERM does.
+#[derive(Debug, Clone, Copy)]
+pub struct DrainSettings {
+    /// Time between `/ready` turning 503 and listeners closing.
+    pub delay: Duration,
+    /// Time in-flight work gets after listeners close.
+    pub deadline: Duration,
+}
+
+/// The inbound listener.
+#[derive(Debug, Clone)]
+pub struct InboundSettings {
+    /// Where callers connect.
+    pub listen: SocketAddr,
+    /// The local app, as a cluster of one endpoint named `inbound`.
+    pub app: UpstreamSettings,
+    /// Protocol detection timeout.
+    pub detect_timeout: Duration,
+}
+
+/// Outbound listeners and upstreams.
+#[derive(Debug, Clone)]
+pub struct OutboundSettings {
+    /// HTTP forward proxy address.
+    pub proxy: Option<SocketAddr>,
+    /// Unknown authorities go direct instead of `no_route`.
+    pub passthrough: bool,
+    /// Protocol detection timeout.
+    pub detect_timeout: Duration,
+    /// Named upstreams, in name order.
+    pub upstreams: Vec<UpstreamSettings>,
+}
+
+/// One upstream cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSettings {
+    /// Cluster name.
+    pub name: Arc<str>,
+    /// Dedicated local port.
+    pub listen: Option<SocketAddr>,
+    /// Authorities the forward proxy routes here (lower case).
+    pub hosts: Vec<String>,
+    /// Static endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// What the upstream speaks; `Tcp`: never sniffed.
+    pub protocol: Protocol,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections close after this.
+    pub idle_timeout: Duration,
+}
+
+/// Reads, parses and validates a config file.
+pub fn load_file(path: &Path) -> Result<Settings, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        vec![ConfigError { path: String::new(), line: None, message: format!("cannot read {}: {err}", path.display()) }]
+    })?;
+    load_str(&text)
+}
+
+/// Parses and validates config text.
+pub fn load_str(text: &str) -> Result<Settings, Vec<ConfigError>> {
+    let (config, index) = raw::load(text)?;
+    validate(config, &index)
+}
+
+/// Collects errors with their YAML lines.
+struct Errors<'a> {
+    index: &'a LineIndex,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.list.push(ConfigError { path: path.to_string(), line: self.index.line(path), message: message.into() });
+    }
+
+    fn duration(&mut self, path: &str, text: &str) -> Duration {
+        parse_duration(text).unwrap_or_else(|err| {
+            self.push(path, err);
+            Duration::ZERO
+        })
+    }
+
+    fn addr(&mut self, path: &str, text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|_| {
+            self.push(path, format!("invalid address {text:?} (expected ip:port, e.g. 127.0.0.1:8080)"));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+}
+
+/// Turns a parsed config into settings, or every reason it cannot be.
+pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<ConfigError>> {
+    let mut errors = Errors { index, list: Vec::new() };
+    if !valid_name(&config.service) {
+        errors.push("service", format!("invalid service name {:?} (use a-z, 0-9, '-', '.', '_')", config.service));
+    }
+    let admin = errors.addr("admin.listen", &config.admin.listen);
+    let interval = errors.duration("reload.interval", &config.reload.interval);
+    if config.reload.watch && interval.is_zero() {
+        errors.push("reload.interval", "must be more than 0");
+    }
+    let drain = DrainSettings {
+        delay: errors.duration("drain.delay", &config.drain.delay),
+        deadline: errors.duration("drain.deadline", &config.drain.deadline),
+    };
+    let inbound = config.inbound.as_ref().map(|inbound| {
+        let app = errors.addr("inbound.app", &inbound.app);
+        let opaque = inbound.protocol == Protocol::Tcp || inbound.opaque_ports.contains(&app.port());
+        InboundSettings {
+            listen: errors.addr("inbound.listen", &inbound.listen),
+            detect_timeout: errors.duration("inbound.detect_timeout", &inbound.detect_timeout),
+            app: UpstreamSettings {
+                name: Arc::from("inbound"),
+                listen: None,
+                hosts: Vec::new(),
+                endpoints: vec![Endpoint { addr: app, weight: 1 }],
+                protocol: if opaque { Protocol::Tcp } else { inbound.protocol },
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(60),
+            },
+        }
+    });
+    let outbound = &config.outbound;
+    let proxy = outbound.proxy.as_ref().map(|p| errors.addr("outbound.proxy", p));
+    let detect_timeout = errors.duration("outbound.detect_timeout", &outbound.detect_timeout);
+    let mut upstreams = Vec::new();
+    let mut claimed: HashMap<String, String> = HashMap::new();
+    for (name, upstream) in &outbound.upstreams {
+        let at = format!("outbound.upstreams.{name}");
+        upstreams.push(validate_upstream(&mut errors, &at, name, upstream, &mut claimed));
+    }
+    check_unique_listeners(&mut errors, admin, &inbound, proxy, &upstreams);
+    if !errors.list.is_empty() {
+        return Err(errors.list);
+    }
+    Ok(Settings {
+        service: config.service.clone(),
+        admin,
+        watch: config.reload.watch.then_some(interval),
+        drain,
+        inbound,
+        outbound: OutboundSettings { proxy, passthrough: outbound.passthrough, detect_timeout, upstreams },
+        raw: config,
+    })
+}
+
+fn validate_upstream(
+    errors: &mut Errors<'_>,
+    at: &str,
+    name: &str,
+    upstream: &raw::Upstream,
+    claimed: &mut HashMap<String, String>,
+) -> UpstreamSettings {
+    if !valid_name(name) {
+        errors.push(at, format!("invalid upstream name {name:?} (use a-z, 0-9, '-', '.', '_')"));
+    }
+    let listen = upstream.listen.as_ref().map(|l| errors.addr(&format!("{at}.listen"), l));
+    let mut hosts = vec![name.to_ascii_lowercase()];
+    hosts.extend(upstream.hosts.iter().map(|h| h.to_ascii_lowercase()));
+    for (i, host) in hosts.iter().enumerate() {
+        let path = if i == 0 { at.to_string() } else { format!("{at}.hosts[{}]", i - 1) };
+        if i > 0 && host.parse::<http::uri::Authority>().is_err() {
+            errors.push(&path, format!("invalid host {host:?}"));
+        }
+        if let Some(owner) = claimed.insert(host.clone(), name.to_string()) {
+            if owner != name {
+                errors.push(&path, format!("host {host:?} is already routed to upstream {owner:?}"));
+            }
+        }
+    }
+    let mut endpoints = Vec::new();
+    for (i, spec) in upstream.discovery.endpoints.iter().enumerate() {
+        let path = format!("{at}.discovery.endpoints[{i}]");
+        let addr = errors.addr(&path, spec.addr());
+        if spec.weight() == 0 {
+            errors.push(&format!("{path}.weight"), "must be at least 1");
+        }
+        endpoints.push(Endpoint { addr, weight: spec.weight() });
+    }
+    if endpoints.is_empty() {
+        errors.push(&format!("{at}.discovery"), "no endpoints: set discovery.endpoints");
+    }
+    UpstreamSettings {
+        name: Arc::from(name),
+        listen,
+        hosts,
+        endpoints,
+        protocol: upstream.protocol,
+        connect_timeout: errors.duration(&format!("{at}.timeouts.connect"), &upstream.timeouts.connect),
+        idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
+    }
+}
+
+/// Two listeners on one fixed address would fail at bind time: say so now.
+fn check_unique_listeners(
+    errors: &mut Errors<'_>,
+    admin: SocketAddr,
+    inbound: &Option<InboundSettings>,
+    proxy: Option<SocketAddr>,
+    upstreams: &[UpstreamSettings],
+) {
+    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
+    let mut all = vec![("admin.listen".to_string(), admin)];
+    all.extend(inbound.as_ref().map(|i| ("inbound.listen".to_string(), i.listen)));
+    all.extend(proxy.map(|p| ("outbound.proxy".to_string(), p)));
+    all.extend(upstreams.iter().filter_map(|u| u.listen.map(|l| (format!("outbound.upstreams.{}.listen", u.name), l))));
+    for (path, addr) in all {
+        if addr.port() == 0 {
+            continue;
+        }
+        if let Some(first) = seen.insert(addr, path.clone()) {
+            errors.push(&path, format!("address {addr} is already used by {first}"));
+        }
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_semantic_error_is_listed_with_its_line() {
+        let text = "service: web\nadmin: { listen: nowhere }\ndrain: { delay: soon }\noutbound:\n  upstreams:\n    orders:\n      listen: 127.0.0.1:9001\n      discovery: { endpoints: [] }\n    users:\n      listen: 127.0.0.1:9001\n      hosts: [orders]\n      discovery: { endpoints: [127.0.0.1:1] }\n";
+        let errors = load_str(text).expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "admin.listen",
+                "drain.delay",
+                "outbound.upstreams.orders.discovery",
+                "outbound.upstreams.users.hosts[0]",
+                "outbound.upstreams.users.listen"
+            ],
+            "{errors:#?}"
+        );
+        assert_eq!(errors[0].line, Some(2));
+        assert_eq!(errors[4].line, Some(10));
+    }
+
+    #[test]
+    fn opaque_app_port_makes_inbound_tcp() {
+        let settings = load_str("service: db\ninbound: { app: 127.0.0.1:3306, opaque_ports: [3306] }\n").unwrap();
+        assert_eq!(settings.inbound.unwrap().app.protocol, Protocol::Tcp);
+    }
+}

@@ -1,0 +1,291 @@
+//! Connections to endpoints, pooled per cluster, below the balancer.
+//! HTTP/1: a stack of idle keep-alive connections per endpoint; a connection
+//! returns to the pool once its response body is fully read. HTTP/2: one
+//! multiplexed connection per endpoint, re-made when it closes. A request
+//! that a pooled connection could not even start (it closed while idle) is
+//! sent again on another connection; any other failure is the caller's.
+//! Writes: per-endpoint and per-cluster connection counts.
+//! Errors: [`ConnectError`] (no connection), [`UpstreamError`] (the
+//! upstream failed the request before its response head).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tracing::{debug, Instrument};
+
+use crate::balance::EndpointState;
+use crate::http::Body;
+use crate::BoxError;
+
+/// No connection to the endpoint could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connect did not finish in time.
+    #[error("connecting to the endpoint timed out")]
+    Timeout,
+    /// The TCP connect failed (refused, unreachable).
+    #[error("connecting to the endpoint failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// TCP worked but the HTTP/2 handshake did not.
+    #[error("HTTP handshake with the endpoint failed: {0}")]
+    Handshake(#[source] hyper::Error),
+    /// A passthrough authority did not resolve.
+    #[error("could not resolve {0}")]
+    Resolve(String),
+}
+
+/// The upstream failed a request after it was sent, before the response head.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream request failed: {0}")]
+pub struct UpstreamError(#[source] pub hyper::Error);
+
+/// Per-cluster connection counters, shared with the metrics registry.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    /// Connections opened, ever.
+    pub opened: Counter,
+    /// Connections open now.
+    pub open: Gauge,
+}
+
+/// Connects a TCP stream to `addr` within `timeout`.
+pub async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::Timeout)?
+        .map_err(ConnectError::Io)?;
+    // Small writes (headers, gRPC frames) must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// Which HTTP version to speak to the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1 (also every upgrade).
+    Http1,
+    /// HTTP/2 prior knowledge.
+    Http2,
+}
+
+/// A cluster's connection pool.
+#[derive(Clone)]
+pub struct Pool(Arc<Inner>);
+
+struct Idle {
+    sender: http1::SendRequest<Body>,
+    since: Instant,
+}
+
+struct Inner {
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    metrics: ConnectionMetrics,
+    idle_h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+}
+
+impl Pool {
+    /// An empty pool; idle connections are closed after `idle_timeout`.
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration, metrics: ConnectionMetrics) -> Self {
+        let inner = Arc::new(Inner {
+            connect_timeout,
+            idle_timeout,
+            metrics,
+            idle_h1: Mutex::default(),
+            h2: Mutex::default(),
+        });
+        tokio::spawn(reap(Arc::downgrade(&inner)).instrument(tracing::debug_span!("pool_reaper")));
+        Pool(inner)
+    }
+
+    /// The connect timeout of this pool's cluster.
+    pub fn connect_timeout(&self) -> Duration {
+        self.0.connect_timeout
+    }
+
+    /// Sends `req` to `endpoint` over a pooled connection.
+    pub async fn send(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        wire: Wire,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        match wire {
+            Wire::Http1 => self.send_h1(endpoint, req).await,
+            Wire::Http2 => self.send_h2(endpoint, req).await,
+        }
+    }
+
+    /// A new TCP connection to `endpoint`, counted while it lives.
+    pub async fn connect_opaque(&self, endpoint: &Arc<EndpointState>) -> Result<(TcpStream, ConnectionGuard), ConnectError> {
+        let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
+        Ok((stream, self.count(endpoint)))
+    }
+
+    async fn send_h1(&self, endpoint: &Arc<EndpointState>, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+        while let Some(mut sender) = self.checkout_h1(endpoint.addr) {
+            match sender.try_send_request(req).await {
+                Ok(response) => {
+                    self.recycle_h1(endpoint.addr, sender);
+                    return Ok(response);
+                }
+                Err(mut err) => match err.take_message() {
+                    // Never written: the connection closed while idle.
+                    Some(unsent) => req = unsent,
+                    None => return Err(Box::new(UpstreamError(err.into_error()))),
+                },
+            }
+        }
+        let mut sender = self.connect_h1(endpoint).await?;
+        sender.ready().await.map_err(UpstreamError)?;
+        let response = sender.send_request(req).await.map_err(UpstreamError)?;
+        self.recycle_h1(endpoint.addr, sender);
+        Ok(response)
+    }
+
+    async fn send_h2(&self, endpoint: &Arc<EndpointState>, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+        let cached = lock(&self.0.h2).get(&endpoint.addr).filter(|s| !s.is_closed()).cloned();
+        if let Some(mut sender) = cached {
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(req).await {
+                    Ok(response) => return Ok(response),
+                    Err(mut err) => match err.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(Box::new(UpstreamError(err.into_error()))),
+                    },
+                }
+            }
+        }
+        let mut sender = self.connect_h2(endpoint).await?;
+        lock(&self.0.h2).insert(endpoint.addr, sender.clone());
+        sender.ready().await.map_err(UpstreamError)?;
+        Ok(sender.send_request(req).await.map_err(UpstreamError)?)
+    }
+
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
+        let mut idle = lock(&self.0.idle_h1);
+        let stack = idle.get_mut(&addr)?;
+        while let Some(entry) = stack.pop() {
+            if !entry.sender.is_closed() && entry.since.elapsed() < self.0.idle_timeout {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts the connection back once its response is fully read.
+    fn recycle_h1(&self, addr: SocketAddr, mut sender: http1::SendRequest<Body>) {
+        let pool = Arc::downgrade(&self.0);
+        tokio::spawn(
+            async move {
+                // Ends when the response is done, or with an error when the
+                // connection closes or is upgraded: either way bounded by the
+                // connection's life.
+                if sender.ready().await.is_err() {
+                    return;
+                }
+                if let Some(pool) = pool.upgrade() {
+                    let idle = Idle { sender, since: Instant::now() };
+                    lock(&pool.idle_h1).entry(addr).or_default().push(idle);
+                }
+            }
+            .instrument(tracing::debug_span!("pool_checkin", endpoint = %addr)),
+        );
+    }
+
+    async fn connect_h1(&self, endpoint: &Arc<EndpointState>) -> Result<http1::SendRequest<Body>, ConnectError> {
+        let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let guard = self.count(endpoint);
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                if let Err(err) = conn.with_upgrades().await {
+                    debug!(error = %err, "upstream HTTP/1 connection failed");
+                }
+            }
+            .instrument(tracing::debug_span!("upstream_h1", endpoint = %endpoint.addr)),
+        );
+        Ok(sender)
+    }
+
+    async fn connect_h2(&self, endpoint: &Arc<EndpointState>) -> Result<http2::SendRequest<Body>, ConnectError> {
+        let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let guard = self.count(endpoint);
+        tokio::spawn(
+            async move {
+                let _guard = guard;
+                if let Err(err) = conn.await {
+                    debug!(error = %err, "upstream HTTP/2 connection failed");
+                }
+            }
+            .instrument(tracing::debug_span!("upstream_h2", endpoint = %endpoint.addr)),
+        );
+        Ok(sender)
+    }
+
+    fn count(&self, endpoint: &Arc<EndpointState>) -> ConnectionGuard {
+        self.0.metrics.opened.inc();
+        self.0.metrics.open.inc();
+        endpoint.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard { endpoint: endpoint.clone(), open: self.0.metrics.open.clone() }
+    }
+}
+
+/// Counts one open upstream connection until dropped.
+pub struct ConnectionGuard {
+    endpoint: Arc<EndpointState>,
+    open: Gauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.open.dec();
+        self.endpoint.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Closes idle connections past the idle timeout; ends with the pool.
+async fn reap(pool: Weak<Inner>) {
+    let period = match pool.upgrade() {
+        Some(inner) => (inner.idle_timeout / 2).max(Duration::from_secs(1)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = pool.upgrade() else { return };
+        let mut idle = lock(&inner.idle_h1);
+        for stack in idle.values_mut() {
+            stack.retain(|e| !e.sender.is_closed() && e.since.elapsed() < inner.idle_timeout);
+        }
+        idle.retain(|_, stack| !stack.is_empty());
+        drop(idle);
+        lock(&inner.h2).retain(|_, sender| !sender.is_closed());
+    }
+}
+
+/// Locks a pool map; a panic elsewhere while holding it leaves plain data
+/// that is still consistent, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,220 @@
+//! The bottom of every HTTP stack: sends the routed request to one endpoint
+//! of its cluster and streams the response back. Chooses the upstream wire
+//! (HTTP/1.1 or HTTP/2, whatever the caller spoke), rewrites the request
+//! for it, splices upgraded connections (WebSocket) and CONNECT tunnels, and
+//! makes an upstream failure mid-response visible: HTTP/1 closes the
+//! connection, HTTP/2 resets the stream, gRPC ends with `UNAVAILABLE`.
+//! Reads: the [`Target`] routing put in the extensions.
+//! Errors: [`ForwardError`], and the pool's `ConnectError` / `UpstreamError`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::rt::TokioIo;
+use mesh_api::config::Protocol;
+use pin_project_lite::pin_project;
+use tower::util::BoxCloneSyncService;
+use tracing::{debug, Instrument};
+
+use crate::balance::{ActiveGuard, EndpointState};
+use crate::connect::{ConnectError, Wire};
+use crate::discovery::Endpoint;
+use crate::http::{boxed, empty, BodyError, is_grpc, is_upgrade, strip_hop_by_hop, Body, HttpService};
+use crate::route::Target;
+use crate::telemetry::RequestInfo;
+use crate::BoxError;
+
+/// Why a routed request could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The cluster has no endpoint.
+    #[error("the upstream has no endpoints")]
+    NoEndpoints,
+    /// The request reached `forward` without a route (a stack bug).
+    #[error("request was not routed")]
+    Unrouted,
+}
+
+/// The forwarding service.
+pub fn service() -> HttpService {
+    BoxCloneSyncService::new(tower::service_fn(forward))
+}
+
+async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    let target = req.extensions_mut().remove::<Target>().ok_or(ForwardError::Unrouted)?;
+    let endpoint = choose(&target).await?;
+    if let Some(info) = req.extensions().get::<RequestInfo>() {
+        info.set_endpoint(endpoint.addr);
+    }
+    let active = endpoint.start();
+    if req.method() == Method::CONNECT {
+        return tunnel(&target, &endpoint, req).await;
+    }
+    let upgrade = is_upgrade(&req);
+    let grpc = is_grpc(req.headers());
+    let downstream_version = req.version();
+    let wire = wire(target.cluster.settings.protocol, req.version(), upgrade);
+    prepare(&mut req, wire, upgrade, &target)?;
+    let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let mut response = target.cluster.pool.send(&endpoint, wire, req).await?;
+    // The caller gets its own HTTP version back, whatever the upstream spoke.
+    *response.version_mut() = downstream_version;
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match downstream_upgrade {
+        Some(downstream) if switched => {
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(
+                async move {
+                    let _active = active;
+                    match tokio::try_join!(downstream, upstream) {
+                        Ok((down, up)) => crate::tcp::splice(TokioIo::new(down), TokioIo::new(up)).await,
+                        Err(err) => debug!(error = %err, "upgrade failed"),
+                    }
+                }
+                .instrument(tracing::debug_span!("upgraded", endpoint = %endpoint.addr)),
+            );
+            strip_hop_by_hop(response.headers_mut(), true);
+            Ok(response.map(|_| empty()))
+        }
+        _ => {
+            strip_hop_by_hop(response.headers_mut(), false);
+            let grpc = grpc && is_grpc(response.headers());
+            Ok(response.map(|body| boxed(Guarded { inner: body, _active: active, grpc, ended: false })))
+        }
+    }
+}
+
+/// The endpoint for this request: the balancer's choice, or the
+/// passthrough authority resolved.
+async fn choose(target: &Target) -> Result<Arc<EndpointState>, BoxError> {
+    if let Some(authority) = &target.passthrough {
+        let port = authority.port_u16().unwrap_or(80);
+        let mut addrs = tokio::net::lookup_host((authority.host(), port))
+            .await
+            .map_err(|_| ConnectError::Resolve(authority.to_string()))?;
+        let addr = addrs.next().ok_or_else(|| ConnectError::Resolve(authority.to_string()))?;
+        return Ok(Arc::new(EndpointState::new(&Endpoint { addr, weight: 1 })));
+    }
+    Ok(target.cluster.balancer.pick().ok_or(ForwardError::NoEndpoints)?)
+}
+
+/// The upstream wire: upgrades need HTTP/1.1; declared protocols win;
+/// otherwise the caller's version.
+fn wire(protocol: Protocol, version: Version, upgrade: bool) -> Wire {
+    match protocol {
+        _ if upgrade => Wire::Http1,
+        Protocol::Http1 => Wire::Http1,
+        Protocol::Http2 | Protocol::Grpc => Wire::Http2,
+        Protocol::Auto | Protocol::Tcp if version == Version::HTTP_2 => Wire::Http2,
+        Protocol::Auto | Protocol::Tcp => Wire::Http1,
+    }
+}
+
+/// Rewrites the request for the upstream wire: origin-form and `Host` for
+/// HTTP/1.1, absolute URI (`:authority`) for HTTP/2; hop-by-hop headers go.
+fn prepare(req: &mut Request<Body>, wire: Wire, upgrade: bool, target: &Target) -> Result<(), BoxError> {
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    match wire {
+        Wire::Http1 => {
+            *req.uri_mut() = Uri::try_from(path)?;
+            *req.version_mut() = Version::HTTP_11;
+            let host = HeaderValue::from_str(target.authority.as_str())?;
+            req.headers_mut().insert(HOST, host);
+        }
+        Wire::Http2 => {
+            let scheme = req.uri().scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
+            *req.uri_mut() = Uri::builder()
+                .scheme(scheme)
+                .authority(target.authority.clone())
+                .path_and_query(path)
+                .build()?;
+            *req.version_mut() = Version::HTTP_2;
+            req.headers_mut().remove(HOST);
+        }
+    }
+    Ok(())
+}
+
+/// CONNECT: answer 200 once the endpoint is connected, then relay bytes.
+async fn tunnel(target: &Target, endpoint: &Arc<EndpointState>, mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    let (upstream, guard) = target.cluster.pool.connect_opaque(endpoint).await?;
+    let downstream = hyper::upgrade::on(&mut req);
+    let active = endpoint.start();
+    tokio::spawn(
+        async move {
+            let _held = (guard, active);
+            match downstream.await {
+                Ok(down) => crate::tcp::splice(TokioIo::new(down), upstream).await,
+                Err(err) => debug!(error = %err, "CONNECT upgrade failed"),
+            }
+        }
+        .instrument(tracing::debug_span!("tunnel", endpoint = %endpoint.addr)),
+    );
+    Ok(Response::new(empty()))
+}
+
+pin_project! {
+    /// A response body that keeps the endpoint's in-flight count until it
+    /// ends, and turns an upstream failure mid-stream of a gRPC response
+    /// into `grpc-status: UNAVAILABLE` trailers.
+    struct Guarded<B> {
+        #[pin]
+        inner: B,
+        _active: ActiveGuard,
+        grpc: bool,
+        ended: bool,
+    }
+}
+
+impl<B> HttpBody for Guarded<B>
+where
+    B: HttpBody<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.project();
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        match ready!(this.inner.poll_frame(cx)) {
+            Some(Err(err)) if *this.grpc => {
+                debug!(error = %err.into(), "upstream failed mid gRPC response");
+                *this.ended = true;
+                Poll::Ready(Some(Ok(Frame::trailers(crate::errors::grpc_reset_trailers()))))
+            }
+            other => Poll::Ready(other.map(|r| r.map_err(|e| BodyError(e.into())))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_follows_protocol_then_caller() {
+        assert_eq!(wire(Protocol::Auto, Version::HTTP_2, false), Wire::Http2);
+        assert_eq!(wire(Protocol::Auto, Version::HTTP_11, false), Wire::Http1);
+        assert_eq!(wire(Protocol::Http2, Version::HTTP_11, false), Wire::Http2);
+        assert_eq!(wire(Protocol::Grpc, Version::HTTP_11, false), Wire::Http2);
+        assert_eq!(wire(Protocol::Http1, Version::HTTP_2, false), Wire::Http1);
+        assert_eq!(wire(Protocol::Http2, Version::HTTP_11, true), Wire::Http1);
+    }
+}

@@ -1,0 +1,201 @@
+//! HTTP plumbing shared by every stack: the body and service types, serving
+//! one downstream connection (HTTP/1.1 with upgrades, or HTTP/2), and request
+//! hygiene (hop-by-hop headers, malformed requests).
+//! Errors: [`RequestError`] for requests the proxy refuses to forward (400).
+
+mod serve;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Version};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use tower::util::BoxCloneSyncService;
+
+use crate::BoxError;
+
+pub use serve::serve;
+
+/// Every body the proxy moves: streamed, never buffered whole.
+pub type Body = UnsyncBoxBody<Bytes, BodyError>;
+
+/// A body's failure (an upstream reset, a client gone). A concrete type
+/// rather than a boxed trait object in `Body`, so request and response
+/// types name no trait-object lifetime (which async blocks cannot prove
+/// `Send` for).
+#[derive(Debug)]
+pub struct BodyError(pub BoxError);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.as_ref())
+    }
+}
+
+/// What every layer of an HTTP stack is, boxed at module seams.
+pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+/// A body holding `bytes`.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Boxes any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(|err| BodyError(err.into())).boxed_unsync()
+}
+
+/// A request the proxy refuses before routing.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// HTTP/1.1 requires a Host header (RFC 9112 §3.2).
+    #[error("request has no Host header")]
+    MissingHost,
+    /// More than one Host header: ambiguous target.
+    #[error("request has more than one Host header")]
+    DuplicateHost,
+    /// Host header that is not a valid authority.
+    #[error("request has an invalid Host header")]
+    InvalidHost,
+}
+
+/// True for `application/grpc` and its `+proto` / `+json` variants.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// An HTTP/1 request asking to switch protocols (WebSocket and the like).
+pub fn is_upgrade(req: &Request<Body>) -> bool {
+    req.version() <= Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && connection_has(req.headers(), "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The authority a request is for: `Host`, else the URI's authority.
+/// Refuses requests whose target is missing or ambiguous.
+pub fn authority(req: &Request<Body>) -> Result<http::uri::Authority, RequestError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(RequestError::DuplicateHost);
+    }
+    match (host, req.uri().authority()) {
+        // An absolute-form target wins over Host (RFC 9112 §3.2.2).
+        (_, Some(authority)) => Ok(authority.clone()),
+        (Some(host), None) => host
+            .to_str()
+            .ok()
+            .and_then(|h| h.parse().ok())
+            .ok_or(RequestError::InvalidHost),
+        (None, None) => Err(RequestError::MissingHost),
+    }
+}
+
+/// Headers that describe one hop and never travel further (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, and every header the `Connection` header
+/// names. `TE: trailers` survives (gRPC needs it); `Upgrade` survives when
+/// `keep_upgrade` (the proxy is forwarding an upgrade).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("keep-alive").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert!(h.get(header::UPGRADE).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.get("x-kept").unwrap(), "1");
+    }
+
+    #[test]
+    fn keeps_upgrade_when_forwarding_one() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn authority_refuses_ambiguous_targets() {
+        let req = Request::builder().uri("/").header("host", "a").header("host", "b").body(empty()).unwrap();
+        assert!(matches!(authority(&req), Err(RequestError::DuplicateHost)));
+        let req = Request::builder().uri("/").body(empty()).unwrap();
+        assert!(matches!(authority(&req), Err(RequestError::MissingHost)));
+        let req = Request::builder().uri("http://orders:80/x").header("host", "web").body(empty()).unwrap();
+        assert_eq!(authority(&req).unwrap().as_str(), "orders:80");
+    }
+}

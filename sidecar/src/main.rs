@@ -1,0 +1,106 @@
+//! `sidecar`: run the proxy, or check a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use mesh_api::config::LogFormat;
+use sidecar::{app, config, telemetry};
+
+#[derive(Parser)]
+#[command(name = "sidecar", version, about = "The mesh proxy: sidecar and edge modes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// The config file (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log format; overrides MESH_LOG_FORMAT and the config.
+        #[arg(long, value_enum)]
+        log_format: Option<Format>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate config files without running; exit 1 listing every error.
+    Check {
+        /// Config files (YAML).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Pretty,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check { files } => check(&files),
+        Command::Run { config, log_format, workers } => run(config, log_format, workers),
+    }
+}
+
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match config::load_file(file) {
+            Ok(_) => println!("{}: ok", file.display()),
+            Err(errors) => {
+                ok = false;
+                for error in errors {
+                    eprintln!("{}: {error}", file.display());
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(path: PathBuf, format: Option<Format>, workers: Option<usize>) -> ExitCode {
+    let settings = match config::load_file(&path) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{}: {error}", path.display());
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let format = match format {
+        Some(Format::Json) => LogFormat::Json,
+        Some(Format::Pretty) => LogFormat::Pretty,
+        None => telemetry::logging::format_from_env().unwrap_or(settings.raw.log.format),
+    };
+    telemetry::logging::init(format, &settings.raw.log.level);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(path, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "proxy failed");
+            ExitCode::FAILURE
+        }
+    }
+}

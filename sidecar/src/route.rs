@@ -1,0 +1,156 @@
+//! Routing: which cluster a request or connection goes to. Each listener
+//! has a [`RouteKind`]: the inbound listener goes to the local app, an
+//! upstream's own port to that upstream, and the forward proxy looks the
+//! request's authority up among the upstreams' names and hosts (or, with
+//! passthrough, sends it where it asks).
+//! Reads: the current [`RouteTable`], swapped whole on reload, once per
+//! request. Writes: the [`Target`] into the request's extensions and the
+//! upstream name into [`RequestInfo`].
+//! Errors: [`RouteError::NoRoute`]; malformed targets are `RequestError`s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use http::Request;
+use tower::layer::layer_fn;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+
+use crate::cluster::Cluster;
+use crate::config::{Settings, UpstreamSettings};
+use crate::http::{Body, HttpService};
+use crate::telemetry::{Metrics, RequestInfo};
+use crate::BoxError;
+
+/// No upstream for the request's target.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// Nothing claims this authority (or listener).
+    #[error("no upstream is configured for {0:?}")]
+    NoRoute(String),
+}
+
+/// What a listener routes by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RouteKind {
+    /// Everything to the local app.
+    Inbound,
+    /// Everything to one named upstream.
+    Upstream(Arc<str>),
+    /// By the request's authority (HTTP forward proxy).
+    Proxy,
+}
+
+/// Where a request goes, decided by routing, read by `forward`.
+#[derive(Clone)]
+pub struct Target {
+    /// The cluster to send to.
+    pub cluster: Arc<Cluster>,
+    /// For passthrough only: the address the caller asked for.
+    pub passthrough: Option<Authority>,
+    /// The request's authority, forwarded as `Host` / `:authority`.
+    pub authority: Authority,
+}
+
+/// Every cluster and how to reach it; rebuilt on each reload.
+#[derive(Default)]
+pub struct RouteTable {
+    clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    by_host: HashMap<String, Arc<Cluster>>,
+    inbound: Option<Arc<Cluster>>,
+    passthrough: Option<Arc<Cluster>>,
+}
+
+impl RouteTable {
+    /// The table for `settings`, reusing clusters of `previous` whose settings are unchanged.
+    pub fn build(settings: &Settings, previous: &RouteTable, metrics: &Metrics) -> Self {
+        let reuse = |spec: &UpstreamSettings, old: Option<&Arc<Cluster>>| match old {
+            Some(old) if old.settings == *spec => old.clone(),
+            _ => Arc::new(Cluster::new(spec.clone(), metrics)),
+        };
+        let mut table = RouteTable::default();
+        for spec in &settings.outbound.upstreams {
+            let cluster = reuse(spec, previous.clusters.get(&spec.name));
+            for host in &spec.hosts {
+                table.by_host.insert(host.clone(), cluster.clone());
+            }
+            table.clusters.insert(spec.name.clone(), cluster);
+        }
+        table.inbound = settings.inbound.as_ref().map(|i| reuse(&i.app, previous.inbound.as_ref()));
+        if settings.outbound.passthrough {
+            let spec = UpstreamSettings {
+                name: Arc::from("passthrough"),
+                listen: None,
+                hosts: Vec::new(),
+                endpoints: Vec::new(),
+                protocol: mesh_api::config::Protocol::Auto,
+                connect_timeout: std::time::Duration::from_secs(1),
+                idle_timeout: std::time::Duration::from_secs(60),
+            };
+            table.passthrough = Some(reuse(&spec, previous.passthrough.as_ref()));
+        }
+        table
+    }
+
+    /// The cluster a whole listener is bound to (inbound or an upstream's port).
+    pub fn listener_cluster(&self, kind: &RouteKind) -> Option<Arc<Cluster>> {
+        match kind {
+            RouteKind::Inbound => self.inbound.clone(),
+            RouteKind::Upstream(name) => self.clusters.get(name).cloned(),
+            RouteKind::Proxy => None,
+        }
+    }
+
+    /// Every cluster, for the admin API.
+    pub fn clusters(&self) -> Vec<Arc<Cluster>> {
+        let mut all: Vec<Arc<Cluster>> = self.inbound.iter().chain(self.clusters.values()).cloned().collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    fn route(&self, kind: &RouteKind, authority: Authority) -> Result<Target, RouteError> {
+        if let Some(cluster) = self.listener_cluster(kind) {
+            return Ok(Target { cluster, passthrough: None, authority });
+        }
+        if *kind != RouteKind::Proxy {
+            return Err(RouteError::NoRoute(authority.to_string()));
+        }
+        let exact = authority.as_str().to_ascii_lowercase();
+        let host = authority.host().to_ascii_lowercase();
+        if let Some(cluster) = self.by_host.get(&exact).or_else(|| self.by_host.get(&host)) {
+            return Ok(Target { cluster: cluster.clone(), passthrough: None, authority });
+        }
+        match &self.passthrough {
+            Some(cluster) => Ok(Target { cluster: cluster.clone(), passthrough: Some(authority.clone()), authority }),
+            None => Err(RouteError::NoRoute(authority.to_string())),
+        }
+    }
+}
+
+/// The routing layer of a listener of kind `kind`.
+pub fn layer(
+    table: Arc<ArcSwap<RouteTable>>,
+    kind: RouteKind,
+) -> impl Layer<HttpService, Service = HttpService> + Clone {
+    layer_fn(move |inner: HttpService| {
+        let table = table.clone();
+        let kind = kind.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+            let routed: Result<Target, BoxError> = match crate::http::authority(&req) {
+                Ok(authority) => table.load().route(&kind, authority).map_err(Into::into),
+                Err(err) => Err(err.into()),
+            };
+            let inner = inner.clone();
+            async move {
+                let target = routed?;
+                if let Some(info) = req.extensions().get::<RequestInfo>() {
+                    info.set_upstream(target.cluster.name().clone());
+                }
+                req.extensions_mut().insert(target);
+                inner.oneshot(req).await
+            }
+        }))
+    })
+}

@@ -1,0 +1,19 @@
+//! Outbound: the local app calls another service through us, on the
+//! upstream's own port or through the HTTP forward proxy.
+
+use tower::ServiceBuilder;
+
+use super::Runtime;
+use crate::http::HttpService;
+use crate::route::RouteKind;
+use crate::telemetry::Direction;
+use crate::{errors, forward, route, telemetry};
+
+/// The outbound HTTP stack of a listener routing by `kind`.
+pub fn outbound(rt: &Runtime, kind: RouteKind) -> HttpService {
+    ServiceBuilder::new()
+        .layer(telemetry::layer(rt.metrics.clone(), Direction::Outbound)) // see every request, even rejected ones
+        .layer(errors::layer()) // every failure below becomes the status the caller sees
+        .layer(route::layer(rt.routes.clone(), kind)) // pick the upstream cluster (port, or authority)
+        .service(forward::service()) // balance over endpoints, pooled connection, upgrades and CONNECT
+}

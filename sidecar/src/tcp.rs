@@ -1,0 +1,50 @@
+//! Opaque TCP: bytes relayed both ways between a client and an endpoint,
+//! with half-close passed through (a client's FIN reaches the endpoint
+//! while the endpoint may go on answering). Also used to splice upgraded
+//! HTTP connections (WebSocket) and CONNECT tunnels.
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::debug;
+
+/// Relays until both directions end; returns bytes (client→endpoint, endpoint→client).
+pub async fn relay<A, B>(mut client: A, mut endpoint: B) -> (u64, u64)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::io::copy_bidirectional(&mut client, &mut endpoint).await {
+        Ok(counts) => counts,
+        Err(err) => {
+            debug!(error = %err, "opaque relay ended with an error");
+            (0, 0)
+        }
+    }
+}
+
+/// [`relay`] when the byte counts do not matter.
+pub async fn splice<A, B>(client: A, endpoint: B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    relay(client, endpoint).await;
+}
+
+/// Serves an opaque connection: one endpoint of `cluster`, bytes both ways.
+pub async fn serve<I>(client: I, cluster: &crate::cluster::Cluster, metrics: &crate::telemetry::Metrics, listener: &std::sync::Arc<str>)
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(endpoint) = cluster.balancer.pick() else {
+        debug!(upstream = %cluster.name(), "no endpoint for opaque connection");
+        return;
+    };
+    let _active = endpoint.start();
+    match cluster.pool.connect_opaque(&endpoint).await {
+        Ok((upstream, _guard)) => {
+            let (received, sent) = relay(client, upstream).await;
+            metrics.tcp_bytes(listener, received, sent);
+        }
+        Err(err) => debug!(endpoint = %endpoint.addr, error = %err, "opaque connect failed"),
+    }
+}

@@ -1,0 +1,210 @@
+//! Prometheus metrics, served as text on the admin API's `/metrics`.
+//! Families are created once at start; layers and pools hold handles to
+//! their series, so the hot path only increments atomics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::connect::ConnectionMetrics;
+
+/// Which way a request or connection travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Callers → the local app.
+    Inbound,
+    /// The local app → other services.
+    Outbound,
+}
+
+impl Direction {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: &'static str,
+    upstream: Arc<str>,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    direction: &'static str,
+    upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    listener: Arc<str>,
+    protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabels {
+    listener: Arc<str>,
+    /// `received` from the client or `sent` to it.
+    flow: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+type DurationFamily = Family<DurationLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: DurationFamily,
+    connections_open: Family<ListenerLabels, Gauge>,
+    connections: Family<ConnectionLabels, Counter>,
+    upstream_opened: Family<UpstreamLabels, Counter>,
+    upstream_open: Family<UpstreamLabels, Gauge>,
+    tcp_bytes: Family<BytesLabels, Counter>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+/// Unrouted requests carry this upstream label.
+const NO_UPSTREAM: &str = "none";
+
+fn duration_histogram() -> Histogram {
+    // 100 µs .. ~52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("mesh");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "HTTP requests by direction, upstream and status", requests.clone());
+        let durations = DurationFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register_with_unit(
+            "request_duration",
+            "Time to response head",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        registry.register("connections_open", "Downstream connections open, by listener", connections_open.clone());
+        let connections = Family::<ConnectionLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Downstream connections accepted, by listener and detected protocol",
+            connections.clone(),
+        );
+        let upstream_opened = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "upstream_connections",
+            "Connections opened to upstream endpoints",
+            upstream_opened.clone(),
+        );
+        let upstream_open = Family::<UpstreamLabels, Gauge>::default();
+        registry.register(
+            "upstream_connections_open",
+            "Connections to upstream endpoints open now",
+            upstream_open.clone(),
+        );
+        let tcp_bytes = Family::<BytesLabels, Counter>::default();
+        registry.register_with_unit(
+            "tcp",
+            "Bytes relayed on opaque TCP connections",
+            Unit::Bytes,
+            tcp_bytes.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register("config_reloads", "Config reload attempts by result", reloads.clone());
+        Self {
+            registry,
+            requests,
+            durations,
+            connections_open,
+            connections,
+            upstream_opened,
+            upstream_open,
+            tcp_bytes,
+            reloads,
+        }
+    }
+
+    /// One finished request (its response head known).
+    pub fn record_request(&self, direction: Direction, upstream: Option<&Arc<str>>, status: u16, elapsed: Duration) {
+        let upstream = upstream.cloned().unwrap_or_else(|| Arc::from(NO_UPSTREAM));
+        let direction = direction.as_str();
+        self.durations
+            .get_or_create(&DurationLabels { direction, upstream: upstream.clone() })
+            .observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&RequestLabels { direction, upstream, status }).inc();
+    }
+
+    /// The open-connections gauge of a listener.
+    pub fn connections_open(&self, listener: &Arc<str>) -> Gauge {
+        self.connections_open.get_or_create(&ListenerLabels { listener: listener.clone() }).clone()
+    }
+
+    /// Counts an accepted connection once its protocol is known.
+    pub fn connection_accepted(&self, listener: &Arc<str>, protocol: &'static str) {
+        self.connections.get_or_create(&ConnectionLabels { listener: listener.clone(), protocol }).inc();
+    }
+
+    /// Handles for a cluster's upstream connection counters.
+    pub fn upstream_connections(&self, upstream: &Arc<str>) -> ConnectionMetrics {
+        let labels = UpstreamLabels { upstream: upstream.clone() };
+        ConnectionMetrics {
+            opened: self.upstream_opened.get_or_create(&labels).clone(),
+            open: self.upstream_open.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Bytes relayed on an opaque connection: `received` from the client, `sent` to it.
+    pub fn tcp_bytes(&self, listener: &Arc<str>, received: u64, sent: u64) {
+        let labels = |flow| BytesLabels { listener: listener.clone(), flow };
+        self.tcp_bytes.get_or_create(&labels("received")).inc_by(received);
+        self.tcp_bytes.get_or_create(&labels("sent")).inc_by(sent);
+    }
+
+    /// A config reload attempt: `ok` or `error`.
+    pub fn reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,74 @@
+//! What the proxy tells about itself: Prometheus metrics ([`metrics`]),
+//! process logs ([`logging`]), and the telemetry layer at the top of every
+//! HTTP stack, which sees every request, including the ones the proxy
+//! rejects, and records it once its response head is known.
+//! Reads: [`RequestInfo`], which lower layers fill (upstream, endpoint).
+
+pub mod logging;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use http::Request;
+use tokio::time::Instant;
+use tower::layer::layer_fn;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+
+use crate::http::{Body, HttpService};
+pub use metrics::{Direction, Metrics};
+
+/// Facts about one request that layers below the telemetry layer learn
+/// (which upstream, which endpoint) and that it reports.
+#[derive(Clone, Default, Debug)]
+pub struct RequestInfo(Arc<InfoInner>);
+
+#[derive(Default, Debug)]
+struct InfoInner {
+    upstream: OnceLock<Arc<str>>,
+    endpoint: OnceLock<SocketAddr>,
+}
+
+impl RequestInfo {
+    /// Records the upstream the request was routed to.
+    pub fn set_upstream(&self, name: Arc<str>) {
+        let _ = self.0.upstream.set(name);
+    }
+
+    /// Records the endpoint the request was sent to.
+    pub fn set_endpoint(&self, addr: SocketAddr) {
+        let _ = self.0.endpoint.set(addr);
+    }
+
+    /// The upstream, if routing got that far.
+    pub fn upstream(&self) -> Option<&Arc<str>> {
+        self.0.upstream.get()
+    }
+
+    /// The endpoint, if one was chosen.
+    pub fn endpoint(&self) -> Option<SocketAddr> {
+        self.0.endpoint.get().copied()
+    }
+}
+
+/// Records every request of a stack on the metrics.
+pub fn layer(metrics: Arc<Metrics>, direction: Direction) -> impl Layer<HttpService, Service = HttpService> + Clone {
+    layer_fn(move |inner: HttpService| {
+        let metrics = metrics.clone();
+        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+            let info = RequestInfo::default();
+            req.extensions_mut().insert(info.clone());
+            let inner = inner.clone();
+            let metrics = metrics.clone();
+            async move {
+                let start = Instant::now();
+                let result = inner.oneshot(req).await;
+                // Below the errors layer everything is a response; 500 is a backstop.
+                let status = result.as_ref().map_or(500, |r| r.status().as_u16());
+                metrics.record_request(direction, info.upstream(), status, start.elapsed());
+                result
+            }
+        }))
+    })
+}
