@@ -69,12 +69,24 @@ impl App {
 
     /// `GET /listeners`.
     pub async fn listeners(&self) -> Vec<ListenerInfo> {
-        self.listeners.lock().await.iter().map(Running::info).collect()
+        self.listeners
+            .lock()
+            .await
+            .iter()
+            .map(Running::info)
+            .collect()
     }
 
     /// `GET /clusters`.
     pub fn clusters(&self) -> Vec<ClusterInfo> {
-        self.shared.runtime.routes.load().clusters().iter().map(|c| c.info()).collect()
+        self.shared
+            .runtime
+            .routes
+            .load()
+            .clusters()
+            .iter()
+            .map(|c| c.info())
+            .collect()
     }
 
     /// Reloads the config file; returns the new generation or every error.
@@ -107,10 +119,16 @@ impl App {
         let wanted = ListenerSpec::all(&settings);
         let mut fresh = Vec::new();
         let mut errors = Vec::new();
-        for spec in wanted.iter().filter(|w| !running.iter().any(|r| r.spec == **w)) {
+        for spec in wanted
+            .iter()
+            .filter(|w| !running.iter().any(|r| r.spec == **w))
+        {
             match listen::bind(spec.configured) {
                 Ok(listener) => fresh.push((listener, spec.clone())),
-                Err(err) => errors.push(format!("{}: cannot listen on {}: {err}", spec.path, spec.configured)),
+                Err(err) => errors.push(format!(
+                    "{}: cannot listen on {}: {err}",
+                    spec.path, spec.configured
+                )),
             }
         }
         if !errors.is_empty() {
@@ -129,7 +147,8 @@ impl App {
             keep
         });
         for (listener, spec) in fresh {
-            let started = listen::start(listener, spec, &self.shared).map_err(|e| vec![e.to_string()])?;
+            let started =
+                listen::start(listener, spec, &self.shared).map_err(|e| vec![e.to_string()])?;
             info!(listener = %started.spec.name(), addr = %started.bound, "listener started");
             running.push(started);
         }
@@ -148,24 +167,36 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
         settings: Arc::new(ArcSwap::from_pointee(settings.clone())),
         metrics,
     });
-    let shared = Shared { runtime, drain: CancellationToken::new(), tracker: TaskTracker::new() };
+    let shared = Shared {
+        runtime,
+        drain: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    };
     let app = Arc::new(App {
         path,
         shared,
         listeners: tokio::sync::Mutex::new(Vec::new()),
-        status: Mutex::new(ReloadStatus { generation: 0, last_error: Vec::new() }),
+        status: Mutex::new(ReloadStatus {
+            generation: 0,
+            last_error: Vec::new(),
+        }),
         ready: AtomicBool::new(false),
     });
-    let admin = listen::bind(admin_addr).map_err(|e| format!("admin.listen: cannot listen on {admin_addr}: {e}"))?;
+    let admin = listen::bind(admin_addr)
+        .map_err(|e| format!("admin.listen: cannot listen on {admin_addr}: {e}"))?;
     let admin_bound = admin.local_addr()?;
-    app.apply(settings).await.map_err(|errors| errors.join("; "))?;
+    app.apply(settings)
+        .await
+        .map_err(|errors| errors.join("; "))?;
     lock(&app.status).generation = 1;
     tokio::spawn(crate::admin::serve(admin, app.clone()).instrument(tracing::info_span!("admin")));
     app.ready.store(true, Ordering::Relaxed);
     announce(&app, admin_bound).await;
 
     if let Some(period) = watch {
-        tokio::spawn(watch_file(app.clone(), period).instrument(tracing::info_span!("config_watch")));
+        tokio::spawn(
+            watch_file(app.clone(), period).instrument(tracing::info_span!("config_watch")),
+        );
     }
     tokio::spawn(reload_on_sighup(app.clone()).instrument(tracing::info_span!("sighup")));
 
@@ -176,7 +207,10 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
     tokio::time::sleep(drain.delay).await;
     app.shared.drain.cancel();
     app.shared.tracker.close();
-    if tokio::time::timeout(drain.deadline, app.shared.tracker.wait()).await.is_err() {
+    if tokio::time::timeout(drain.deadline, app.shared.tracker.wait())
+        .await
+        .is_err()
+    {
         warn!("drain deadline passed; closing what is left");
     } else {
         info!("drained");
@@ -244,5 +278,7 @@ async fn wait_for_shutdown() -> std::io::Result<()> {
 
 /// The status is plain data: a panic while holding it leaves it usable.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -33,7 +33,11 @@ impl Cluster {
             settings.idle_timeout,
             metrics.upstream_connections(&settings.name),
         );
-        Self { settings, balancer, pool }
+        Self {
+            settings,
+            balancer,
+            pool,
+        }
     }
 
     /// The cluster's name.

@@ -97,7 +97,11 @@ struct Inner {
 
 impl Pool {
     /// An empty pool; idle connections are closed after `idle_timeout`.
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration, metrics: ConnectionMetrics) -> Self {
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        metrics: ConnectionMetrics,
+    ) -> Self {
         let inner = Arc::new(Inner {
             connect_timeout,
             idle_timeout,
@@ -128,12 +132,19 @@ impl Pool {
     }
 
     /// A new TCP connection to `endpoint`, counted while it lives.
-    pub async fn connect_opaque(&self, endpoint: &Arc<EndpointState>) -> Result<(TcpStream, ConnectionGuard), ConnectError> {
+    pub async fn connect_opaque(
+        &self,
+        endpoint: &Arc<EndpointState>,
+    ) -> Result<(TcpStream, ConnectionGuard), ConnectError> {
         let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
         Ok((stream, self.count(endpoint)))
     }
 
-    async fn send_h1(&self, endpoint: &Arc<EndpointState>, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+    async fn send_h1(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, BoxError> {
         while let Some(mut sender) = self.checkout_h1(endpoint.addr) {
             match sender.try_send_request(req).await {
                 Ok(response) => {
@@ -154,8 +165,15 @@ impl Pool {
         Ok(response)
     }
 
-    async fn send_h2(&self, endpoint: &Arc<EndpointState>, mut req: Request<Body>) -> Result<Response<Incoming>, BoxError> {
-        let cached = lock(&self.0.h2).get(&endpoint.addr).filter(|s| !s.is_closed()).cloned();
+    async fn send_h2(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let cached = lock(&self.0.h2)
+            .get(&endpoint.addr)
+            .filter(|s| !s.is_closed())
+            .cloned();
         if let Some(mut sender) = cached {
             if sender.ready().await.is_ok() {
                 match sender.try_send_request(req).await {
@@ -196,7 +214,10 @@ impl Pool {
                     return;
                 }
                 if let Some(pool) = pool.upgrade() {
-                    let idle = Idle { sender, since: Instant::now() };
+                    let idle = Idle {
+                        sender,
+                        since: Instant::now(),
+                    };
                     lock(&pool.idle_h1).entry(addr).or_default().push(idle);
                 }
             }
@@ -204,7 +225,10 @@ impl Pool {
         );
     }
 
-    async fn connect_h1(&self, endpoint: &Arc<EndpointState>) -> Result<http1::SendRequest<Body>, ConnectError> {
+    async fn connect_h1(
+        &self,
+        endpoint: &Arc<EndpointState>,
+    ) -> Result<http1::SendRequest<Body>, ConnectError> {
         let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
@@ -223,7 +247,10 @@ impl Pool {
         Ok(sender)
     }
 
-    async fn connect_h2(&self, endpoint: &Arc<EndpointState>) -> Result<http2::SendRequest<Body>, ConnectError> {
+    async fn connect_h2(
+        &self,
+        endpoint: &Arc<EndpointState>,
+    ) -> Result<http2::SendRequest<Body>, ConnectError> {
         let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -248,7 +275,10 @@ impl Pool {
         self.0.metrics.opened.inc();
         self.0.metrics.open.inc();
         endpoint.connections.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard { endpoint: endpoint.clone(), open: self.0.metrics.open.clone() }
+        ConnectionGuard {
+            endpoint: endpoint.clone(),
+            open: self.0.metrics.open.clone(),
+        }
     }
 }
 
@@ -287,5 +317,7 @@ async fn reap(pool: Weak<Inner>) {
 /// Locks a pool map; a panic elsewhere while holding it leaves plain data
 /// that is still consistent, so poisoning is ignored.
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -63,7 +63,11 @@ pub fn classify(bytes: &[u8]) -> Option<Protocol> {
     }
     let common = bytes.len().min(H2_PREFACE.len());
     if bytes[..common] == H2_PREFACE[..common] {
-        return if common == H2_PREFACE.len() { Some(Protocol::Http2) } else { None };
+        return if common == H2_PREFACE.len() {
+            Some(Protocol::Http2)
+        } else {
+            None
+        };
     }
     // TLS handshake record: content type 22, major version 3.
     if bytes[0] == 0x16 {
@@ -76,7 +80,11 @@ pub fn classify(bytes: &[u8]) -> Option<Protocol> {
     // HTTP/1: a method token (RFC 9110 tchar, upper-case in practice) then a space.
     for (i, &b) in bytes.iter().enumerate().take(MAX_METHOD + 1) {
         if b == b' ' {
-            return Some(if i > 0 { Protocol::Http1 } else { Protocol::Opaque });
+            return Some(if i > 0 {
+                Protocol::Http1
+            } else {
+                Protocol::Opaque
+            });
         }
         if !b.is_ascii_uppercase() && b != b'-' && b != b'_' {
             return Some(Protocol::Opaque);
@@ -112,7 +120,11 @@ impl<I> Rewind<I> {
 }
 
 impl<I: AsyncRead> AsyncRead for Rewind<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
@@ -125,7 +137,11 @@ impl<I: AsyncRead> AsyncRead for Rewind<I> {
 }
 
 impl<I: AsyncWrite> AsyncWrite for Rewind<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().inner.poll_write(cx, buf)
     }
 
@@ -160,13 +176,19 @@ mod tests {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
         assert_eq!(classify(b"POST"), None);
         assert_eq!(classify(b"M-SEARCH * HTTP/1.1"), Some(Protocol::Http1));
-        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Some(Protocol::Http2));
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(Protocol::Http2)
+        );
         assert_eq!(classify(b"PRI * HTTP/2"), None);
         assert_eq!(classify(&[0x16, 0x03, 0x01]), Some(Protocol::Tls));
         assert_eq!(classify(b"*1\r\n$4\r\nPING\r\n"), Some(Protocol::Opaque));
         assert_eq!(classify(b"get / HTTP/1.1"), Some(Protocol::Opaque));
         assert_eq!(classify(b" GET"), Some(Protocol::Opaque));
-        assert_eq!(classify(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"), Some(Protocol::Opaque));
+        assert_eq!(
+            classify(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+            Some(Protocol::Opaque)
+        );
     }
 
     #[tokio::test]

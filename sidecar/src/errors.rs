@@ -78,7 +78,9 @@ pub fn reason(err: &BoxError) -> Reason {
         } else {
             Reason::UpstreamReset
         }
-    } else if let Some(forward::ForwardError::NoEndpoints) = err.downcast_ref::<forward::ForwardError>() {
+    } else if let Some(forward::ForwardError::NoEndpoints) =
+        err.downcast_ref::<forward::ForwardError>()
+    {
         Reason::NoHealthyEndpoints
     } else {
         Reason::Internal
@@ -135,9 +137,9 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
 /// gRPC code for a proxy reason, following gRPC's HTTP-to-status mapping.
 fn grpc_code(reason: Reason) -> u8 {
     match reason.status() {
-        StatusCode::BAD_REQUEST => 13,                                  // INTERNAL
+        StatusCode::BAD_REQUEST => 13, // INTERNAL
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        _ => 2,                                                         // UNKNOWN
+        _ => 2,                        // UNKNOWN
     }
 }
 
@@ -146,7 +148,10 @@ fn grpc_response(reason: Reason, message: &str) -> Response<Body> {
     let mut response = Response::new(crate::http::empty());
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from(u16::from(grpc_code(reason))));
+    headers.insert(
+        "grpc-status",
+        HeaderValue::from(u16::from(grpc_code(reason))),
+    );
     if let Ok(value) = HeaderValue::from_str(&percent_encode(message)) {
         headers.insert("grpc-message", value);
     }
@@ -162,7 +167,10 @@ pub fn grpc_reset_trailers() -> http::HeaderMap {
         "grpc-message",
         HeaderValue::from_static("upstream%20reset%20the%20stream"),
     );
-    trailers.insert(REASON_HEADER, HeaderValue::from_static(Reason::UpstreamReset.as_str()));
+    trailers.insert(
+        REASON_HEADER,
+        HeaderValue::from_static(Reason::UpstreamReset.as_str()),
+    );
     trailers
 }
 
@@ -192,7 +200,10 @@ mod tests {
         let err: BoxError = Box::new(route::RouteError::NoRoute("nowhere".into()));
         assert_eq!(reason(&err), Reason::NoRoute);
         let err: BoxError = "something else".into();
-        assert_eq!(response(&err, false).status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response(&err, false).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ use tracing::{debug, Instrument};
 use crate::balance::{ActiveGuard, EndpointState};
 use crate::connect::{ConnectError, Wire};
 use crate::discovery::Endpoint;
-use crate::http::{boxed, empty, BodyError, is_grpc, is_upgrade, strip_hop_by_hop, Body, HttpService};
+use crate::http::{
+    boxed, empty, is_grpc, is_upgrade, strip_hop_by_hop, Body, BodyError, HttpService,
+};
 use crate::route::Target;
 use crate::telemetry::RequestInfo;
 use crate::BoxError;
@@ -46,7 +48,10 @@ pub fn service() -> HttpService {
 }
 
 async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
-    let target = req.extensions_mut().remove::<Target>().ok_or(ForwardError::Unrouted)?;
+    let target = req
+        .extensions_mut()
+        .remove::<Target>()
+        .ok_or(ForwardError::Unrouted)?;
     let endpoint = choose(&target).await?;
     if let Some(info) = req.extensions().get::<RequestInfo>() {
         info.set_endpoint(endpoint.addr);
@@ -72,7 +77,9 @@ async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
                 async move {
                     let _active = active;
                     match tokio::try_join!(downstream, upstream) {
-                        Ok((down, up)) => crate::tcp::splice(TokioIo::new(down), TokioIo::new(up)).await,
+                        Ok((down, up)) => {
+                            crate::tcp::splice(TokioIo::new(down), TokioIo::new(up)).await
+                        }
                         Err(err) => debug!(error = %err, "upgrade failed"),
                     }
                 }
@@ -84,7 +91,14 @@ async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
         _ => {
             strip_hop_by_hop(response.headers_mut(), false);
             let grpc = grpc && is_grpc(response.headers());
-            Ok(response.map(|body| boxed(Guarded { inner: body, _active: active, grpc, ended: false })))
+            Ok(response.map(|body| {
+                boxed(Guarded {
+                    inner: body,
+                    _active: active,
+                    grpc,
+                    ended: false,
+                })
+            }))
         }
     }
 }
@@ -97,10 +111,16 @@ async fn choose(target: &Target) -> Result<Arc<EndpointState>, BoxError> {
         let mut addrs = tokio::net::lookup_host((authority.host(), port))
             .await
             .map_err(|_| ConnectError::Resolve(authority.to_string()))?;
-        let addr = addrs.next().ok_or_else(|| ConnectError::Resolve(authority.to_string()))?;
+        let addr = addrs
+            .next()
+            .ok_or_else(|| ConnectError::Resolve(authority.to_string()))?;
         return Ok(Arc::new(EndpointState::new(&Endpoint { addr, weight: 1 })));
     }
-    Ok(target.cluster.balancer.pick().ok_or(ForwardError::NoEndpoints)?)
+    Ok(target
+        .cluster
+        .balancer
+        .pick()
+        .ok_or(ForwardError::NoEndpoints)?)
 }
 
 /// The upstream wire: upgrades need HTTP/1.1; declared protocols win;
@@ -117,7 +137,12 @@ fn wire(protocol: Protocol, version: Version, upgrade: bool) -> Wire {
 
 /// Rewrites the request for the upstream wire: origin-form and `Host` for
 /// HTTP/1.1, absolute URI (`:authority`) for HTTP/2; hop-by-hop headers go.
-fn prepare(req: &mut Request<Body>, wire: Wire, upgrade: bool, target: &Target) -> Result<(), BoxError> {
+fn prepare(
+    req: &mut Request<Body>,
+    wire: Wire,
+    upgrade: bool,
+    target: &Target,
+) -> Result<(), BoxError> {
     strip_hop_by_hop(req.headers_mut(), upgrade);
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     match wire {
@@ -128,7 +153,11 @@ fn prepare(req: &mut Request<Body>, wire: Wire, upgrade: bool, target: &Target) 
             req.headers_mut().insert(HOST, host);
         }
         Wire::Http2 => {
-            let scheme = req.uri().scheme().cloned().unwrap_or(http::uri::Scheme::HTTP);
+            let scheme = req
+                .uri()
+                .scheme()
+                .cloned()
+                .unwrap_or(http::uri::Scheme::HTTP);
             *req.uri_mut() = Uri::builder()
                 .scheme(scheme)
                 .authority(target.authority.clone())
@@ -142,7 +171,11 @@ fn prepare(req: &mut Request<Body>, wire: Wire, upgrade: bool, target: &Target) 
 }
 
 /// CONNECT: answer 200 once the endpoint is connected, then relay bytes.
-async fn tunnel(target: &Target, endpoint: &Arc<EndpointState>, mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+async fn tunnel(
+    target: &Target,
+    endpoint: &Arc<EndpointState>,
+    mut req: Request<Body>,
+) -> Result<Response<Body>, BoxError> {
     let (upstream, guard) = target.cluster.pool.connect_opaque(endpoint).await?;
     let downstream = hyper::upgrade::on(&mut req);
     let active = endpoint.start();
@@ -180,7 +213,10 @@ where
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
         if *this.ended {
             return Poll::Ready(None);
@@ -189,7 +225,9 @@ where
             Some(Err(err)) if *this.grpc => {
                 debug!(error = %err.into(), "upstream failed mid gRPC response");
                 *this.ended = true;
-                Poll::Ready(Some(Ok(Frame::trailers(crate::errors::grpc_reset_trailers()))))
+                Poll::Ready(Some(Ok(Frame::trailers(
+                    crate::errors::grpc_reset_trailers(),
+                ))))
             }
             other => Poll::Ready(other.map(|r| r.map_err(|e| BodyError(e.into())))),
         }

@@ -8,7 +8,11 @@ use mesh_api::config::LogFormat;
 use sidecar::{app, config, telemetry};
 
 #[derive(Parser)]
-#[command(name = "sidecar", version, about = "The mesh proxy: sidecar and edge modes")]
+#[command(
+    name = "sidecar",
+    version,
+    about = "The mesh proxy: sidecar and edge modes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +49,11 @@ enum Format {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { files } => check(&files),
-        Command::Run { config, log_format, workers } => run(config, log_format, workers),
+        Command::Run {
+            config,
+            log_format,
+            workers,
+        } => run(config, log_format, workers),
     }
 }
 

@@ -78,7 +78,10 @@ impl RouteTable {
             }
             table.clusters.insert(spec.name.clone(), cluster);
         }
-        table.inbound = settings.inbound.as_ref().map(|i| reuse(&i.app, previous.inbound.as_ref()));
+        table.inbound = settings
+            .inbound
+            .as_ref()
+            .map(|i| reuse(&i.app, previous.inbound.as_ref()));
         if settings.outbound.passthrough {
             let spec = UpstreamSettings {
                 name: Arc::from("passthrough"),
@@ -105,14 +108,23 @@ impl RouteTable {
 
     /// Every cluster, for the admin API.
     pub fn clusters(&self) -> Vec<Arc<Cluster>> {
-        let mut all: Vec<Arc<Cluster>> = self.inbound.iter().chain(self.clusters.values()).cloned().collect();
+        let mut all: Vec<Arc<Cluster>> = self
+            .inbound
+            .iter()
+            .chain(self.clusters.values())
+            .cloned()
+            .collect();
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
     }
 
     fn route(&self, kind: &RouteKind, authority: Authority) -> Result<Target, RouteError> {
         if let Some(cluster) = self.listener_cluster(kind) {
-            return Ok(Target { cluster, passthrough: None, authority });
+            return Ok(Target {
+                cluster,
+                passthrough: None,
+                authority,
+            });
         }
         if *kind != RouteKind::Proxy {
             return Err(RouteError::NoRoute(authority.to_string()));
@@ -120,10 +132,18 @@ impl RouteTable {
         let exact = authority.as_str().to_ascii_lowercase();
         let host = authority.host().to_ascii_lowercase();
         if let Some(cluster) = self.by_host.get(&exact).or_else(|| self.by_host.get(&host)) {
-            return Ok(Target { cluster: cluster.clone(), passthrough: None, authority });
+            return Ok(Target {
+                cluster: cluster.clone(),
+                passthrough: None,
+                authority,
+            });
         }
         match &self.passthrough {
-            Some(cluster) => Ok(Target { cluster: cluster.clone(), passthrough: Some(authority.clone()), authority }),
+            Some(cluster) => Ok(Target {
+                cluster: cluster.clone(),
+                passthrough: Some(authority.clone()),
+                authority,
+            }),
             None => Err(RouteError::NoRoute(authority.to_string())),
         }
     }

@@ -31,8 +31,12 @@ where
 }
 
 /// Serves an opaque connection: one endpoint of `cluster`, bytes both ways.
-pub async fn serve<I>(client: I, cluster: &crate::cluster::Cluster, metrics: &crate::telemetry::Metrics, listener: &std::sync::Arc<str>)
-where
+pub async fn serve<I>(
+    client: I,
+    cluster: &crate::cluster::Cluster,
+    metrics: &crate::telemetry::Metrics,
+    listener: &std::sync::Arc<str>,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(endpoint) = cluster.balancer.pick() else {

@@ -45,7 +45,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
         });
         tokio::spawn(
             async move {
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
                 if let Err(err) = conn.await {
                     debug!(error = %err, "admin connection failed");
                 }
@@ -60,13 +61,23 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/live") => json(StatusCode::OK, &serde_json::json!({ "live": true })),
         (&Method::GET, "/ready") => {
             let ready = app.is_ready();
-            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
             json(status, &serde_json::json!({ "ready": ready }))
         }
         (&Method::GET, "/config") => json(StatusCode::OK, &app.config_status()),
         (&Method::POST, "/config/reload") => match app.reload("admin").await {
-            Ok(generation) => json(StatusCode::OK, &serde_json::json!({ "reloaded": true, "generation": generation })),
-            Err(errors) => json(StatusCode::BAD_REQUEST, &serde_json::json!({ "reloaded": false, "errors": errors })),
+            Ok(generation) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "reloaded": true, "generation": generation }),
+            ),
+            Err(errors) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "reloaded": false, "errors": errors }),
+            ),
         },
         (&Method::GET, "/listeners") => json(StatusCode::OK, &app.listeners().await),
         (&Method::GET, "/clusters") => json(StatusCode::OK, &app.clusters()),
@@ -74,17 +85,30 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             let mut response = Response::new(full(app.metrics().encode()));
             response.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }
-        (&Method::GET, "/version") => {
-            json(StatusCode::OK, &VersionInfo { version: env!("CARGO_PKG_VERSION").to_string() })
-        }
-        (_, "/live" | "/ready" | "/config" | "/config/reload" | "/listeners" | "/clusters" | "/metrics" | "/version") => {
-            json(StatusCode::METHOD_NOT_ALLOWED, &serde_json::json!({ "error": "method not allowed" }))
-        }
-        _ => json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": "not found" })),
+        (&Method::GET, "/version") => json(
+            StatusCode::OK,
+            &VersionInfo {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            },
+        ),
+        (
+            _,
+            "/live" | "/ready" | "/config" | "/config/reload" | "/listeners" | "/clusters"
+            | "/metrics" | "/version",
+        ) => json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({ "error": "method not allowed" }),
+        ),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": "not found" }),
+        ),
     }
 }
 
@@ -92,6 +116,8 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     let body = serde_json::to_string_pretty(value).unwrap_or_else(|_| "{}".into());
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

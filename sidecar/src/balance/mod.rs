@@ -73,7 +73,11 @@ impl Balancer {
     /// A balancer over `set`.
     pub fn new(set: EndpointSet) -> Self {
         let view = View::build(set.current(), &[]);
-        Self { set, view: ArcSwap::from_pointee(view), next: AtomicUsize::new(0) }
+        Self {
+            set,
+            view: ArcSwap::from_pointee(view),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// The next endpoint, or `None` when there is none.
@@ -123,7 +127,11 @@ impl View {
             .collect();
         let mut wheel = Vec::new();
         // Interleave by weight so heavy endpoints are spread through the turn.
-        let max = endpoints.iter().map(|e| e.weight.clamp(1, MAX_WEIGHT)).max().unwrap_or(0);
+        let max = endpoints
+            .iter()
+            .map(|e| e.weight.clamp(1, MAX_WEIGHT))
+            .max()
+            .unwrap_or(0);
         for round in 0..max {
             for (i, ep) in endpoints.iter().enumerate() {
                 if round < ep.weight.clamp(1, MAX_WEIGHT) {
@@ -131,7 +139,11 @@ impl View {
                 }
             }
         }
-        Self { source, endpoints, wheel }
+        Self {
+            source,
+            endpoints,
+            wheel,
+        }
     }
 }
 
@@ -140,7 +152,10 @@ mod tests {
     use super::*;
 
     fn ep(port: u16, weight: u32) -> Endpoint {
-        Endpoint { addr: ([127, 0, 0, 1], port).into(), weight }
+        Endpoint {
+            addr: ([127, 0, 0, 1], port).into(),
+            weight,
+        }
     }
 
     #[test]

@@ -90,7 +90,11 @@ pub struct UpstreamSettings {
 /// Reads, parses and validates a config file.
 pub fn load_file(path: &Path) -> Result<Settings, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|err| {
-        vec![ConfigError { path: String::new(), line: None, message: format!("cannot read {}: {err}", path.display()) }]
+        vec![ConfigError {
+            path: String::new(),
+            line: None,
+            message: format!("cannot read {}: {err}", path.display()),
+        }]
     })?;
     load_str(&text)
 }
@@ -109,7 +113,11 @@ struct Errors<'a> {
 
 impl Errors<'_> {
     fn push(&mut self, path: &str, message: impl Into<String>) {
-        self.list.push(ConfigError { path: path.to_string(), line: self.index.line(path), message: message.into() });
+        self.list.push(ConfigError {
+            path: path.to_string(),
+            line: self.index.line(path),
+            message: message.into(),
+        });
     }
 
     fn duration(&mut self, path: &str, text: &str) -> Duration {
@@ -121,7 +129,10 @@ impl Errors<'_> {
 
     fn addr(&mut self, path: &str, text: &str) -> SocketAddr {
         text.parse().unwrap_or_else(|_| {
-            self.push(path, format!("invalid address {text:?} (expected ip:port, e.g. 127.0.0.1:8080)"));
+            self.push(
+                path,
+                format!("invalid address {text:?} (expected ip:port, e.g. 127.0.0.1:8080)"),
+            );
             SocketAddr::from(([0, 0, 0, 0], 0))
         })
     }
@@ -129,9 +140,18 @@ impl Errors<'_> {
 
 /// Turns a parsed config into settings, or every reason it cannot be.
 pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<ConfigError>> {
-    let mut errors = Errors { index, list: Vec::new() };
+    let mut errors = Errors {
+        index,
+        list: Vec::new(),
+    };
     if !valid_name(&config.service) {
-        errors.push("service", format!("invalid service name {:?} (use a-z, 0-9, '-', '.', '_')", config.service));
+        errors.push(
+            "service",
+            format!(
+                "invalid service name {:?} (use a-z, 0-9, '-', '.', '_')",
+                config.service
+            ),
+        );
     }
     let admin = errors.addr("admin.listen", &config.admin.listen);
     let interval = errors.duration("reload.interval", &config.reload.interval);
@@ -144,7 +164,8 @@ pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<
     };
     let inbound = config.inbound.as_ref().map(|inbound| {
         let app = errors.addr("inbound.app", &inbound.app);
-        let opaque = inbound.protocol == Protocol::Tcp || inbound.opaque_ports.contains(&app.port());
+        let opaque =
+            inbound.protocol == Protocol::Tcp || inbound.opaque_ports.contains(&app.port());
         InboundSettings {
             listen: errors.addr("inbound.listen", &inbound.listen),
             detect_timeout: errors.duration("inbound.detect_timeout", &inbound.detect_timeout),
@@ -152,21 +173,37 @@ pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<
                 name: Arc::from("inbound"),
                 listen: None,
                 hosts: Vec::new(),
-                endpoints: vec![Endpoint { addr: app, weight: 1 }],
-                protocol: if opaque { Protocol::Tcp } else { inbound.protocol },
+                endpoints: vec![Endpoint {
+                    addr: app,
+                    weight: 1,
+                }],
+                protocol: if opaque {
+                    Protocol::Tcp
+                } else {
+                    inbound.protocol
+                },
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
             },
         }
     });
     let outbound = &config.outbound;
-    let proxy = outbound.proxy.as_ref().map(|p| errors.addr("outbound.proxy", p));
+    let proxy = outbound
+        .proxy
+        .as_ref()
+        .map(|p| errors.addr("outbound.proxy", p));
     let detect_timeout = errors.duration("outbound.detect_timeout", &outbound.detect_timeout);
     let mut upstreams = Vec::new();
     let mut claimed: HashMap<String, String> = HashMap::new();
     for (name, upstream) in &outbound.upstreams {
         let at = format!("outbound.upstreams.{name}");
-        upstreams.push(validate_upstream(&mut errors, &at, name, upstream, &mut claimed));
+        upstreams.push(validate_upstream(
+            &mut errors,
+            &at,
+            name,
+            upstream,
+            &mut claimed,
+        ));
     }
     check_unique_listeners(&mut errors, admin, &inbound, proxy, &upstreams);
     if !errors.list.is_empty() {
@@ -178,7 +215,12 @@ pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<
         watch: config.reload.watch.then_some(interval),
         drain,
         inbound,
-        outbound: OutboundSettings { proxy, passthrough: outbound.passthrough, detect_timeout, upstreams },
+        outbound: OutboundSettings {
+            proxy,
+            passthrough: outbound.passthrough,
+            detect_timeout,
+            upstreams,
+        },
         raw: config,
     })
 }
@@ -191,19 +233,32 @@ fn validate_upstream(
     claimed: &mut HashMap<String, String>,
 ) -> UpstreamSettings {
     if !valid_name(name) {
-        errors.push(at, format!("invalid upstream name {name:?} (use a-z, 0-9, '-', '.', '_')"));
+        errors.push(
+            at,
+            format!("invalid upstream name {name:?} (use a-z, 0-9, '-', '.', '_')"),
+        );
     }
-    let listen = upstream.listen.as_ref().map(|l| errors.addr(&format!("{at}.listen"), l));
+    let listen = upstream
+        .listen
+        .as_ref()
+        .map(|l| errors.addr(&format!("{at}.listen"), l));
     let mut hosts = vec![name.to_ascii_lowercase()];
     hosts.extend(upstream.hosts.iter().map(|h| h.to_ascii_lowercase()));
     for (i, host) in hosts.iter().enumerate() {
-        let path = if i == 0 { at.to_string() } else { format!("{at}.hosts[{}]", i - 1) };
+        let path = if i == 0 {
+            at.to_string()
+        } else {
+            format!("{at}.hosts[{}]", i - 1)
+        };
         if i > 0 && host.parse::<http::uri::Authority>().is_err() {
             errors.push(&path, format!("invalid host {host:?}"));
         }
         if let Some(owner) = claimed.insert(host.clone(), name.to_string()) {
             if owner != name {
-                errors.push(&path, format!("host {host:?} is already routed to upstream {owner:?}"));
+                errors.push(
+                    &path,
+                    format!("host {host:?} is already routed to upstream {owner:?}"),
+                );
             }
         }
     }
@@ -214,10 +269,16 @@ fn validate_upstream(
         if spec.weight() == 0 {
             errors.push(&format!("{path}.weight"), "must be at least 1");
         }
-        endpoints.push(Endpoint { addr, weight: spec.weight() });
+        endpoints.push(Endpoint {
+            addr,
+            weight: spec.weight(),
+        });
     }
     if endpoints.is_empty() {
-        errors.push(&format!("{at}.discovery"), "no endpoints: set discovery.endpoints");
+        errors.push(
+            &format!("{at}.discovery"),
+            "no endpoints: set discovery.endpoints",
+        );
     }
     UpstreamSettings {
         name: Arc::from(name),
@@ -225,7 +286,10 @@ fn validate_upstream(
         hosts,
         endpoints,
         protocol: upstream.protocol,
-        connect_timeout: errors.duration(&format!("{at}.timeouts.connect"), &upstream.timeouts.connect),
+        connect_timeout: errors.duration(
+            &format!("{at}.timeouts.connect"),
+            &upstream.timeouts.connect,
+        ),
         idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
     }
 }
@@ -240,9 +304,16 @@ fn check_unique_listeners(
 ) {
     let mut seen: HashMap<SocketAddr, String> = HashMap::new();
     let mut all = vec![("admin.listen".to_string(), admin)];
-    all.extend(inbound.as_ref().map(|i| ("inbound.listen".to_string(), i.listen)));
+    all.extend(
+        inbound
+            .as_ref()
+            .map(|i| ("inbound.listen".to_string(), i.listen)),
+    );
     all.extend(proxy.map(|p| ("outbound.proxy".to_string(), p)));
-    all.extend(upstreams.iter().filter_map(|u| u.listen.map(|l| (format!("outbound.upstreams.{}.listen", u.name), l))));
+    all.extend(upstreams.iter().filter_map(|u| {
+        u.listen
+            .map(|l| (format!("outbound.upstreams.{}.listen", u.name), l))
+    }));
     for (path, addr) in all {
         if addr.port() == 0 {
             continue;
@@ -256,7 +327,9 @@ fn check_unique_listeners(
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_'))
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'_')
+        })
 }
 
 #[cfg(test)]
@@ -285,7 +358,9 @@ mod tests {
 
     #[test]
     fn opaque_app_port_makes_inbound_tcp() {
-        let settings = load_str("service: db\ninbound: { app: 127.0.0.1:3306, opaque_ports: [3306] }\n").unwrap();
+        let settings =
+            load_str("service: db\ninbound: { app: 127.0.0.1:3306, opaque_ports: [3306] }\n")
+                .unwrap();
         assert_eq!(settings.inbound.unwrap().app.protocol, Protocol::Tcp);
     }
 }

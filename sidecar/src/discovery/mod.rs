@@ -29,7 +29,10 @@ impl EndpointSet {
     pub fn fixed(endpoints: Vec<Endpoint>) -> Self {
         // The sender may go: a receiver keeps the last value it sent.
         let (_tx, rx) = watch::channel(Arc::from(endpoints));
-        Self { rx, source: "static" }
+        Self {
+            rx,
+            source: "static",
+        }
     }
 
     /// The current list; cheap (a reference count).

@@ -42,7 +42,9 @@ pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxErr
 
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// An empty body.
@@ -142,10 +144,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    let te_trailers = headers
-        .get_all(header::TE)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers"))));
+    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -164,7 +168,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("gzip, trailers"));
@@ -191,11 +198,20 @@ mod tests {
 
     #[test]
     fn authority_refuses_ambiguous_targets() {
-        let req = Request::builder().uri("/").header("host", "a").header("host", "b").body(empty()).unwrap();
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "a")
+            .header("host", "b")
+            .body(empty())
+            .unwrap();
         assert!(matches!(authority(&req), Err(RequestError::DuplicateHost)));
         let req = Request::builder().uri("/").body(empty()).unwrap();
         assert!(matches!(authority(&req), Err(RequestError::MissingHost)));
-        let req = Request::builder().uri("http://orders:80/x").header("host", "web").body(empty()).unwrap();
+        let req = Request::builder()
+            .uri("http://orders:80/x")
+            .header("host", "web")
+            .body(empty())
+            .unwrap();
         assert_eq!(authority(&req).unwrap().as_str(), "orders:80");
     }
 }

@@ -44,7 +44,9 @@ where
         }
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
         let conn = builder.serve_connection(io, hyper_service).with_upgrades();
         tokio::pin!(conn);
         tokio::select! {

@@ -40,10 +40,18 @@ impl ListenerSpec {
     pub fn all(settings: &Settings) -> Vec<ListenerSpec> {
         let mut specs = Vec::new();
         if let Some(inbound) = &settings.inbound {
-            specs.push(ListenerSpec { kind: RouteKind::Inbound, configured: inbound.listen, path: "inbound.listen".into() });
+            specs.push(ListenerSpec {
+                kind: RouteKind::Inbound,
+                configured: inbound.listen,
+                path: "inbound.listen".into(),
+            });
         }
         if let Some(proxy) = settings.outbound.proxy {
-            specs.push(ListenerSpec { kind: RouteKind::Proxy, configured: proxy, path: "outbound.proxy".into() });
+            specs.push(ListenerSpec {
+                kind: RouteKind::Proxy,
+                configured: proxy,
+                path: "outbound.proxy".into(),
+            });
         }
         for upstream in &settings.outbound.upstreams {
             if let Some(listen) = upstream.listen {
@@ -100,7 +108,11 @@ impl Running {
 
 /// Binds `addr` with address reuse (restarts do not wait for TIME_WAIT).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
@@ -118,7 +130,11 @@ pub struct Shared {
 }
 
 /// Starts accepting on `listener`.
-pub fn start(listener: TcpListener, spec: ListenerSpec, shared: &Shared) -> std::io::Result<Running> {
+pub fn start(
+    listener: TcpListener,
+    spec: ListenerSpec,
+    shared: &Shared,
+) -> std::io::Result<Running> {
     let bound = listener.local_addr()?;
     let stop = shared.drain.child_token();
     let name = spec.name();
@@ -126,10 +142,18 @@ pub fn start(listener: TcpListener, spec: ListenerSpec, shared: &Shared) -> std:
         RouteKind::Inbound => stack::inbound(&shared.runtime),
         kind => stack::outbound(&shared.runtime, kind.clone()),
     };
-    let accept = Accept { listener, kind: spec.kind.clone(), name: name.clone(), service, shared: shared.clone() };
-    shared
-        .tracker
-        .spawn(accept.run(stop.clone()).instrument(tracing::info_span!("listener", name = %name, addr = %bound)));
+    let accept = Accept {
+        listener,
+        kind: spec.kind.clone(),
+        name: name.clone(),
+        service,
+        shared: shared.clone(),
+    };
+    shared.tracker.spawn(
+        accept
+            .run(stop.clone())
+            .instrument(tracing::info_span!("listener", name = %name, addr = %bound)),
+    );
     Ok(Running { spec, bound, stop })
 }
 
@@ -152,9 +176,10 @@ impl Accept {
             match accepted {
                 Ok((stream, peer)) => {
                     let conn = this.clone();
-                    this.shared
-                        .tracker
-                        .spawn(conn.connection(stream).instrument(tracing::debug_span!("conn", %peer)));
+                    this.shared.tracker.spawn(
+                        conn.connection(stream)
+                            .instrument(tracing::debug_span!("conn", %peer)),
+                    );
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off, do not spin.
@@ -188,12 +213,15 @@ impl Accept {
         let settings = self.shared.runtime.settings.load();
         let outbound = settings.outbound.detect_timeout;
         match &self.kind {
-            RouteKind::Inbound => settings
-                .inbound
-                .as_ref()
-                .map_or((false, outbound), |i| (i.app.protocol == Protocol::Tcp, i.detect_timeout)),
+            RouteKind::Inbound => settings.inbound.as_ref().map_or((false, outbound), |i| {
+                (i.app.protocol == Protocol::Tcp, i.detect_timeout)
+            }),
             RouteKind::Upstream(name) => {
-                let tcp = settings.outbound.upstreams.iter().any(|u| u.name == *name && u.protocol == Protocol::Tcp);
+                let tcp = settings
+                    .outbound
+                    .upstreams
+                    .iter()
+                    .any(|u| u.name == *name && u.protocol == Protocol::Tcp);
                 (tcp, outbound)
             }
             RouteKind::Proxy => (false, outbound),
@@ -211,10 +239,19 @@ impl Accept {
         metrics.connection_accepted(&self.name, label);
         let drain = self.shared.drain.clone();
         match protocol {
-            detect::Protocol::Http1 => crate::http::serve(io, Version::HTTP_11, self.service.clone(), drain).await,
-            detect::Protocol::Http2 => crate::http::serve(io, Version::HTTP_2, self.service.clone(), drain).await,
+            detect::Protocol::Http1 => {
+                crate::http::serve(io, Version::HTTP_11, self.service.clone(), drain).await
+            }
+            detect::Protocol::Http2 => {
+                crate::http::serve(io, Version::HTTP_2, self.service.clone(), drain).await
+            }
             detect::Protocol::Tls | detect::Protocol::Opaque => {
-                let cluster = self.shared.runtime.routes.load().listener_cluster(&self.kind);
+                let cluster = self
+                    .shared
+                    .runtime
+                    .routes
+                    .load()
+                    .listener_cluster(&self.kind);
                 match cluster {
                     Some(cluster) => crate::tcp::serve(io, &cluster, metrics, &self.name).await,
                     None => debug!("not HTTP, and this listener routes only HTTP: closing"),

@@ -102,8 +102,13 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mesh");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "HTTP requests by direction, upstream and status", requests.clone());
-        let durations = DurationFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
+        registry.register(
+            "requests",
+            "HTTP requests by direction, upstream and status",
+            requests.clone(),
+        );
+        let durations =
+            DurationFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "request_duration",
             "Time to response head",
@@ -111,7 +116,11 @@ impl Metrics {
             durations.clone(),
         );
         let connections_open = Family::<ListenerLabels, Gauge>::default();
-        registry.register("connections_open", "Downstream connections open, by listener", connections_open.clone());
+        registry.register(
+            "connections_open",
+            "Downstream connections open, by listener",
+            connections_open.clone(),
+        );
         let connections = Family::<ConnectionLabels, Counter>::default();
         registry.register(
             "connections",
@@ -138,7 +147,11 @@ impl Metrics {
             tcp_bytes.clone(),
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register("config_reloads", "Config reload attempts by result", reloads.clone());
+        registry.register(
+            "config_reloads",
+            "Config reload attempts by result",
+            reloads.clone(),
+        );
         Self {
             registry,
             requests,
@@ -153,28 +166,54 @@ impl Metrics {
     }
 
     /// One finished request (its response head known).
-    pub fn record_request(&self, direction: Direction, upstream: Option<&Arc<str>>, status: u16, elapsed: Duration) {
+    pub fn record_request(
+        &self,
+        direction: Direction,
+        upstream: Option<&Arc<str>>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let upstream = upstream.cloned().unwrap_or_else(|| Arc::from(NO_UPSTREAM));
         let direction = direction.as_str();
         self.durations
-            .get_or_create(&DurationLabels { direction, upstream: upstream.clone() })
+            .get_or_create(&DurationLabels {
+                direction,
+                upstream: upstream.clone(),
+            })
             .observe(elapsed.as_secs_f64());
-        self.requests.get_or_create(&RequestLabels { direction, upstream, status }).inc();
+        self.requests
+            .get_or_create(&RequestLabels {
+                direction,
+                upstream,
+                status,
+            })
+            .inc();
     }
 
     /// The open-connections gauge of a listener.
     pub fn connections_open(&self, listener: &Arc<str>) -> Gauge {
-        self.connections_open.get_or_create(&ListenerLabels { listener: listener.clone() }).clone()
+        self.connections_open
+            .get_or_create(&ListenerLabels {
+                listener: listener.clone(),
+            })
+            .clone()
     }
 
     /// Counts an accepted connection once its protocol is known.
     pub fn connection_accepted(&self, listener: &Arc<str>, protocol: &'static str) {
-        self.connections.get_or_create(&ConnectionLabels { listener: listener.clone(), protocol }).inc();
+        self.connections
+            .get_or_create(&ConnectionLabels {
+                listener: listener.clone(),
+                protocol,
+            })
+            .inc();
     }
 
     /// Handles for a cluster's upstream connection counters.
     pub fn upstream_connections(&self, upstream: &Arc<str>) -> ConnectionMetrics {
-        let labels = UpstreamLabels { upstream: upstream.clone() };
+        let labels = UpstreamLabels {
+            upstream: upstream.clone(),
+        };
         ConnectionMetrics {
             opened: self.upstream_opened.get_or_create(&labels).clone(),
             open: self.upstream_open.get_or_create(&labels).clone(),
@@ -183,8 +222,13 @@ impl Metrics {
 
     /// Bytes relayed on an opaque connection: `received` from the client, `sent` to it.
     pub fn tcp_bytes(&self, listener: &Arc<str>, received: u64, sent: u64) {
-        let labels = |flow| BytesLabels { listener: listener.clone(), flow };
-        self.tcp_bytes.get_or_create(&labels("received")).inc_by(received);
+        let labels = |flow| BytesLabels {
+            listener: listener.clone(),
+            flow,
+        };
+        self.tcp_bytes
+            .get_or_create(&labels("received"))
+            .inc_by(received);
         self.tcp_bytes.get_or_create(&labels("sent")).inc_by(sent);
     }
 

@@ -53,7 +53,10 @@ impl RequestInfo {
 }
 
 /// Records every request of a stack on the metrics.
-pub fn layer(metrics: Arc<Metrics>, direction: Direction) -> impl Layer<HttpService, Service = HttpService> + Clone {
+pub fn layer(
+    metrics: Arc<Metrics>,
+    direction: Direction,
+) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let metrics = metrics.clone();
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {

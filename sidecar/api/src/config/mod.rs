@@ -133,7 +133,7 @@ pub struct Inbound {
 }
 
 /// Outbound: the local app calling other services.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outbound {
     /// HTTP forward proxy (absolute-form requests and CONNECT), routed by authority.
@@ -233,31 +233,56 @@ pub enum Protocol {
 
 impl Default for Admin {
     fn default() -> Self {
-        Self { listen: default_admin_listen() }
+        Self {
+            listen: default_admin_listen(),
+        }
     }
 }
 
 impl Default for Log {
     fn default() -> Self {
-        Self { format: LogFormat::default(), level: default_log_level() }
+        Self {
+            format: LogFormat::default(),
+            level: default_log_level(),
+        }
     }
 }
 
 impl Default for Reload {
     fn default() -> Self {
-        Self { watch: true, interval: default_reload_interval() }
+        Self {
+            watch: true,
+            interval: default_reload_interval(),
+        }
     }
 }
 
 impl Default for Drain {
     fn default() -> Self {
-        Self { delay: default_drain_delay(), deadline: default_drain_deadline() }
+        Self {
+            delay: default_drain_delay(),
+            deadline: default_drain_deadline(),
+        }
+    }
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Self {
+            proxy: None,
+            passthrough: false,
+            detect_timeout: default_detect_timeout(),
+            upstreams: BTreeMap::new(),
+        }
     }
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { connect: default_connect_timeout(), idle: default_idle_timeout() }
+        Self {
+            connect: default_connect_timeout(),
+            idle: default_idle_timeout(),
+        }
     }
 }
 

@@ -74,7 +74,11 @@ pub fn load(text: &str) -> Result<(Config, LineIndex), Vec<ConfigError>> {
             .iter()
             .any(|e| e.path.starts_with(&path) && e.path.len() > path.len());
         if !consequence {
-            errors.push(ConfigError { line: index.line(&path), path, message });
+            errors.push(ConfigError {
+                line: index.line(&path),
+                path,
+                message,
+            });
         }
         if segments.is_empty() || !remove(&mut value, &segments) {
             break;
@@ -151,7 +155,9 @@ impl LineIndex {
         let mut parser = Parser::new_from_str(text);
         // A syntax error leaves a partial index; the serde error reports it.
         let _ = parser.load(&mut walker, false);
-        LineIndex { lines: walker.lines }
+        LineIndex {
+            lines: walker.lines,
+        }
     }
 
     /// The line of `path`, or of its nearest written ancestor.
@@ -261,7 +267,10 @@ mod tests {
         assert_eq!(errors.len(), 3, "{rendered:#?}");
         assert_eq!(errors[0].path, "admin.colour");
         assert_eq!(errors[0].line, Some(4));
-        assert!(errors[0].message.starts_with("unknown field `colour`"), "{rendered:?}");
+        assert!(
+            errors[0].message.starts_with("unknown field `colour`"),
+            "{rendered:?}"
+        );
         assert_eq!(errors[1].path, "inbound.protocol");
         assert_eq!(errors[1].line, Some(7));
         assert_eq!(errors[2].path, "outbound.upstreams.orders.retries");
@@ -290,9 +299,21 @@ mod tests {
     }
 
     #[test]
+    fn omitted_sections_get_the_same_defaults_as_empty_ones() {
+        let (omitted, _) = load("service: web\n").expect("valid");
+        let (empty, _) =
+            load("service: web\nadmin: {}\nlog: {}\nreload: {}\ndrain: {}\noutbound: {}\n")
+                .expect("valid");
+        assert_eq!(omitted, empty);
+    }
+
+    #[test]
     fn a_good_file_loads() {
         let (config, _) = load("service: web\ninbound: { app: 127.0.0.1:8080 }\n").expect("valid");
         assert_eq!(config.service, "web");
-        assert_eq!(config.inbound.map(|i| i.listen), Some("0.0.0.0:15006".into()));
+        assert_eq!(
+            config.inbound.map(|i| i.listen),
+            Some("0.0.0.0:15006".into())
+        );
     }
 }

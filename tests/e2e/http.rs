@@ -1,0 +1,257 @@
+//! HTTP/1.1 and HTTP/2 through the sidecar with curl.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use mesh_tests::{curl, Sidecar};
+use serde_json::Value;
+
+use crate::{closed_port, inbound_sidecar, rest_app};
+
+fn json(output: &std::process::Output) -> Value {
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[test]
+fn http1_and_h2c_reach_the_app_through_inbound() {
+    let (_app, app) = rest_app();
+    let sidecar = inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    let h1 = json(&curl(&[&format!("http://{inbound}/headers")]));
+    assert_eq!(h1["_version"], "HTTP/1.1");
+    assert_eq!(
+        h1["host"],
+        inbound.to_string(),
+        "the caller's Host reaches the app"
+    );
+    let h2 = json(&curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://{inbound}/headers"),
+    ]));
+    assert_eq!(
+        h2["_version"], "HTTP/2.0",
+        "auto keeps the caller's HTTP version"
+    );
+    assert_eq!(
+        sidecar.metric(
+            "mesh_requests_total{direction=\"inbound\",upstream=\"inbound\",status=\"200\"}"
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn chunked_10mb_upload_streams_through_unchanged() {
+    let (_app, app) = rest_app();
+    let sidecar = inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.bin");
+    let output = dir.path().join("out.bin");
+    let mut data = vec![0u8; 10 * 1024 * 1024];
+    // A cheap deterministic pattern that is not all zeros.
+    let mut x: u32 = 0x9e37_79b9;
+    for byte in &mut data {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *byte = x as u8;
+    }
+    std::fs::write(&input, &data).unwrap();
+    let expected = sha256(&input);
+    let file = format!("@{}", input.display());
+    let summary = json(&curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &file,
+        &format!("http://{inbound}/sha256"),
+    ]));
+    assert_eq!(summary["bytes"], 10 * 1024 * 1024);
+    assert_eq!(summary["sha256"], expected.as_str());
+    let echoed = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &file,
+        "-o",
+        output.to_str().unwrap(),
+        &format!("http://{inbound}/echo"),
+    ]);
+    assert!(echoed.status.success());
+    assert_eq!(sha256(&output), expected, "echoed body differs");
+}
+
+fn sha256(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn keep_alive_reuses_one_upstream_connection() {
+    let (_app, app) = rest_app();
+    let sidecar = inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    let url = format!("http://{inbound}/healthz");
+    let mut args = vec!["-w", "%{http_code}\\n"];
+    for _ in 0..100 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        codes.lines().filter(|c| *c == "200").count(),
+        100,
+        "{codes}"
+    );
+    assert_eq!(
+        sidecar.metric("mesh_upstream_connections_total{upstream=\"inbound\"}"),
+        1.0
+    );
+    let stats = json(&curl(&[&format!("http://{inbound}/stats")]));
+    assert_eq!(
+        stats["connections_accepted"], 1,
+        "the app saw one connection: {stats}"
+    );
+    assert_eq!(stats["requests"], 101);
+}
+
+#[test]
+fn forward_proxy_routes_by_authority_and_tunnels_connect() {
+    let (_app, app) = rest_app();
+    let sidecar = Sidecar::start(&format!(
+        "service: client\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  proxy: 127.0.0.1:0\n  upstreams:\n    web:\n      hosts: [web.mesh.local]\n      discovery: {{ endpoints: [{app}] }}\n"
+    ));
+    let proxy = format!("http://{}", sidecar.listener("proxy", None));
+    for url in ["http://web/healthz", "http://web.mesh.local:8080/healthz"] {
+        let out = curl(&["-x", &proxy, url]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "ok", "{url}");
+    }
+    let tunneled = curl(&["-p", "-x", &proxy, "http://web:80/healthz"]);
+    assert_eq!(
+        String::from_utf8_lossy(&tunneled.stdout),
+        "ok",
+        "CONNECT tunnel: {tunneled:?}"
+    );
+    let unknown = curl(&["-i", "-x", &proxy, "http://unknown.example/"]);
+    let text = String::from_utf8_lossy(&unknown.stdout).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 502"), "{text}");
+    assert!(text.contains("x-mesh-error: no_route"), "{text}");
+}
+
+#[test]
+fn passthrough_sends_unknown_authorities_direct() {
+    let (_app, app) = rest_app();
+    let sidecar = Sidecar::start(
+        "service: client\nadmin: { listen: 127.0.0.1:0 }\noutbound:\n  proxy: 127.0.0.1:0\n  passthrough: true\n",
+    );
+    let proxy = format!("http://{}", sidecar.listener("proxy", None));
+    let out = curl(&["-x", &proxy, &format!("http://{app}/healthz")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
+}
+
+#[test]
+fn proxy_errors_carry_a_reason_and_hide_addresses() {
+    let dead = closed_port();
+    let sidecar = inbound_sidecar(format!("127.0.0.1:{dead}").parse().unwrap(), "");
+    let inbound = sidecar.listener("inbound", None);
+    let out = curl(&["-i", &format!("http://{inbound}/")]);
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 502"), "{text}");
+    assert!(
+        text.contains("x-mesh-error: upstream_connect_failed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"error\":\"upstream_connect_failed\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("127.0.0.1"),
+        "error body reveals an address: {text}"
+    );
+}
+
+#[test]
+fn malformed_requests_get_400_with_a_reason() {
+    let (_app, app) = rest_app();
+    let sidecar = inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    // curl will not send two Host headers: write the request by hand.
+    for request in [
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(inbound).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut head = [0u8; 512];
+        let n = stream.read(&mut head).unwrap();
+        let text = String::from_utf8_lossy(&head[..n]).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 400"), "{request:?}: {text}");
+        assert!(
+            text.contains("x-mesh-error: bad_request"),
+            "{request:?}: {text}"
+        );
+    }
+}
+
+/// Streams a slow response, kills the app after the first chunk, and
+/// returns curl's exit status.
+fn kill_app_mid_stream(http2: bool) -> std::process::ExitStatus {
+    let (mut app_proc, app) = rest_app();
+    let sidecar = inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-N", "--max-time", "20"]);
+    if http2 {
+        cmd.arg("--http2-prior-knowledge");
+    }
+    let mut client = cmd
+        .arg(format!("http://{inbound}/stream?chunks=100&interval_ms=50"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap());
+    let mut first = String::new();
+    lines.read_line(&mut first).unwrap();
+    assert_eq!(first, "chunk 0\n");
+    app_proc.signal("KILL");
+    app_proc.wait_exit(Duration::from_secs(5));
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut lines, &mut rest);
+    assert!(
+        rest.lines().count() < 99,
+        "the stream went on after the app died"
+    );
+    client.wait().unwrap()
+}
+
+#[test]
+fn upstream_killed_mid_response_is_not_a_clean_end_http1() {
+    let status = kill_app_mid_stream(false);
+    assert!(!status.success(), "curl saw a complete response");
+}
+
+#[test]
+fn upstream_killed_mid_response_is_not_a_clean_end_http2() {
+    let status = kill_app_mid_stream(true);
+    assert!(!status.success(), "curl saw a complete response");
+}

@@ -1,0 +1,37 @@
+//! End-to-end tests: the real `sidecar` between real clients and the demo
+//! services, all on loopback. See `harness` for how processes are started
+//! and always stopped.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod config;
+mod drain;
+mod grpc;
+mod http;
+mod tcp;
+mod websocket;
+
+use std::net::{SocketAddr, TcpListener};
+
+use mesh_tests::{service, Proc, Sidecar};
+
+/// A port that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The REST demo app.
+pub fn rest_app() -> (Proc, SocketAddr) {
+    service("demo-rest", &[])
+}
+
+/// A sidecar whose inbound listener fronts `app`, with `extra` YAML appended
+/// under `inbound:` (indented two spaces).
+pub fn inbound_sidecar(app: SocketAddr, extra: &str) -> Sidecar {
+    Sidecar::start(&format!(
+        "service: web\nadmin: {{ listen: 127.0.0.1:0 }}\ndrain: {{ delay: 100ms, deadline: 10s }}\ninbound:\n  listen: 127.0.0.1:0\n  app: {app}\n{extra}"
+    ))
+}
