@@ -58,7 +58,7 @@ async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
     }
     let active = endpoint.start();
     if req.method() == Method::CONNECT {
-        return tunnel(&target, &endpoint, req).await;
+        return tunnel(&target, &endpoint, active, req).await;
     }
     let upgrade = is_upgrade(&req);
     let grpc = is_grpc(req.headers());
@@ -174,11 +174,11 @@ fn prepare(
 async fn tunnel(
     target: &Target,
     endpoint: &Arc<EndpointState>,
+    active: ActiveGuard,
     mut req: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {
     let (upstream, guard) = target.cluster.pool.connect_opaque(endpoint).await?;
     let downstream = hyper::upgrade::on(&mut req);
-    let active = endpoint.start();
     tokio::spawn(
         async move {
             let _held = (guard, active);

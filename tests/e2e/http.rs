@@ -255,3 +255,55 @@ fn upstream_killed_mid_response_is_not_a_clean_end_http2() {
     let status = kill_app_mid_stream(true);
     assert!(!status.success(), "curl saw a complete response");
 }
+
+#[test]
+fn expect_100_continue_is_answered_and_the_body_follows() {
+    let (_app, app) = rest_app();
+    let sidecar = inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    let body = "x".repeat(4096);
+    let out = curl(&[
+        "-v",
+        "-H",
+        "Expect: 100-continue",
+        "--expect100-timeout",
+        "10",
+        "--data-binary",
+        &body,
+        &format!("http://{inbound}/sha256"),
+    ]);
+    let trace = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        trace.contains("HTTP/1.1 100 Continue"),
+        "no interim 100: {trace}"
+    );
+    let summary = json(&out);
+    assert_eq!(summary["bytes"], 4096);
+}
+
+#[test]
+fn http1_callers_reach_an_http2_upstream() {
+    let (_app, app) = rest_app();
+    let sidecar = Sidecar::start(&format!(
+        "service: client\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  upstreams:\n    web:\n      listen: 127.0.0.1:0\n      protocol: http2\n      discovery: {{ endpoints: [{app}] }}\n"
+    ));
+    let port = sidecar.listener("outbound", Some("web"));
+    let mut args = vec![];
+    let url = format!("http://{port}/headers");
+    for _ in 0..5 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    args.push(url.as_str());
+    let seen = json(&curl(&args));
+    assert_eq!(seen["_version"], "HTTP/2.0", "{seen}");
+    assert_eq!(
+        seen["_uri"],
+        format!("http://{port}/headers"),
+        "authority carried as :authority"
+    );
+    assert_eq!(
+        sidecar.metric("mesh_upstream_connections_total{upstream=\"web\"}"),
+        1.0,
+        "one multiplexed connection"
+    );
+}
