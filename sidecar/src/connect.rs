@@ -234,16 +234,7 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
-        let guard = self.count(endpoint);
-        tokio::spawn(
-            async move {
-                let _guard = guard;
-                if let Err(err) = conn.with_upgrades().await {
-                    debug!(error = %err, "upstream HTTP/1 connection failed");
-                }
-            }
-            .instrument(tracing::debug_span!("upstream_h1", endpoint = %endpoint.addr)),
-        );
+        self.drive(endpoint, conn.with_upgrades());
         Ok(sender)
     }
 
@@ -258,17 +249,25 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
+        self.drive(endpoint, conn);
+        Ok(sender)
+    }
+
+    /// Runs an upstream connection's I/O until it closes, counted while open.
+    fn drive<C>(&self, endpoint: &Arc<EndpointState>, conn: C)
+    where
+        C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+    {
         let guard = self.count(endpoint);
         tokio::spawn(
             async move {
                 let _guard = guard;
                 if let Err(err) = conn.await {
-                    debug!(error = %err, "upstream HTTP/2 connection failed");
+                    debug!(error = %err, "upstream connection failed");
                 }
             }
-            .instrument(tracing::debug_span!("upstream_h2", endpoint = %endpoint.addr)),
+            .instrument(tracing::debug_span!("upstream_conn", endpoint = %endpoint.addr)),
         );
-        Ok(sender)
     }
 
     fn count(&self, endpoint: &Arc<EndpointState>) -> ConnectionGuard {

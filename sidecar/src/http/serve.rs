@@ -4,6 +4,8 @@
 //! lets open streams finish.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use http::{Request, Response, Version};
@@ -34,31 +36,37 @@ where
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder.timer(TokioTimer::new());
         let conn = builder.serve_connection(io, hyper_service);
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => result,
-            () = drain.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT);
         let conn = builder.serve_connection(io, hyper_service).with_upgrades();
-        tokio::pin!(conn);
-        tokio::select! {
-            result = conn.as_mut() => result,
-            () = drain.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-        }
+        until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
     };
     if let Err(err) = result {
         debug!(error = %err, "downstream connection ended with an error");
+    }
+}
+
+/// Drives `conn` to its end; once `drain` fires, asks it to finish what is
+/// in flight and close.
+async fn until_drained<C>(
+    conn: C,
+    drain: &CancellationToken,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<(), hyper::Error>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => result,
+        () = drain.cancelled() => {
+            graceful_shutdown(conn.as_mut());
+            conn.await
+        }
     }
 }
 
