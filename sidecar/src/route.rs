@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
-use http::Request;
+use http::{Request, Version};
 use tower::layer::layer_fn;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::cluster::Cluster;
 use crate::config::{Settings, UpstreamSettings};
-use crate::http::{Body, HttpService};
+use crate::http::{Body, HttpService, RequestError};
 use crate::telemetry::{Metrics, RequestInfo};
 use crate::BoxError;
 
@@ -118,16 +118,23 @@ impl RouteTable {
         all
     }
 
-    fn route(&self, kind: &RouteKind, authority: Authority) -> Result<Target, RouteError> {
+    /// Where a request goes. `authority` is `None` only for HTTP/1.0
+    /// callers without `Host` on a listener bound to one cluster.
+    fn route(&self, kind: &RouteKind, authority: Option<Authority>) -> Result<Target, BoxError> {
         if let Some(cluster) = self.listener_cluster(kind) {
+            let authority = match authority {
+                Some(authority) => authority,
+                None => first_endpoint(&cluster)?,
+            };
             return Ok(Target {
                 cluster,
                 passthrough: None,
                 authority,
             });
         }
+        let authority = authority.ok_or(RequestError::MissingHost)?;
         if *kind != RouteKind::Proxy {
-            return Err(RouteError::NoRoute(authority.to_string()));
+            return Err(RouteError::NoRoute(authority.to_string()).into());
         }
         let exact = authority.as_str().to_ascii_lowercase();
         let host = authority.host().to_ascii_lowercase();
@@ -144,9 +151,34 @@ impl RouteTable {
                 passthrough: Some(authority.clone()),
                 authority,
             }),
-            None => Err(RouteError::NoRoute(authority.to_string())),
+            None => Err(RouteError::NoRoute(authority.to_string()).into()),
         }
     }
+}
+
+/// Routes one request.
+fn target_of(
+    table: &RouteTable,
+    kind: &RouteKind,
+    req: &Request<Body>,
+) -> Result<Target, BoxError> {
+    let authority = match crate::http::authority(req) {
+        Ok(authority) => Some(authority),
+        // HTTP/1.0 predates Host; such callers can still reach a listener's own cluster.
+        Err(RequestError::MissingHost) if req.version() == Version::HTTP_10 => None,
+        Err(err) => return Err(err.into()),
+    };
+    table.route(kind, authority)
+}
+
+/// The authority of a cluster's first endpoint, for callers that named none.
+fn first_endpoint(cluster: &Cluster) -> Result<Authority, BoxError> {
+    let endpoint = cluster
+        .settings
+        .endpoints
+        .first()
+        .ok_or(RequestError::MissingHost)?;
+    Ok(Authority::try_from(endpoint.addr.to_string())?)
 }
 
 /// The routing layer of a listener of kind `kind`.
@@ -158,10 +190,7 @@ pub fn layer(
         let table = table.clone();
         let kind = kind.clone();
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
-            let routed: Result<Target, BoxError> = match crate::http::authority(&req) {
-                Ok(authority) => table.load().route(&kind, authority).map_err(Into::into),
-                Err(err) => Err(err.into()),
-            };
+            let routed = target_of(&table.load(), &kind, &req);
             let inner = inner.clone();
             async move {
                 let target = routed?;
