@@ -203,3 +203,93 @@ pub fn layer(
         }))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::{reason, Reason};
+
+    fn table(yaml: &str) -> RouteTable {
+        let settings = crate::config::load_str(yaml).unwrap();
+        RouteTable::build(&settings, &RouteTable::default(), &Metrics::new())
+    }
+
+    fn request(uri: &str, version: Version) -> Request<Body> {
+        Request::builder()
+            .uri(uri)
+            .version(version)
+            .body(crate::http::empty())
+            .unwrap()
+    }
+
+    const PROXY: &str = "service: web\noutbound:\n  upstreams:\n    orders:\n      hosts: [orders.mesh.local, \"api.test:8443\"]\n      discovery: { endpoints: [127.0.0.1:7001] }\n";
+
+    #[tokio::test]
+    async fn proxy_routes_by_name_host_and_host_port() {
+        let table = table(PROXY);
+        for uri in [
+            "http://orders/x",
+            "http://orders:80/x",
+            "http://ORDERS.mesh.local/",
+            "http://api.test:8443/",
+        ] {
+            let target =
+                target_of(&table, &RouteKind::Proxy, &request(uri, Version::HTTP_11)).unwrap();
+            assert_eq!(&**target.cluster.name(), "orders", "{uri}");
+        }
+        let err = target_of(
+            &table,
+            &RouteKind::Proxy,
+            &request("http://api.test:9999/", Version::HTTP_11),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(reason(&err), Reason::NoRoute);
+    }
+
+    #[tokio::test]
+    async fn passthrough_keeps_the_asked_authority() {
+        let table = table("service: web\noutbound: { passthrough: true }\n");
+        let target = target_of(
+            &table,
+            &RouteKind::Proxy,
+            &request("http://example.test:8080/", Version::HTTP_11),
+        )
+        .unwrap();
+        assert_eq!(target.passthrough.unwrap().as_str(), "example.test:8080");
+    }
+
+    #[tokio::test]
+    async fn http10_without_host_reaches_the_listener_cluster_only() {
+        let table = table(PROXY);
+        let kind = RouteKind::Upstream(Arc::from("orders"));
+        let target = target_of(&table, &kind, &request("/x", Version::HTTP_10)).unwrap();
+        assert_eq!(target.authority.as_str(), "127.0.0.1:7001");
+        let err = target_of(&table, &kind, &request("/x", Version::HTTP_11))
+            .err()
+            .unwrap();
+        assert_eq!(reason(&err), Reason::BadRequest);
+        let err = target_of(&table, &RouteKind::Proxy, &request("/x", Version::HTTP_10))
+            .err()
+            .unwrap();
+        assert_eq!(reason(&err), Reason::BadRequest);
+    }
+
+    #[tokio::test]
+    async fn unchanged_clusters_survive_a_rebuild() {
+        let settings = crate::config::load_str(PROXY).unwrap();
+        let metrics = Metrics::new();
+        let first = RouteTable::build(&settings, &RouteTable::default(), &metrics);
+        let second = RouteTable::build(&settings, &first, &metrics);
+        assert!(Arc::ptr_eq(
+            &first.clusters["orders"],
+            &second.clusters["orders"]
+        ));
+        let changed = crate::config::load_str(&PROXY.replace("7001", "7002")).unwrap();
+        let third = RouteTable::build(&changed, &second, &metrics);
+        assert!(!Arc::ptr_eq(
+            &second.clusters["orders"],
+            &third.clusters["orders"]
+        ));
+    }
+}

@@ -75,3 +75,40 @@ pub fn layer(
         }))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceBuilder;
+
+    #[tokio::test]
+    async fn counts_the_status_the_caller_sees_under_the_routed_upstream() {
+        let metrics = Arc::new(Metrics::new());
+        let failing =
+            BoxCloneSyncService::new(tower::service_fn(|req: Request<Body>| async move {
+                if let Some(info) = req.extensions().get::<RequestInfo>() {
+                    info.set_upstream(Arc::from("orders"));
+                }
+                Err::<http::Response<Body>, _>(crate::BoxError::from(
+                    crate::forward::ForwardError::NoEndpoints,
+                ))
+            }));
+        let service = ServiceBuilder::new()
+            .layer(layer(metrics.clone(), Direction::Outbound))
+            .layer(crate::errors::layer())
+            .service(failing);
+        let request = Request::builder()
+            .uri("/")
+            .body(crate::http::empty())
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 503);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"503\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}
