@@ -1,0 +1,708 @@
+//! `mesh-demo`: the demo mesh on loopback in one command. Starts the three
+//! demo apps (on free ports), then a sidecar in front of each with a config
+//! generated into `--dir`, prints what runs where and what to try, and stops
+//! everything on Ctrl-C / SIGTERM. With `--check` it instead sends real
+//! requests through the mesh, prints one line per check, stops everything
+//! and exits 0 (all passed) or 1.
+//!
+//! ```text
+//! :B+1  web sidecar ─▶ demo-rest ─gRPC─▶ :B+11 web sidecar ─▶ :B+2 orders sidecar ─▶ demo-grpc
+//! :B+10 web's forward proxy, host chat.mesh.local ─▶ :B+3 chat sidecar ─▶ demo-ws
+//! ```
+//!
+//! Reads: the sibling binaries next to this one, their announce lines.
+//! Writes: `DIR/<service>.yaml` (sidecar configs), `DIR/<service>.log`
+//! (sidecar logs), `DIR/<binary>.log` (app logs). Errors: a missing binary,
+//! a port out of range, a child that does not come up (with its log tail).
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use futures_util::{SinkExt as _, StreamExt as _};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::header::HOST;
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use mesh_examples::lifecycle;
+use mesh_examples::supervise::{AnnounceOn, Children, Spec};
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The binaries `mesh-demo` runs; they must sit next to it.
+const BINARIES: [&str; 4] = ["sidecar", "demo-rest", "demo-grpc", "demo-ws"];
+/// How long each child gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Deadline of one `--check` request.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The host name web's forward proxy routes to the chat service.
+const CHAT_HOST: &str = "chat.mesh.local";
+
+/// Run the demo mesh (web, orders, chat, each behind a sidecar) on loopback.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// First port of the mesh: sidecar inbounds on N+1..N+3, web's outbound
+    /// on N+10 (proxy) and N+11 (orders), admin APIs on N+801..N+803.
+    #[arg(long, value_name = "N", default_value_t = 7100)]
+    base_port: u16,
+    /// Where the generated configs and the logs go (created if missing).
+    #[arg(long, value_name = "DIR", default_value = ".demo")]
+    dir: PathBuf,
+    /// Start everything, check the mesh end to end, stop, exit 0 if all passed.
+    #[arg(long)]
+    check: bool,
+    /// Sidecar log format (passed on as `sidecar run --log-format`).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Every fixed address of the mesh, derived from `--base-port`.
+#[derive(Debug)]
+struct Ports {
+    web_inbound: SocketAddr,
+    orders_inbound: SocketAddr,
+    chat_inbound: SocketAddr,
+    web_proxy: SocketAddr,
+    web_orders: SocketAddr,
+    web_admin: SocketAddr,
+    orders_admin: SocketAddr,
+    chat_admin: SocketAddr,
+}
+
+/// One service of the mesh: a demo app and the sidecar in front of it.
+#[derive(Debug)]
+struct Service {
+    name: &'static str,
+    app_binary: &'static str,
+    /// App flags besides `--name`.
+    app_args: Vec<String>,
+    /// The sidecar's `inbound.protocol`.
+    protocol: &'static str,
+    inbound: SocketAddr,
+    admin: SocketAddr,
+    /// The sidecar's `outbound:` YAML block, if it has one.
+    outbound: Option<String>,
+}
+
+/// What a started service reported.
+#[derive(Debug)]
+struct Started {
+    app: SocketAddr,
+    sidecar: SidecarUp,
+}
+
+/// The fields of the sidecar's `listening` log line.
+#[derive(Debug)]
+struct SidecarUp {
+    admin: String,
+    listeners: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    lifecycle::init_tracing();
+    match run(Args::parse()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("mesh-demo: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the mesh, runs it (or checks it), and always stops what it started.
+async fn run(args: Args) -> anyhow::Result<bool> {
+    let bin_dir = sibling_dir()?;
+    let ports = Ports::new(args.base_port)?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = std::fs::canonicalize(&args.dir)
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let mesh = topology(&ports);
+
+    println!(
+        "mesh-demo: starting the mesh (configs and logs in {})",
+        shown(&dir)
+    );
+    let mut children = Children::default();
+    let outcome = async {
+        let started = start(&mesh, &bin_dir, &dir, args.log_format, &mut children).await?;
+        if args.check {
+            Ok(check(&mesh, &ports, &dir).await)
+        } else {
+            print_banner(&mesh, &started, &ports, &dir, &bin_dir);
+            Ok(wait_for_stop(&mut children).await)
+        }
+    }
+    .await;
+    println!("mesh-demo: stopping");
+    children.stop(STOP_GRACE).await;
+    outcome
+}
+
+/// The directory this binary runs from, which must hold all of [`BINARIES`].
+fn sibling_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the mesh-demo binary")?;
+    let dir = exe
+        .parent()
+        .with_context(|| format!("{} has no parent directory", exe.display()))?;
+    let missing: Vec<&str> = BINARIES
+        .into_iter()
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} not found in {}: run `cargo build --workspace --bins` first",
+            missing.join(", "),
+            dir.display()
+        );
+    }
+    Ok(dir.to_owned())
+}
+
+impl Ports {
+    fn new(base: u16) -> anyhow::Result<Self> {
+        let at = |offset: u16| {
+            base.checked_add(offset)
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .with_context(|| {
+                    format!("--base-port {base} is too high: the mesh needs ports up to base + 803")
+                })
+        };
+        Ok(Self {
+            web_inbound: at(1)?,
+            orders_inbound: at(2)?,
+            chat_inbound: at(3)?,
+            web_proxy: at(10)?,
+            web_orders: at(11)?,
+            web_admin: at(801)?,
+            orders_admin: at(802)?,
+            chat_admin: at(803)?,
+        })
+    }
+}
+
+/// The three services, in start order: orders first, since web calls it.
+fn topology(ports: &Ports) -> [Service; 3] {
+    let web_outbound = format!(
+        "outbound:
+  # HTTP forward proxy, routed by upstream name or hosts
+  proxy: {proxy}
+  upstreams:
+    orders:
+      # demo-rest calls orders here (its --orders-grpc)
+      listen: {orders_port}
+      protocol: grpc
+      discovery: {{ endpoints: [{orders}] }}
+    chat:
+      # no port of its own: reached through the proxy
+      hosts: [{CHAT_HOST}]
+      discovery: {{ endpoints: [{chat}] }}
+",
+        proxy = ports.web_proxy,
+        orders_port = ports.web_orders,
+        orders = ports.orders_inbound,
+        chat = ports.chat_inbound,
+    );
+    [
+        Service {
+            name: "orders",
+            app_binary: "demo-grpc",
+            app_args: Vec::new(),
+            protocol: "grpc",
+            inbound: ports.orders_inbound,
+            admin: ports.orders_admin,
+            outbound: None,
+        },
+        Service {
+            name: "web",
+            app_binary: "demo-rest",
+            app_args: vec![
+                "--orders-grpc".into(),
+                format!("http://{}", ports.web_orders),
+            ],
+            protocol: "auto",
+            inbound: ports.web_inbound,
+            admin: ports.web_admin,
+            outbound: Some(web_outbound),
+        },
+        Service {
+            name: "chat",
+            app_binary: "demo-ws",
+            app_args: Vec::new(),
+            protocol: "auto",
+            inbound: ports.chat_inbound,
+            admin: ports.chat_admin,
+            outbound: None,
+        },
+    ]
+}
+
+/// Starts every app, then every sidecar (a sidecar's config needs its app's
+/// port), each once the previous one said it is up.
+async fn start(
+    mesh: &[Service],
+    bin_dir: &Path,
+    dir: &Path,
+    log_format: Option<LogFormat>,
+    children: &mut Children,
+) -> anyhow::Result<Vec<Started>> {
+    let mut apps = Vec::new();
+    for service in mesh {
+        let mut args = vec!["--name".to_owned(), service.name.to_owned()];
+        args.extend(service.app_args.iter().cloned());
+        let spec = Spec {
+            name: service.app_binary.to_owned(),
+            program: bin_dir.join(service.app_binary),
+            args,
+            log: dir.join(format!("{}.log", service.app_binary)),
+            announce_on: AnnounceOn::Stdout,
+        };
+        let app = children.start(spec, app_listening).await?;
+        println!("  {:<16} {app}", format!("{} app", service.name));
+        apps.push(app);
+    }
+
+    let mut started = Vec::new();
+    for (service, app) in mesh.iter().zip(apps) {
+        let config = dir.join(format!("{}.yaml", service.name));
+        std::fs::write(&config, sidecar_config(service, app))
+            .with_context(|| format!("writing {}", config.display()))?;
+        let mut args = vec!["run".to_owned(), "--config".to_owned(), path_arg(&config)?];
+        if let Some(format) = log_format {
+            let format = match format {
+                LogFormat::Json => "json",
+                LogFormat::Pretty => "pretty",
+            };
+            args.extend(["--log-format".to_owned(), format.to_owned()]);
+        }
+        let spec = Spec {
+            name: format!("{} sidecar", service.name),
+            program: bin_dir.join("sidecar"),
+            args,
+            log: dir.join(format!("{}.log", service.name)),
+            announce_on: AnnounceOn::Stderr,
+        };
+        let sidecar = children.start(spec, sidecar_listening).await?;
+        println!(
+            "  {:<16} admin={} {}",
+            format!("{} sidecar", service.name),
+            sidecar.admin,
+            sidecar.listeners
+        );
+        started.push(Started { app, sidecar });
+    }
+    Ok(started)
+}
+
+/// The generated sidecar config of `service`, in front of its app at `app`.
+fn sidecar_config(service: &Service, app: SocketAddr) -> String {
+    let mut yaml = format!(
+        "# The {name} sidecar of mesh-demo, written at every start (edits are lost
+# on the next start). Edit it while the demo runs: the sidecar reloads it
+# within a second; see {name}.log or GET http://{admin}/config.
+service: {name}
+admin: {{ listen: {admin} }}
+log: {{ format: json, level: info }}
+drain: {{ delay: 1s, deadline: 5s }}
+inbound:
+  listen: {inbound}
+  # {app_binary}, on the port it picked at start
+  app: {app}
+  protocol: {protocol}
+",
+        name = service.name,
+        admin = service.admin,
+        inbound = service.inbound,
+        app_binary = service.app_binary,
+        protocol = service.protocol,
+    );
+    if let Some(outbound) = &service.outbound {
+        yaml.push_str(outbound);
+    }
+    yaml
+}
+
+/// `{"listening":"127.0.0.1:PORT"}`, the one line a demo app prints on stdout.
+fn app_listening(line: &str) -> Option<SocketAddr> {
+    #[derive(Deserialize)]
+    struct Listening {
+        listening: SocketAddr,
+    }
+    serde_json::from_str::<Listening>(line)
+        .ok()
+        .map(|line| line.listening)
+}
+
+/// The sidecar's startup log line (`message` `listening`), JSON or pretty.
+fn sidecar_listening(line: &str) -> Option<SidecarUp> {
+    if let Ok(event) = serde_json::from_str::<serde_json::Value>(line) {
+        if event["message"] != "listening" {
+            return None;
+        }
+        return Some(SidecarUp {
+            admin: event["admin"].as_str()?.to_owned(),
+            listeners: event["listeners"].as_str()?.to_owned(),
+        });
+    }
+    // Pretty (uncoloured, see `supervise`):
+    // `TIME  INFO sidecar::app: listening admin=ADDR listeners=a=ADDR b=ADDR`.
+    let fields = line.split_once(": listening admin=")?.1;
+    let (admin, listeners) = fields.split_once(" listeners=")?;
+    Some(SidecarUp {
+        admin: admin.to_owned(),
+        listeners: listeners.to_owned(),
+    })
+}
+
+/// Waits for Ctrl-C / SIGTERM (true) or a child that exits on its own (false).
+async fn wait_for_stop(children: &mut Children) -> bool {
+    let shutdown = lifecycle::shutdown_signal();
+    tokio::pin!(shutdown);
+    tokio::select! {
+        biased;
+        () = &mut shutdown => true,
+        exited = children.first_exit() => {
+            // A Ctrl-C in the terminal reaches the children too, and one of
+            // them may exit before our own signal handler runs.
+            if tokio::time::timeout(Duration::from_millis(500), &mut shutdown)
+                .await
+                .is_ok()
+            {
+                return true;
+            }
+            let status = match exited.status {
+                Ok(status) => status.to_string(),
+                Err(error) => format!("cannot read its status: {error}"),
+            };
+            println!(
+                "mesh-demo: {} exited on its own ({status}); see {}",
+                exited.name,
+                shown(&exited.log)
+            );
+            false
+        }
+    }
+}
+
+/// What runs where, and commands to try, all with the real addresses.
+fn print_banner(mesh: &[Service], started: &[Started], ports: &Ports, dir: &Path, bin_dir: &Path) {
+    let py = |script: &str| {
+        let script = Path::new("tests/py").join(script);
+        // Relative to the repository when the binary runs from its target/ dir.
+        let found = bin_dir
+            .ancestors()
+            .map(|root| root.join(&script))
+            .find(|path| path.is_file());
+        found.map_or_else(|| script.display().to_string(), |path| shown(&path))
+    };
+    let dir = shown(dir);
+    let web = ports.web_inbound;
+    let web_admin = ports.web_admin;
+
+    println!();
+    println!("The demo mesh is up.");
+    println!();
+    let row = |service: &str, app: &str, inbound: &str, admin: &str| {
+        println!("  {service:<8} {app:<26} {inbound:<18} {admin}");
+    };
+    row("service", "app", "sidecar inbound", "sidecar admin");
+    for (service, started) in mesh.iter().zip(started) {
+        row(
+            service.name,
+            &format!("{} {}", service.app_binary, started.app),
+            &service.inbound.to_string(),
+            &started.sidecar.admin,
+        );
+    }
+    println!(
+        "  web's outbound: forward proxy {} (orders, {CHAT_HOST}), orders gRPC on {}",
+        ports.web_proxy, ports.web_orders
+    );
+    println!(
+        "
+Try it:
+  # web, through its inbound sidecar
+  curl -s http://{web}/headers
+  # web -> web's outbound sidecar -> orders sidecar -> gRPC orders app
+  curl -s http://{web}/orders/3
+  # the same inbound port speaks h2c too
+  curl -s --http2-prior-knowledge http://{web}/
+  # web's forward proxy routes by host name to the chat sidecar
+  curl -s -x http://{proxy} http://{CHAT_HOST}/healthz
+  # gRPC streaming through web's outbound port (pip install grpcio grpcio-tools)
+  python3 {grpc_py} {orders_out} server 5 200
+  # WebSocket echo through the chat sidecar (pip install websockets)
+  python3 {ws_py} ws://{chat}/ echo
+  # ... or through web's forward proxy by host name (websockets 15+ reads http_proxy)
+  http_proxy=http://{proxy} python3 {ws_py} ws://{CHAT_HOST}/ echo
+
+Admin API of each sidecar (web {web_admin}, orders {orders_admin}, chat {chat_admin}):
+  curl -s http://{web_admin}/listeners
+  curl -s http://{web_admin}/clusters
+  curl -s http://{web_admin}/metrics | grep mesh_requests
+
+Edit {dir}/web.yaml and watch it hot-reload: tail -f {dir}/web.log
+Logs: {dir}/*.log. Ctrl-C stops everything.",
+        proxy = ports.web_proxy,
+        orders_out = ports.web_orders,
+        chat = ports.chat_inbound,
+        orders_admin = ports.orders_admin,
+        chat_admin = ports.chat_admin,
+        grpc_py = py("grpc_orders.py"),
+        ws_py = py("ws_client.py"),
+    );
+}
+
+/// Real requests through the mesh, one line each; true when all passed.
+async fn check(mesh: &[Service], ports: &Ports, dir: &Path) -> bool {
+    println!();
+    println!("Checking the mesh:");
+    let web = ports.web_inbound;
+    let mut passed = true;
+    let mut report = |what: String, outcome: anyhow::Result<String>| match outcome {
+        Ok(detail) => println!("  ok      {what}: {detail}"),
+        Err(error) => {
+            passed = false;
+            println!("  FAILED  {what}: {error:#}");
+        }
+    };
+
+    report(
+        format!("web via its sidecar, GET http://{web}/healthz"),
+        bounded(expect(
+            &format!("http://{web}/healthz"),
+            None,
+            StatusCode::OK,
+        ))
+        .await,
+    );
+    report(
+        format!("web -> orders over gRPC, GET http://{web}/orders/3"),
+        bounded(order_three(web)).await,
+    );
+    report(
+        format!("unknown order, GET http://{web}/orders/42"),
+        bounded(expect(
+            &format!("http://{web}/orders/42"),
+            None,
+            StatusCode::NOT_FOUND,
+        ))
+        .await,
+    );
+    for service in mesh {
+        let url = format!("http://{}/ready", service.admin);
+        report(
+            format!("{} sidecar admin, GET {url}", service.name),
+            bounded(expect(&url, None, StatusCode::OK)).await,
+        );
+    }
+    let url = format!("http://{CHAT_HOST}/healthz");
+    report(
+        format!("web's forward proxy, GET {url} via {}", ports.web_proxy),
+        bounded(expect(&url, Some(ports.web_proxy), StatusCode::OK)).await,
+    );
+    report(
+        format!("chat WebSocket echo via ws://{}/", ports.chat_inbound),
+        bounded(websocket_echo(ports.chat_inbound)).await,
+    );
+
+    println!();
+    if passed {
+        println!("All checks passed.");
+    } else {
+        println!("Some checks FAILED; the logs are in {}.", shown(dir));
+    }
+    passed
+}
+
+/// `check` with [`CHECK_TIMEOUT`].
+async fn bounded(check: impl Future<Output = anyhow::Result<String>>) -> anyhow::Result<String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+        Ok(outcome) => outcome,
+        Err(_) => bail!("no answer within {}s", CHECK_TIMEOUT.as_secs()),
+    }
+}
+
+/// GET `url` expecting `status`; the detail is the status and the body.
+async fn expect(
+    url: &str,
+    proxy: Option<SocketAddr>,
+    status: StatusCode,
+) -> anyhow::Result<String> {
+    let body = get_expecting(url, proxy, status).await?;
+    Ok(format!("{} {}", status.as_u16(), one_line(&body)))
+}
+
+/// GET /orders/3 on web: 200 and the order with id "3".
+async fn order_three(web: SocketAddr) -> anyhow::Result<String> {
+    let body = get_expecting(&format!("http://{web}/orders/3"), None, StatusCode::OK).await?;
+    let order: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("not JSON: {}", one_line(&body)))?;
+    if order["id"] != "3" {
+        bail!("expected the order with id \"3\", got {order}");
+    }
+    Ok(format!("200 {order}"))
+}
+
+/// GET `url`; its body when the status is `status`, else an error with both.
+async fn get_expecting(
+    url: &str,
+    proxy: Option<SocketAddr>,
+    status: StatusCode,
+) -> anyhow::Result<Bytes> {
+    let (got, body) = http_get(url, proxy).await?;
+    if got != status {
+        bail!("expected {status}, got {got} {}", one_line(&body));
+    }
+    Ok(body)
+}
+
+/// A response body on one line: compact JSON, or the text with its
+/// whitespace runs collapsed.
+fn one_line(body: &[u8]) -> String {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) => json.to_string(),
+        Err(_) => String::from_utf8_lossy(body)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// One HTTP/1.1 GET: straight to the URL's host, or in absolute form to `proxy`.
+async fn http_get(url: &str, proxy: Option<SocketAddr>) -> anyhow::Result<(StatusCode, Bytes)> {
+    let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
+    let authority = uri
+        .authority()
+        .with_context(|| format!("URL without a host: {url}"))?
+        .clone();
+    let connect_to = proxy.map_or_else(|| authority.to_string(), |proxy| proxy.to_string());
+    let stream = TcpStream::connect(&connect_to)
+        .await
+        .with_context(|| format!("connecting to {connect_to}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake")?;
+    // Ends once the response is read and `sender` is dropped.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "check connection failed");
+        }
+    });
+    let target = match proxy {
+        Some(_) => uri.clone(),
+        None => uri
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .parse()
+            .context("request path")?,
+    };
+    let request = Request::get(target)
+        .header(HOST, authority.as_str())
+        .body(Empty::<Bytes>::new())
+        .context("building the request")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("sending the request")?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("reading the response body")?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// Sends one text message over a WebSocket and expects it back.
+async fn websocket_echo(addr: SocketAddr) -> anyhow::Result<String> {
+    const TEXT: &str = "hello through the mesh";
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let (mut socket, _response) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream)
+        .await
+        .context("WebSocket handshake")?;
+    socket
+        .send(Message::text(TEXT))
+        .await
+        .context("sending a message")?;
+    match socket.next().await {
+        Some(Ok(Message::Text(reply))) if reply.as_str() == TEXT => {}
+        Some(Ok(other)) => bail!("expected {TEXT:?} back, got {other:?}"),
+        Some(Err(error)) => bail!("reading the reply: {error}"),
+        None => bail!("connection closed before the reply"),
+    }
+    // The echo is what we came for; a messy close is not a failure.
+    let _ = socket.close(None).await;
+    Ok(format!("{TEXT:?} came back"))
+}
+
+/// `path` relative to the current directory when it lies below it, else as is.
+fn shown(path: &Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_owned));
+    match relative {
+        Some(relative) if relative.as_os_str().is_empty() => ".".to_owned(),
+        Some(relative) => relative.display().to_string(),
+        None => path.display().to_string(),
+    }
+}
+
+/// A path as a command-line argument (it must be valid UTF-8 to pass as one).
+fn path_arg(path: &Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_sidecar_listening_line_in_both_formats() {
+        let json = r#"{"timestamp":"2026-01-01T00:00:00Z","level":"INFO","message":"listening","admin":"127.0.0.1:7901","listeners":"inbound=127.0.0.1:7101 proxy=127.0.0.1:7110","target":"sidecar::app"}"#;
+        let pretty = "2026-01-01T00:00:00Z  INFO sidecar::app: listening admin=127.0.0.1:7901 listeners=inbound=127.0.0.1:7101 proxy=127.0.0.1:7110";
+        for line in [json, pretty] {
+            let up = sidecar_listening(line).expect(line);
+            assert_eq!(up.admin, "127.0.0.1:7901");
+            assert_eq!(up.listeners, "inbound=127.0.0.1:7101 proxy=127.0.0.1:7110");
+        }
+        assert!(sidecar_listening(r#"{"message":"listener started","addr":"x"}"#).is_none());
+        assert!(sidecar_listening("INFO sidecar::app: listener started").is_none());
+    }
+
+    #[test]
+    fn reads_the_app_listening_line() {
+        let addr = app_listening(r#"{"listening":"127.0.0.1:4000"}"#);
+        assert_eq!(addr, Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 4000))));
+        assert_eq!(app_listening("INFO listening addr=127.0.0.1:4000"), None);
+    }
+
+    #[test]
+    fn ports_follow_the_base_and_stay_in_range() {
+        let ports = Ports::new(7100).expect("7100 + 803 fits a port");
+        assert_eq!(ports.web_inbound.port(), 7101);
+        assert_eq!(ports.web_orders.port(), 7111);
+        assert_eq!(ports.chat_admin.port(), 7903);
+        assert!(Ports::new(u16::MAX - 802).is_err());
+    }
+}
