@@ -1,1 +1,255 @@
-fn main() {}
+//! `mesh-ctl`: the operator's view of the mesh, read from each sidecar's
+//! admin API (JSON over HTTP/1.1, default `127.0.0.1:15000`).
+//!
+//! | module | owns |
+//! |---|---|
+//! | `main.rs` | the command line (clap), printing, the exit status |
+//! | `commands.rs` | one function per command: ask the proxies, render |
+//! | `admin_client.rs` | the std-only HTTP/1.1 client and one method per admin endpoint |
+//! | `table.rs` | the column-aligned table printer |
+//!
+//! Exit status: 0 when every proxy answered (and, for `status`, is ready;
+//! for `reload`, accepted the config), 1 otherwise, 2 for a usage error.
+
+mod admin_client;
+mod commands;
+mod table;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use commands::{Options, Output, Report};
+
+/// The admin address used when neither `--admin` nor `MESH_ADMIN` is given.
+const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mesh-ctl",
+    version,
+    about = "Inspect and control the mesh's sidecar proxies through their admin API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Per proxy: version, ready or draining, config generation, last reload, counts.
+    ///
+    /// Exit 1 if any proxy is unreachable or not ready.
+    Status {
+        #[command(flatten)]
+        proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every listener: kind, upstream, configured and bound address.
+    Listeners {
+        #[command(flatten)]
+        proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Every cluster and its endpoints: weight, state, active requests, connections.
+    #[command(visible_alias = "endpoints")]
+    Clusters {
+        #[command(flatten)]
+        proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The effective config (defaults filled in), its generation and the last reload error.
+    Config {
+        #[command(flatten)]
+        proxy: Proxy,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Re-read the config file now. Exit 1, listing the errors, if it is rejected.
+    Reload {
+        #[command(flatten)]
+        proxy: Proxy,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The Prometheus metrics text.
+    Metrics {
+        #[command(flatten)]
+        proxy: Proxy,
+        /// Only the lines that contain TEXT.
+        #[arg(long, value_name = "TEXT")]
+        grep: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// Several proxies.
+#[derive(Debug, Args)]
+struct Proxies {
+    /// Admin API address (HOST:PORT) of a proxy; repeat for several.
+    /// [default: $MESH_ADMIN, else 127.0.0.1:15000]
+    #[arg(long = "admin", value_name = "ADDR")]
+    admins: Vec<String>,
+}
+
+/// One proxy.
+#[derive(Debug, Args)]
+struct Proxy {
+    /// Admin API address (HOST:PORT) of the proxy.
+    /// [default: $MESH_ADMIN, else 127.0.0.1:15000]
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Connect timeout, and separately the time allowed for each answer (e.g. 500ms, 5s).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    timeout: Duration,
+}
+
+impl Common {
+    fn options(&self) -> Options {
+        Options {
+            output: self.output,
+            timeout: self.timeout,
+        }
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match mesh_api::units::parse_duration(text)? {
+        Duration::ZERO => Err("must be more than 0".into()),
+        timeout => Ok(timeout),
+    }
+}
+
+/// The admin address to ask: the one given, else `MESH_ADMIN`, else the default.
+fn admin_or_default(given: Option<String>, env: Option<&str>) -> String {
+    given
+        .or_else(|| {
+            env.map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| DEFAULT_ADMIN.to_string())
+}
+
+/// The admin addresses to ask: those given, else as `admin_or_default`.
+fn admins_or_default(given: Vec<String>, env: Option<&str>) -> Vec<String> {
+    if given.is_empty() {
+        vec![admin_or_default(None, env)]
+    } else {
+        given
+    }
+}
+
+fn run(command: Command, env_admin: Option<&str>) -> Report {
+    let one = |proxy: Proxy| admin_or_default(proxy.admin, env_admin);
+    let several = |proxies: Proxies| admins_or_default(proxies.admins, env_admin);
+    match command {
+        Command::Status { proxies, common } => {
+            commands::status(&several(proxies), common.options())
+        }
+        Command::Listeners { proxies, common } => {
+            commands::listeners(&several(proxies), common.options())
+        }
+        Command::Clusters { proxies, common } => {
+            commands::clusters(&several(proxies), common.options())
+        }
+        Command::Config { proxy, common } => commands::config(&one(proxy), common.options()),
+        Command::Reload { proxy, common } => commands::reload(&one(proxy), common.options()),
+        Command::Metrics {
+            proxy,
+            grep,
+            common,
+        } => commands::metrics(&one(proxy), grep.as_deref(), common.options()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env_admin = std::env::var("MESH_ADMIN").ok();
+    let report = run(cli.command, env_admin.as_deref());
+    let mut stdout = io::stdout().lock();
+    let written = stdout
+        .write_all(report.stdout.as_bytes())
+        .and_then(|()| stdout.flush());
+    // A closed pipe (`mesh-ctl metrics | head`) is the reader's choice, not a failure.
+    if let Err(err) = written {
+        if err.kind() != io::ErrorKind::BrokenPipe {
+            eprintln!("mesh-ctl: cannot write output: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    for problem in &report.problems {
+        eprintln!("mesh-ctl: {problem}");
+    }
+    if report.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_addresses_come_from_flags_then_env_then_default() {
+        let given = vec!["a:1".to_string(), "b:2".to_string()];
+        assert_eq!(admins_or_default(given.clone(), Some("e:3")), given);
+        assert_eq!(admins_or_default(vec![], Some(" e:3 ")), ["e:3"]);
+        assert_eq!(admins_or_default(vec![], Some("")), [DEFAULT_ADMIN]);
+        assert_eq!(admins_or_default(vec![], None), [DEFAULT_ADMIN]);
+        assert_eq!(admin_or_default(Some("a:1".into()), Some("e:3")), "a:1");
+        assert_eq!(admin_or_default(None, Some("e:3")), "e:3");
+    }
+
+    #[test]
+    fn parses_the_command_line() {
+        let cli = Cli::try_parse_from([
+            "mesh-ctl",
+            "endpoints",
+            "--admin",
+            "a:1",
+            "--admin",
+            "b:2",
+            "--output",
+            "json",
+            "--timeout",
+            "250ms",
+        ])
+        .expect("valid command line");
+        let Command::Clusters { proxies, common } = cli.command else {
+            panic!("endpoints is an alias of clusters: {:?}", cli.command);
+        };
+        assert_eq!(proxies.admins, ["a:1", "b:2"]);
+        assert_eq!(common.output, Output::Json);
+        assert_eq!(common.timeout, Duration::from_millis(250));
+
+        // One proxy only for config, reload and metrics; no zero timeout.
+        assert!(
+            Cli::try_parse_from(["mesh-ctl", "reload", "--admin", "a:1", "--admin", "b:2"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["mesh-ctl", "status", "--timeout", "0s"]).is_err());
+        assert!(Cli::try_parse_from(["mesh-ctl", "status", "--output", "yaml"]).is_err());
+    }
+}
