@@ -37,6 +37,8 @@ pub struct App {
     listeners: tokio::sync::Mutex<Vec<Running>>,
     status: Mutex<ReloadStatus>,
     ready: AtomicBool,
+    /// The admin API's listener (bound once; `admin.listen` changes need a restart).
+    admin: ListenerInfo,
 }
 
 struct ReloadStatus {
@@ -69,11 +71,9 @@ impl App {
 
     /// `GET /listeners`.
     pub async fn listeners(&self) -> Vec<ListenerInfo> {
-        self.listeners
-            .lock()
-            .await
-            .iter()
-            .map(Running::info)
+        let running = self.listeners.lock().await;
+        std::iter::once(self.admin.clone())
+            .chain(running.iter().map(Running::info))
             .collect()
     }
 
@@ -134,6 +134,9 @@ impl App {
         if !errors.is_empty() {
             return Err(errors);
         }
+        if settings.admin.to_string() != self.admin.configured {
+            warn!(configured = %settings.admin, running = %self.admin.addr, "admin.listen changes take effect at the next restart");
+        }
         let runtime = &self.shared.runtime;
         let table = RouteTable::build(&settings, &runtime.routes.load(), &runtime.metrics);
         runtime.routes.store(Arc::new(table));
@@ -162,6 +165,9 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
     let metrics = Arc::new(Metrics::new());
     let watch = settings.watch;
     let admin_addr = settings.admin;
+    let admin = listen::bind(admin_addr)
+        .map_err(|e| format!("admin.listen: cannot listen on {admin_addr}: {e}"))?;
+    let admin_bound = admin.local_addr()?;
     let runtime = Arc::new(Runtime {
         routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
         settings: Arc::new(ArcSwap::from_pointee(settings.clone())),
@@ -181,10 +187,13 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
             last_error: Vec::new(),
         }),
         ready: AtomicBool::new(false),
+        admin: ListenerInfo {
+            kind: "admin".into(),
+            upstream: None,
+            configured: admin_addr.to_string(),
+            addr: admin_bound.to_string(),
+        },
     });
-    let admin = listen::bind(admin_addr)
-        .map_err(|e| format!("admin.listen: cannot listen on {admin_addr}: {e}"))?;
-    let admin_bound = admin.local_addr()?;
     app.apply(settings)
         .await
         .map_err(|errors| errors.join("; "))?;

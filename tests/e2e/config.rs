@@ -157,3 +157,24 @@ fn reload_adds_a_route_while_a_stream_is_in_flight() {
     );
     assert_eq!(body.lines().last(), Some("chunk 19"));
 }
+
+#[test]
+fn every_example_config_passes_check() {
+    let dir = mesh_tests::root().join("examples/configs");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(files.len() >= 4, "examples in {}", dir.display());
+    let out = Command::new(bin("sidecar"))
+        .arg("check")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

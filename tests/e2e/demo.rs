@@ -1,0 +1,28 @@
+//! The README's first command: the demo mesh comes up and works end to end.
+
+use std::process::Command;
+
+use mesh_tests::bin;
+
+#[test]
+fn demo_mesh_passes_its_own_check() {
+    let dir = tempfile::tempdir().unwrap();
+    // Fixed ports from a base; vary it so parallel runs rarely collide.
+    let base = 20_000 + (std::process::id() % 2_000) * 10;
+    let out = Command::new(bin("mesh-demo"))
+        .args(["--check", "--base-port", &base.to_string(), "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "mesh-demo --check failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+    assert!(
+        stdout.contains("/orders/3"),
+        "the check covers web → orders over gRPC: {stdout}"
+    );
+}
