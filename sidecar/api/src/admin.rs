@@ -65,3 +65,36 @@ pub struct VersionInfo {
     /// Package version.
     pub version: String,
 }
+
+/// `GET /certs`: the proxy's workload identity and its certificate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertInfo {
+    /// The SPIFFE ID in the certificate's URI SAN.
+    pub identity: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    /// Validity start, seconds since the Unix epoch.
+    pub not_before: i64,
+    /// Validity end, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Seconds until `not_after` (negative once expired).
+    pub expires_in_seconds: i64,
+    /// Trust anchors in the bundle.
+    pub trust_anchors: usize,
+    /// The cert, key and bundle files.
+    pub files: CertFiles,
+    /// Why the last attempt to load new files failed (the old identity stays).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Where an identity is read from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CertFiles {
+    /// Leaf certificate and chain (PEM).
+    pub cert: String,
+    /// Private key (PEM).
+    pub key: String,
+    /// Trust anchors (PEM).
+    pub bundle: String,
+}
