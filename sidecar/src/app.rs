@@ -28,6 +28,7 @@ use crate::listen::{self, ListenerSpec, Running, Shared};
 use crate::route::RouteTable;
 use crate::stack::Runtime;
 use crate::telemetry::Metrics;
+use crate::tls::IdentityStore;
 use crate::BoxError;
 
 /// The running proxy.
@@ -138,7 +139,16 @@ impl App {
             warn!(configured = %settings.admin, running = %self.admin.addr, "admin.listen changes take effect at the next restart");
         }
         let runtime = &self.shared.runtime;
-        let table = RouteTable::build(&settings, &runtime.routes.load(), &runtime.metrics);
+        runtime
+            .identity
+            .configure(settings.identity.as_ref())
+            .map_err(|e| vec![format!("identity: {e}")])?;
+        let table = RouteTable::build(
+            &settings,
+            &runtime.routes.load(),
+            &runtime.metrics,
+            &runtime.identity,
+        );
         runtime.routes.store(Arc::new(table));
         runtime.settings.store(Arc::new(settings));
         running.retain(|r| {
@@ -168,10 +178,12 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
     let admin = listen::bind(admin_addr)
         .map_err(|e| format!("admin.listen: cannot listen on {admin_addr}: {e}"))?;
     let admin_bound = admin.local_addr()?;
+    let identity = Arc::new(IdentityStore::new(metrics.cert_expiry()));
     let runtime = Arc::new(Runtime {
         routes: Arc::new(ArcSwap::from_pointee(RouteTable::default())),
         settings: Arc::new(ArcSwap::from_pointee(settings.clone())),
         metrics,
+        identity,
     });
     let shared = Shared {
         runtime,
@@ -208,6 +220,7 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
         );
     }
     tokio::spawn(reload_on_sighup(app.clone()).instrument(tracing::info_span!("sighup")));
+    tokio::spawn(watch_identity(app.clone()).instrument(tracing::info_span!("identity_watch")));
 
     wait_for_shutdown().await?;
     let drain = app.shared.runtime.settings.load().drain;
@@ -257,6 +270,25 @@ async fn watch_file(app: Arc<App>, period: std::time::Duration) {
             last = current;
             let _ = app.reload("file").await;
         }
+    }
+}
+
+/// Picks up rotated identity files; ends on drain.
+async fn watch_identity(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            () = app.shared.drain.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        app.shared.runtime.identity.refresh();
+    }
+}
+
+/// `GET /certs`.
+impl App {
+    /// The workload identity, if any.
+    pub fn certs(&self) -> Option<mesh_api::admin::CertInfo> {
+        self.shared.runtime.identity.info()
     }
 }
 

@@ -10,9 +10,10 @@ use mesh_api::admin::{ClusterInfo, EndpointInfo};
 
 use crate::balance::Balancer;
 use crate::config::UpstreamSettings;
-use crate::connect::Pool;
+use crate::connect::{Pool, UpstreamTls};
 use crate::discovery::EndpointSet;
 use crate::telemetry::Metrics;
+use crate::tls::IdentityStore;
 
 /// An upstream cluster.
 pub struct Cluster {
@@ -26,12 +27,21 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds a cluster from its settings.
-    pub fn new(settings: UpstreamSettings, metrics: &Metrics) -> Self {
+    pub fn new(
+        settings: UpstreamSettings,
+        metrics: &Metrics,
+        identity: &Arc<IdentityStore>,
+    ) -> Self {
+        let tls = settings.tls.clone().map(|expected| UpstreamTls {
+            identity: identity.clone(),
+            expected,
+        });
         let balancer = Balancer::new(EndpointSet::fixed(settings.endpoints.clone()));
         let pool = Pool::new(
             settings.connect_timeout,
             settings.idle_timeout,
             metrics.upstream_connections(&settings.name),
+            tls,
         );
         Self {
             settings,

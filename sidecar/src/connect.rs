@@ -10,8 +10,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -19,12 +21,16 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::{debug, Instrument};
 
 use crate::balance::EndpointState;
 use crate::http::Body;
+use crate::tls::verify::IdentityMismatch;
+use crate::tls::IdentityStore;
 use crate::BoxError;
 
 /// No connection to the endpoint could be made.
@@ -42,6 +48,86 @@ pub enum ConnectError {
     /// A passthrough authority did not resolve.
     #[error("could not resolve {0}")]
     Resolve(String),
+    /// The TLS handshake with the upstream proxy failed.
+    #[error("TLS handshake with the endpoint failed: {0}")]
+    Tls(#[source] std::io::Error),
+    /// The upstream proxy proved an identity other than the one it must have.
+    #[error("{0}")]
+    Identity(#[from] IdentityMismatch),
+}
+
+/// Mutual TLS to a cluster's endpoints.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    /// This proxy's identity (rotates; read at each new connection).
+    pub identity: Arc<IdentityStore>,
+    /// The SPIFFE ID the endpoints must present.
+    pub expected: Arc<str>,
+}
+
+/// A connection to an endpoint: plaintext, or mutual TLS between proxies.
+pub enum UpstreamIo {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS 1.3 with both sides authenticated.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut *self {
+            UpstreamIo::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            UpstreamIo::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match &mut *self {
+            UpstreamIo::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            UpstreamIo::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut *self {
+            UpstreamIo::Plain(io) => Pin::new(io).poll_flush(cx),
+            UpstreamIo::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut *self {
+            UpstreamIo::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            UpstreamIo::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Tells an identity mismatch apart from other handshake failures.
+fn tls_error(err: std::io::Error) -> ConnectError {
+    let mismatch = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|inner| match inner {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                other.0.downcast_ref::<IdentityMismatch>().cloned()
+            }
+            _ => None,
+        });
+    match mismatch {
+        Some(mismatch) => ConnectError::Identity(mismatch),
+        None => ConnectError::Tls(err),
+    }
 }
 
 /// The upstream failed a request after it was sent, before the response head.
@@ -91,6 +177,7 @@ struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
     metrics: ConnectionMetrics,
+    tls: Option<UpstreamTls>,
     idle_h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
 }
@@ -101,11 +188,13 @@ impl Pool {
         connect_timeout: Duration,
         idle_timeout: Duration,
         metrics: ConnectionMetrics,
+        tls: Option<UpstreamTls>,
     ) -> Self {
         let inner = Arc::new(Inner {
             connect_timeout,
             idle_timeout,
             metrics,
+            tls,
             idle_h1: Mutex::default(),
             h2: Mutex::default(),
         });
@@ -135,9 +224,35 @@ impl Pool {
     pub async fn connect_opaque(
         &self,
         endpoint: &Arc<EndpointState>,
-    ) -> Result<(TcpStream, ConnectionGuard), ConnectError> {
+    ) -> Result<(UpstreamIo, ConnectionGuard), ConnectError> {
+        let io = self.open(endpoint, crate::tls::ALPN_TCP).await?;
+        Ok((io, self.count(endpoint)))
+    }
+
+    /// TCP to the endpoint, then mutual TLS offering `alpn` if the cluster uses it.
+    async fn open(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        alpn: &'static [u8],
+    ) -> Result<UpstreamIo, ConnectError> {
         let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
-        Ok((stream, self.count(endpoint)))
+        let Some(tls) = &self.0.tls else {
+            return Ok(UpstreamIo::Plain(stream));
+        };
+        let config = tls
+            .identity
+            .client_config(&tls.expected, alpn)
+            .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
+        // Mesh certificates carry a SPIFFE ID, not a host name: the verifier
+        // ignores this name and checks the ID.
+        let name = ServerName::try_from("mesh-upstream")
+            .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(name, stream);
+        let stream = tokio::time::timeout(self.0.connect_timeout, handshake)
+            .await
+            .map_err(|_| ConnectError::Timeout)?
+            .map_err(tls_error)?;
+        Ok(UpstreamIo::Tls(Box::new(stream)))
     }
 
     async fn send_h1(
@@ -229,7 +344,7 @@ impl Pool {
         &self,
         endpoint: &Arc<EndpointState>,
     ) -> Result<http1::SendRequest<Body>, ConnectError> {
-        let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
+        let stream = self.open(endpoint, crate::tls::ALPN_HTTP1).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -242,7 +357,7 @@ impl Pool {
         &self,
         endpoint: &Arc<EndpointState>,
     ) -> Result<http2::SendRequest<Body>, ConnectError> {
-        let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
+        let stream = self.open(endpoint, crate::tls::ALPN_H2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))

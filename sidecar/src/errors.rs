@@ -13,7 +13,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::http::{full, Body, HttpService, RequestError};
-use crate::{connect, forward, route, BoxError};
+use crate::{connect, forward, policy, route, BoxError};
 
 /// Response header naming why the proxy itself answered.
 pub const REASON_HEADER: &str = "x-mesh-error";
@@ -23,6 +23,10 @@ pub const REASON_HEADER: &str = "x-mesh-error";
 pub enum Reason {
     /// The request is malformed.
     BadRequest,
+    /// Authorization denied the caller.
+    Forbidden,
+    /// The upstream proxy proved another identity than the one it must have.
+    UpstreamIdentity,
     /// No upstream is configured for the request's target.
     NoRoute,
     /// The cluster has no endpoint to send to.
@@ -42,6 +46,8 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadRequest => "bad_request",
+            Reason::Forbidden => "forbidden",
+            Reason::UpstreamIdentity => "upstream_identity",
             Reason::NoRoute => "no_route",
             Reason::NoHealthyEndpoints => "no_healthy_endpoints",
             Reason::UpstreamConnectFailed => "upstream_connect_failed",
@@ -54,7 +60,9 @@ impl Reason {
     fn status(self) -> StatusCode {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::Forbidden => StatusCode::FORBIDDEN,
             Reason::NoRoute
+            | Reason::UpstreamIdentity
             | Reason::UpstreamConnectFailed
             | Reason::UpstreamReset
             | Reason::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
@@ -70,8 +78,13 @@ pub fn reason(err: &BoxError) -> Reason {
         Reason::BadRequest
     } else if err.downcast_ref::<route::RouteError>().is_some() {
         Reason::NoRoute
-    } else if err.downcast_ref::<connect::ConnectError>().is_some() {
-        Reason::UpstreamConnectFailed
+    } else if err.downcast_ref::<policy::Forbidden>().is_some() {
+        Reason::Forbidden
+    } else if let Some(err) = err.downcast_ref::<connect::ConnectError>() {
+        match err {
+            connect::ConnectError::Identity(_) => Reason::UpstreamIdentity,
+            _ => Reason::UpstreamConnectFailed,
+        }
     } else if let Some(connect::UpstreamError(err)) = err.downcast_ref::<connect::UpstreamError>() {
         if err.is_parse() {
             Reason::UpstreamProtocolError
@@ -125,7 +138,8 @@ pub fn response(err: &BoxError, grpc: bool) -> Response<Body> {
 /// a fixed sentence for everything that concerns the proxy's insides.
 fn public_message(reason: Reason, err: &BoxError) -> String {
     match reason {
-        Reason::BadRequest | Reason::NoRoute => err.to_string(),
+        Reason::BadRequest | Reason::NoRoute | Reason::Forbidden => err.to_string(),
+        Reason::UpstreamIdentity => "the upstream did not prove the expected identity".into(),
         Reason::NoHealthyEndpoints => "no endpoint of the upstream is available".into(),
         Reason::UpstreamConnectFailed => "could not connect to the upstream".into(),
         Reason::UpstreamReset => "the upstream closed the request before answering".into(),
@@ -138,6 +152,7 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
 fn grpc_code(reason: Reason) -> u8 {
     match reason.status() {
         StatusCode::BAD_REQUEST => 13, // INTERNAL
+        StatusCode::FORBIDDEN => 7,    // PERMISSION_DENIED
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
         _ => 2,                        // UNKNOWN
     }

@@ -15,10 +15,12 @@ pub mod errors;
 pub mod forward;
 pub mod http;
 pub mod listen;
+pub mod policy;
 pub mod route;
 pub mod stack;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;
 
 /// Errors as they travel between services and tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -22,6 +22,7 @@ use crate::cluster::Cluster;
 use crate::config::{Settings, UpstreamSettings};
 use crate::http::{Body, HttpService, RequestError};
 use crate::telemetry::{Metrics, RequestInfo};
+use crate::tls::IdentityStore;
 use crate::BoxError;
 
 /// No upstream for the request's target.
@@ -65,10 +66,15 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// The table for `settings`, reusing clusters of `previous` whose settings are unchanged.
-    pub fn build(settings: &Settings, previous: &RouteTable, metrics: &Metrics) -> Self {
+    pub fn build(
+        settings: &Settings,
+        previous: &RouteTable,
+        metrics: &Metrics,
+        identity: &Arc<IdentityStore>,
+    ) -> Self {
         let reuse = |spec: &UpstreamSettings, old: Option<&Arc<Cluster>>| match old {
             Some(old) if old.settings == *spec => old.clone(),
-            _ => Arc::new(Cluster::new(spec.clone(), metrics)),
+            _ => Arc::new(Cluster::new(spec.clone(), metrics, identity)),
         };
         let mut table = RouteTable::default();
         for spec in &settings.outbound.upstreams {
@@ -91,6 +97,7 @@ impl RouteTable {
                 protocol: mesh_api::config::Protocol::Auto,
                 connect_timeout: std::time::Duration::from_secs(1),
                 idle_timeout: std::time::Duration::from_secs(60),
+                tls: None,
             };
             table.passthrough = Some(reuse(&spec, previous.passthrough.as_ref()));
         }
@@ -211,7 +218,16 @@ mod tests {
 
     fn table(yaml: &str) -> RouteTable {
         let settings = crate::config::load_str(yaml).unwrap();
-        RouteTable::build(&settings, &RouteTable::default(), &Metrics::new())
+        RouteTable::build(
+            &settings,
+            &RouteTable::default(),
+            &Metrics::new(),
+            &identity(),
+        )
+    }
+
+    fn identity() -> Arc<IdentityStore> {
+        Arc::new(IdentityStore::new(Default::default()))
     }
 
     fn request(uri: &str, version: Version) -> Request<Body> {
@@ -279,14 +295,14 @@ mod tests {
     async fn unchanged_clusters_survive_a_rebuild() {
         let settings = crate::config::load_str(PROXY).unwrap();
         let metrics = Metrics::new();
-        let first = RouteTable::build(&settings, &RouteTable::default(), &metrics);
-        let second = RouteTable::build(&settings, &first, &metrics);
+        let first = RouteTable::build(&settings, &RouteTable::default(), &metrics, &identity());
+        let second = RouteTable::build(&settings, &first, &metrics, &identity());
         assert!(Arc::ptr_eq(
             &first.clusters["orders"],
             &second.clusters["orders"]
         ));
         let changed = crate::config::load_str(&PROXY.replace("7001", "7002")).unwrap();
-        let third = RouteTable::build(&changed, &second, &metrics);
+        let third = RouteTable::build(&changed, &second, &metrics, &identity());
         assert!(!Arc::ptr_eq(
             &second.clusters["orders"],
             &third.clusters["orders"]

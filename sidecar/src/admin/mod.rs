@@ -9,6 +9,7 @@
 //! | `POST /config/reload` | reloads now: 200, or 400 with the errors |
 //! | `GET /listeners` | every listener, configured and bound address |
 //! | `GET /clusters` | every cluster and its endpoints |
+//! | `GET /certs` | the workload identity and its certificate (404 without one) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /version` | build version |
 
@@ -81,6 +82,13 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         },
         (&Method::GET, "/listeners") => json(StatusCode::OK, &app.listeners().await),
         (&Method::GET, "/clusters") => json(StatusCode::OK, &app.clusters()),
+        (&Method::GET, "/certs") => match app.certs() {
+            Some(info) => json(StatusCode::OK, &info),
+            None => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "error": "this proxy has no identity" }),
+            ),
+        },
         (&Method::GET, "/metrics") => {
             let mut response = Response::new(full(app.metrics().encode()));
             response.headers_mut().insert(

@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_api::config::{self as raw, ConfigError, LineIndex, Protocol};
+use mesh_api::config::{self as raw, ConfigError, LineIndex, Protocol, TlsMode};
 use mesh_api::units::parse_duration;
 
 use crate::discovery::Endpoint;
@@ -29,6 +29,8 @@ pub struct Settings {
     pub watch: Option<Duration>,
     /// Drain on SIGTERM.
     pub drain: DrainSettings,
+    /// This proxy's workload identity (mutual TLS between proxies).
+    pub identity: Option<IdentitySettings>,
     /// The inbound listener and the local app.
     pub inbound: Option<InboundSettings>,
     /// Outbound listeners and upstreams.
@@ -44,6 +46,34 @@ pub struct DrainSettings {
     pub deadline: Duration,
 }
 
+/// Where the workload identity comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentitySettings {
+    /// The trust domain.
+    pub trust_domain: String,
+    /// This proxy's SPIFFE ID, `spiffe://<trust_domain>/svc/<service>`.
+    pub id: String,
+    /// Leaf + chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+    /// Trust anchors, PEM.
+    pub bundle: PathBuf,
+    /// Whether inbound also accepts plaintext.
+    pub mode: TlsMode,
+}
+
+/// One inbound authorization rule, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzRule {
+    /// Caller identity patterns (`*` suffix = prefix match).
+    pub allow: Vec<String>,
+    /// Upper-case methods; empty = any.
+    pub methods: Vec<String>,
+    /// Path patterns; empty = any.
+    pub paths: Vec<String>,
+}
+
 /// The inbound listener.
 #[derive(Debug, Clone)]
 pub struct InboundSettings {
@@ -53,6 +83,8 @@ pub struct InboundSettings {
     pub app: UpstreamSettings,
     /// Protocol detection timeout.
     pub detect_timeout: Duration,
+    /// Authorization rules; `None`: allow all.
+    pub authz: Option<Vec<AuthzRule>>,
 }
 
 /// Outbound listeners and upstreams.
@@ -85,6 +117,8 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Idle pooled connections close after this.
     pub idle_timeout: Duration,
+    /// Mutual TLS to the endpoints, and the SPIFFE ID they must present.
+    pub tls: Option<Arc<str>>,
 }
 
 /// Reads, parses and validates a config file.
@@ -96,13 +130,18 @@ pub fn load_file(path: &Path) -> Result<Settings, Vec<ConfigError>> {
             message: format!("cannot read {}: {err}", path.display()),
         }]
     })?;
-    load_str(&text)
+    load_str_in(&text, path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Parses and validates config text.
+/// Parses and validates config text (relative paths from the working directory).
 pub fn load_str(text: &str) -> Result<Settings, Vec<ConfigError>> {
+    load_str_in(text, Path::new("."))
+}
+
+/// Parses and validates config text; relative file paths are taken from `base`.
+pub fn load_str_in(text: &str, base: &Path) -> Result<Settings, Vec<ConfigError>> {
     let (config, index) = raw::load(text)?;
-    validate(config, &index)
+    validate(config, &index, base)
 }
 
 /// Collects errors with their YAML lines.
@@ -139,7 +178,11 @@ impl Errors<'_> {
 }
 
 /// Turns a parsed config into settings, or every reason it cannot be.
-pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<ConfigError>> {
+pub fn validate(
+    config: raw::Config,
+    index: &LineIndex,
+    base: &Path,
+) -> Result<Settings, Vec<ConfigError>> {
     let mut errors = Errors {
         index,
         list: Vec::new(),
@@ -162,6 +205,22 @@ pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<
         delay: errors.duration("drain.delay", &config.drain.delay),
         deadline: errors.duration("drain.deadline", &config.drain.deadline),
     };
+    let identity = config.identity.as_ref().map(|identity| {
+        if !valid_name(&identity.trust_domain) {
+            errors.push(
+                "identity.trust_domain",
+                format!("invalid trust domain {:?}", identity.trust_domain),
+            );
+        }
+        IdentitySettings {
+            trust_domain: identity.trust_domain.clone(),
+            id: format!("spiffe://{}/svc/{}", identity.trust_domain, config.service),
+            cert: base.join(&identity.cert),
+            key: base.join(&identity.key),
+            bundle: base.join(&identity.bundle),
+            mode: identity.mode,
+        }
+    });
     let inbound = config.inbound.as_ref().map(|inbound| {
         let app = errors.addr("inbound.app", &inbound.app);
         let opaque =
@@ -184,7 +243,12 @@ pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<
                 },
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
+                tls: None,
             },
+            authz: inbound
+                .authz
+                .as_ref()
+                .map(|rules| validate_authz(&mut errors, rules)),
         }
     });
     let outbound = &config.outbound;
@@ -197,13 +261,31 @@ pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<
     let mut claimed: HashMap<String, String> = HashMap::new();
     for (name, upstream) in &outbound.upstreams {
         let at = format!("outbound.upstreams.{name}");
-        upstreams.push(validate_upstream(
-            &mut errors,
-            &at,
-            name,
-            upstream,
-            &mut claimed,
-        ));
+        let mut settings = validate_upstream(&mut errors, &at, name, upstream, &mut claimed);
+        settings.tls = match (&identity, upstream.mtls) {
+            (Some(identity), true) => {
+                let expected = upstream
+                    .identity
+                    .clone()
+                    .unwrap_or_else(|| format!("spiffe://{}/svc/{name}", identity.trust_domain));
+                if !valid_spiffe_id(&expected) {
+                    errors.push(
+                        &format!("{at}.identity"),
+                        format!("not a SPIFFE ID of the form spiffe://<trust-domain>/svc/<name>: {expected:?}"),
+                    );
+                }
+                Some(Arc::from(expected))
+            }
+            (None, _) if upstream.identity.is_some() => {
+                errors.push(
+                    &format!("{at}.identity"),
+                    "needs this proxy's own `identity` section",
+                );
+                None
+            }
+            _ => None,
+        };
+        upstreams.push(settings);
     }
     check_unique_listeners(&mut errors, admin, &inbound, proxy, &upstreams);
     if !errors.list.is_empty() {
@@ -214,6 +296,7 @@ pub fn validate(config: raw::Config, index: &LineIndex) -> Result<Settings, Vec<
         admin,
         watch: config.reload.watch.then_some(interval),
         drain,
+        identity,
         inbound,
         outbound: OutboundSettings {
             proxy,
@@ -291,7 +374,61 @@ fn validate_upstream(
             &upstream.timeouts.connect,
         ),
         idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
+        tls: None,
     }
+}
+
+fn validate_authz(errors: &mut Errors<'_>, rules: &[raw::AuthzRule]) -> Vec<AuthzRule> {
+    let mut compiled = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("inbound.authz[{i}]");
+        if rule.allow.is_empty() {
+            errors.push(
+                &format!("{at}.allow"),
+                "lists no caller; a rule must allow someone",
+            );
+        }
+        for (j, pattern) in rule.allow.iter().enumerate() {
+            let exact = pattern.strip_suffix('*').unwrap_or(pattern);
+            if pattern != "*" && !exact.starts_with("spiffe://") {
+                errors.push(
+                    &format!("{at}.allow[{j}]"),
+                    format!("{pattern:?} is not a SPIFFE ID pattern (spiffe://..., optionally ending in *, or \"*\")"),
+                );
+            }
+        }
+        let mut methods = Vec::new();
+        for (j, method) in rule.methods.iter().enumerate() {
+            match http::Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+                Ok(m) => methods.push(m.as_str().to_string()),
+                Err(_) => errors.push(
+                    &format!("{at}.methods[{j}]"),
+                    format!("invalid method {method:?}"),
+                ),
+            }
+        }
+        for (j, path) in rule.paths.iter().enumerate() {
+            if !path.starts_with('/') && path != "*" {
+                errors.push(
+                    &format!("{at}.paths[{j}]"),
+                    format!("{path:?} must start with /"),
+                );
+            }
+        }
+        compiled.push(AuthzRule {
+            allow: rule.allow.clone(),
+            methods,
+            paths: rule.paths.clone(),
+        });
+    }
+    compiled
+}
+
+/// `spiffe://<trust-domain>/svc/<name>`, both parts valid names.
+fn valid_spiffe_id(id: &str) -> bool {
+    id.strip_prefix("spiffe://")
+        .and_then(|rest| rest.split_once("/svc/"))
+        .is_some_and(|(domain, name)| valid_name(domain) && valid_name(name))
 }
 
 /// Two listeners on one fixed address would fail at bind time: say so now.

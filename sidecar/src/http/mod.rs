@@ -61,6 +61,13 @@ where
     body.map_err(|err| BodyError(err.into())).boxed_unsync()
 }
 
+/// What the connection knows about its client, handed to every request on it.
+#[derive(Debug, Clone, Default)]
+pub struct ConnInfo {
+    /// The caller's SPIFFE ID, verified by mutual TLS.
+    pub peer_identity: Option<std::sync::Arc<str>>,
+}
+
 /// A request the proxy refuses before routing.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {

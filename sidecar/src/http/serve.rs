@@ -16,18 +16,24 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
-use super::{boxed, Body, HttpService};
+use super::{boxed, Body, ConnInfo, HttpService};
 use crate::errors;
 
 /// How long a client may take to send request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP on `io` with `service` until the client leaves or `drain` fires.
-pub async fn serve<I>(io: I, version: Version, service: HttpService, drain: CancellationToken)
-where
+pub async fn serve<I>(
+    io: I,
+    version: Version,
+    service: HttpService,
+    drain: CancellationToken,
+    conn: ConnInfo,
+) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let hyper_service = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(conn.clone());
         let service = service.clone();
         async move { Ok::<_, Infallible>(call(service, req.map(boxed)).await) }
     });

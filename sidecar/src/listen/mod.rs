@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Version;
 use mesh_api::admin::ListenerInfo;
-use mesh_api::config::Protocol;
+use mesh_api::config::{Protocol, TlsMode};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,9 +21,13 @@ use tracing::{debug, warn, Instrument};
 
 use crate::config::Settings;
 use crate::detect::{self, Rewind};
-use crate::http::HttpService;
+use crate::http::{ConnInfo, HttpService};
 use crate::route::RouteKind;
 use crate::stack::{self, Runtime};
+use crate::tls;
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A listener the settings ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,15 +242,67 @@ impl Accept {
             detect::Protocol::Opaque => "tcp",
         };
         metrics.connection_accepted(&self.name, label);
+        // Only the inbound listener terminates mutual TLS between proxies.
+        let identity = match self.kind {
+            RouteKind::Inbound => self.shared.runtime.identity.current(),
+            _ => None,
+        };
+        match (protocol, identity) {
+            (detect::Protocol::Tls, Some(identity)) => self.serve_mtls(io, &identity).await,
+            (_, Some(identity)) if identity.settings.mode == TlsMode::Strict => {
+                metrics.plaintext_refused();
+                debug!("plaintext refused: inbound requires mutual TLS");
+            }
+            _ => self.dispatch(protocol, io, ConnInfo::default()).await,
+        }
+    }
+
+    /// Terminates mutual TLS, then serves what ALPN says is inside.
+    async fn serve_mtls(&self, io: Rewind<TcpStream>, identity: &tls::Loaded) {
+        let accept = tokio_rustls::TlsAcceptor::from(identity.server.clone()).accept(io);
+        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return debug!(error = %err, "mTLS handshake failed"),
+            Err(_) => return debug!("mTLS handshake timed out"),
+        };
+        let session = stream.get_ref().1;
+        let peer_identity = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| tls::spiffe_id(leaf))
+            .map(Arc::from);
+        let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
+        let conn = ConnInfo { peer_identity };
+        match alpn.as_deref() {
+            Some(tls::ALPN_H2) => self.dispatch(detect::Protocol::Http2, stream, conn).await,
+            Some(tls::ALPN_HTTP1) => self.dispatch(detect::Protocol::Http1, stream, conn).await,
+            Some(tls::ALPN_TCP) => self.dispatch(detect::Protocol::Opaque, stream, conn).await,
+            // A TLS client that named no protocol (e.g. openssl s_client): look inside.
+            _ => match detect::detect(stream, self.detection().1).await {
+                Ok((protocol, stream)) => self.dispatch(protocol, stream, conn).await,
+                Err(err) => debug!(error = %err, "connection failed during detection"),
+            },
+        }
+    }
+
+    /// Serves a connection whose protocol is known.
+    async fn dispatch<I>(&self, protocol: detect::Protocol, io: I, conn: ConnInfo)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
         let drain = self.shared.drain.clone();
+        let service = self.service.clone();
         match protocol {
             detect::Protocol::Http1 => {
-                crate::http::serve(io, Version::HTTP_11, self.service.clone(), drain).await
+                crate::http::serve(io, Version::HTTP_11, service, drain, conn).await
             }
             detect::Protocol::Http2 => {
-                crate::http::serve(io, Version::HTTP_2, self.service.clone(), drain).await
+                crate::http::serve(io, Version::HTTP_2, service, drain, conn).await
             }
             detect::Protocol::Tls | detect::Protocol::Opaque => {
+                if !self.tcp_allowed(&conn) {
+                    return debug!(caller = ?conn.peer_identity, "opaque connection denied by authz");
+                }
                 let cluster = self
                     .shared
                     .runtime
@@ -253,10 +310,32 @@ impl Accept {
                     .load()
                     .listener_cluster(&self.kind);
                 match cluster {
-                    Some(cluster) => crate::tcp::serve(io, &cluster, metrics, &self.name).await,
+                    Some(cluster) => {
+                        crate::tcp::serve(io, &cluster, &self.shared.runtime.metrics, &self.name)
+                            .await
+                    }
                     None => debug!("not HTTP, and this listener routes only HTTP: closing"),
                 }
             }
         }
+    }
+
+    /// Inbound authz for a whole opaque connection.
+    fn tcp_allowed(&self, conn: &ConnInfo) -> bool {
+        if self.kind != RouteKind::Inbound {
+            return true;
+        }
+        let settings = self.shared.runtime.settings.load();
+        settings
+            .inbound
+            .as_ref()
+            .and_then(|i| i.authz.as_ref())
+            .is_none_or(|rules| {
+                crate::policy::authz::allows(
+                    rules,
+                    conn.peer_identity.as_deref(),
+                    crate::policy::authz::Access::Tcp,
+                )
+            })
     }
 }

@@ -6,13 +6,14 @@ use super::Runtime;
 use crate::http::HttpService;
 use crate::route::RouteKind;
 use crate::telemetry::Direction;
-use crate::{errors, forward, route, telemetry};
+use crate::{errors, forward, policy, route, telemetry};
 
 /// The inbound HTTP stack.
 pub fn inbound(rt: &Runtime) -> HttpService {
     ServiceBuilder::new()
         .layer(telemetry::layer(rt.metrics.clone(), Direction::Inbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
+        .layer(policy::layer(rt.settings.clone())) // verified caller identity to the app; authz before anything is sent
         .layer(route::layer(rt.routes.clone(), RouteKind::Inbound)) // the local app, with the caller's authority
         .service(forward::service()) // pooled connection to the app; upgrades spliced
 }

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::config::Settings;
 use crate::route::RouteTable;
 use crate::telemetry::Metrics;
+use crate::tls::IdentityStore;
 
 pub use inbound::inbound;
 pub use outbound::outbound;
@@ -26,4 +27,6 @@ pub struct Runtime {
     pub settings: Arc<ArcSwap<Settings>>,
     /// Every metric.
     pub metrics: Arc<Metrics>,
+    /// This proxy's workload identity (empty without one).
+    pub identity: Arc<IdentityStore>,
 }

@@ -87,6 +87,8 @@ pub struct Metrics {
     upstream_open: Family<UpstreamLabels, Gauge>,
     tcp_bytes: Family<BytesLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    cert_expiry: Gauge,
+    plaintext_refused: Counter,
 }
 
 /// Unrouted requests carry this upstream label.
@@ -152,8 +154,23 @@ impl Metrics {
             "Config reload attempts by result",
             reloads.clone(),
         );
+        let cert_expiry = Gauge::default();
+        registry.register_with_unit(
+            "identity_cert_expiry",
+            "Time until the workload certificate expires",
+            Unit::Seconds,
+            cert_expiry.clone(),
+        );
+        let plaintext_refused = Counter::default();
+        registry.register(
+            "inbound_plaintext_refused",
+            "Plaintext connections refused by an inbound listener in strict mTLS mode",
+            plaintext_refused.clone(),
+        );
         Self {
             registry,
+            cert_expiry,
+            plaintext_refused,
             requests,
             durations,
             connections_open,
@@ -236,6 +253,16 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// The workload certificate's seconds-to-expiry gauge.
+    pub fn cert_expiry(&self) -> Gauge {
+        self.cert_expiry.clone()
+    }
+
+    /// Counts a plaintext connection refused in strict mode.
+    pub fn plaintext_refused(&self) {
+        self.plaintext_refused.inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -36,6 +36,9 @@ pub struct Config {
     /// What SIGTERM does.
     #[serde(default)]
     pub drain: Drain,
+    /// This proxy's workload identity: omitted, traffic between proxies is plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
     /// Traffic that enters the service: omitted, the proxy has no inbound listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound: Option<Inbound>,
@@ -112,6 +115,49 @@ pub struct Drain {
     pub deadline: String,
 }
 
+/// A workload identity: certificate, key and trust anchors, watched for rotation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The mesh's trust domain; this proxy is `spiffe://<trust_domain>/svc/<service>`.
+    pub trust_domain: String,
+    /// Leaf certificate then chain, PEM (relative paths: from the config file's directory).
+    pub cert: String,
+    /// Private key, PEM.
+    pub key: String,
+    /// Trust anchors, PEM.
+    pub bundle: String,
+    /// `strict`: inbound accepts only mutual TLS; `permissive`: plaintext too.
+    #[serde(default)]
+    pub mode: TlsMode,
+}
+
+/// Whether the inbound listener also accepts plaintext.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TlsMode {
+    /// Mutual TLS only.
+    #[default]
+    Strict,
+    /// Mutual TLS and plaintext on the same port (migration).
+    Permissive,
+}
+
+/// One authorization rule of the inbound side. A request is allowed when
+/// any rule matches it; with no `authz` at all, every request is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzRule {
+    /// Caller identities: exact, or ending in `*` (prefix); `"*"` is any caller.
+    pub allow: Vec<String>,
+    /// HTTP methods; empty: any. A rule with methods or paths applies to HTTP only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Paths (gRPC methods are paths: `/pkg.Service/Method`): exact, or ending in `*`; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
 /// The inbound listener, in front of the local app.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +176,9 @@ pub struct Inbound {
     /// App ports never sniffed (server-speaks-first protocols): opaque TCP at once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub opaque_ports: Vec<u16>,
+    /// Who may call: absent, everyone; present, only what a rule allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz: Option<Vec<AuthzRule>>,
 }
 
 /// Outbound: the local app calling other services.
@@ -167,6 +216,14 @@ pub struct Upstream {
     /// What the upstream speaks. `auto` keeps the caller's HTTP version.
     #[serde(default)]
     pub protocol: Protocol,
+    /// With an `identity`, connections to this upstream use mutual TLS
+    /// (`false`: plaintext, for services outside the mesh).
+    #[serde(default = "default_true")]
+    pub mtls: bool,
+    /// The SPIFFE ID the upstream must present; default
+    /// `spiffe://<trust_domain>/svc/<upstream name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
     /// Connection timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
