@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use mesh_api::admin::{ClusterInfo, ConfigStatus, ListenerInfo, VersionInfo};
+use mesh_api::admin::{CertInfo, ClusterInfo, ConfigStatus, ListenerInfo, VersionInfo};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -165,6 +165,16 @@ impl AdminClient {
 
     pub fn clusters(&self) -> Result<Vec<ClusterInfo>, ClientError> {
         self.get_json("/clusters")
+    }
+
+    /// The proxy's workload identity and certificate; `None` when the proxy
+    /// has no identity (it answers 404).
+    pub fn certs(&self) -> Result<Option<CertInfo>, ClientError> {
+        let response = self.request("GET", "/certs")?;
+        if response.status == 404 {
+            return Ok(None);
+        }
+        self.decode("GET", "/certs", &response, &[200]).map(Some)
     }
 
     /// The Prometheus text exposition.
@@ -710,6 +720,27 @@ mod tests {
             request.starts_with("POST /config/reload HTTP/1.1\r\n"),
             "{request}"
         );
+    }
+
+    #[test]
+    fn certs_404_means_no_identity() {
+        let (addr, server) = serve_once(with_length("404 Not Found", r#"{"error":"no identity"}"#));
+        let client = AdminClient::new(&addr, Duration::from_secs(5));
+        assert_eq!(client.certs().expect("404 is an answer"), None);
+        let request = server.join().expect("server thread");
+        assert!(request.starts_with("GET /certs HTTP/1.1\r\n"), "{request}");
+
+        let body = r#"{"identity":"spiffe://mesh.local/svc/web","serial":"4a","not_before":0,
+            "not_after":86400,"expires_in_seconds":3600,"trust_anchors":1,
+            "files":{"cert":"c.pem","key":"k.pem","bundle":"b.pem"}}"#;
+        let (addr, server) = serve_once(with_length("200 OK", body));
+        let cert = AdminClient::new(&addr, Duration::from_secs(5))
+            .certs()
+            .expect("decodes")
+            .expect("an identity");
+        assert_eq!(cert.identity, "spiffe://mesh.local/svc/web");
+        assert_eq!(cert.last_error, None);
+        server.join().expect("server thread");
     }
 
     #[test]

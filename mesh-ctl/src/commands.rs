@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use mesh_api::admin::{ClusterInfo, ConfigStatus, ListenerInfo};
+use mesh_api::admin::{CertInfo, ClusterInfo, ConfigStatus, ListenerInfo};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -278,6 +278,88 @@ impl<T: Serialize> Serialize for ProxyJson<'_, T> {
         }
         map.end()
     }
+}
+
+/// `mesh-ctl certs`: one line per proxy: its SPIFFE ID, serial, time left
+/// and the last failure to load new files. A proxy without an identity is
+/// shown as such; an unreachable proxy or an expired certificate is a problem.
+pub fn certs(admins: &[String], opts: Options) -> Report {
+    certs_report(
+        &ask_each(admins, opts.timeout, AdminClient::certs),
+        opts.output,
+    )
+}
+
+fn certs_report(answers: &[Answer<Option<CertInfo>>], output: Output) -> Report {
+    let mut problems = Vec::new();
+    for (admin, answer) in answers {
+        match answer {
+            Err(err) => problems.push(err.to_string()),
+            Ok(Some(cert)) if cert.expires_in_seconds <= 0 => problems.push(format!(
+                "certificate of the proxy at {admin} ({}) expired {} ago",
+                cert.identity,
+                human_duration(cert.expires_in_seconds.unsigned_abs())
+            )),
+            Ok(_) => {}
+        }
+    }
+    let stdout = match output {
+        Output::Json => {
+            let proxies = answers.iter().map(|(admin, answer)| ProxyJson {
+                admin,
+                key: "cert",
+                answer,
+            });
+            to_json(&proxies.collect::<Vec<_>>())
+        }
+        Output::Table => certs_table(answers),
+    };
+    Report { stdout, problems }
+}
+
+fn certs_table(answers: &[Answer<Option<CertInfo>>]) -> String {
+    let header = ["ADMIN", "IDENTITY", "SERIAL", "EXPIRES-IN", "LAST-ERROR"];
+    let rows: Vec<Vec<String>> = answers
+        .iter()
+        .map(|(admin, answer)| {
+            let mut row = vec![admin.clone()];
+            match answer {
+                Ok(Some(cert)) => row.extend([
+                    cert.identity.clone(),
+                    cert.serial.clone(),
+                    match u64::try_from(cert.expires_in_seconds) {
+                        Ok(secs) if secs > 0 => human_duration(secs),
+                        _ => "expired".into(),
+                    },
+                    cert.last_error.clone().unwrap_or_else(|| "-".into()),
+                ]),
+                Ok(None) => row.push("no identity".into()),
+                Err(err) if err.is_unreachable() => row.push("unreachable".into()),
+                Err(_) => row.push("error".into()),
+            }
+            row.resize(header.len(), "-".into());
+            row
+        })
+        .collect();
+    table::render(&header, &rows)
+}
+
+/// `86399` → `23h59m`: the two largest units, a zero second unit left out
+/// (`1d`, `1d2h`, `59m30s`, `45s`).
+pub fn human_duration(secs: u64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let Some(first) = units.iter().position(|&(size, _)| secs >= size) else {
+        return "0s".into();
+    };
+    let (size, unit) = units[first];
+    let mut text = format!("{}{unit}", secs / size);
+    if let Some(&(next, next_unit)) = units.get(first + 1) {
+        let rest = secs % size / next;
+        if rest > 0 {
+            text.push_str(&format!("{rest}{next_unit}"));
+        }
+    }
+    text
 }
 
 /// `mesh-ctl config`: the effective config (as YAML in table output) with
@@ -566,6 +648,90 @@ mod tests {
              last reload of 127.0.0.1:15000 failed; generation 3 still runs:\n  \
              - service: must not be empty\n"
         );
+    }
+
+    fn cert(identity: &str, expires_in_seconds: i64, last_error: Option<&str>) -> CertInfo {
+        CertInfo {
+            identity: identity.into(),
+            serial: "4a0f".into(),
+            not_before: 1_700_000_000,
+            not_after: 1_700_086_400,
+            expires_in_seconds,
+            trust_anchors: 1,
+            files: mesh_api::admin::CertFiles {
+                cert: "/etc/mesh/cert.pem".into(),
+                key: "/etc/mesh/key.pem".into(),
+                bundle: "/etc/mesh/bundle.pem".into(),
+            },
+            last_error: last_error.map(String::from),
+        }
+    }
+
+    #[test]
+    fn certs_table_shows_identity_expiry_and_proxies_without_one() {
+        let unreachable = AdminClient::new("localhost", Duration::from_secs(1))
+            .certs()
+            .expect_err("no port");
+        let answers = vec![
+            answer(
+                "a:1",
+                Some(cert("spiffe://mesh.local/svc/web", 86_399, None)),
+            ),
+            answer(
+                "b:2",
+                Some(cert(
+                    "spiffe://mesh.local/svc/orders",
+                    -5,
+                    Some("cannot read /etc/mesh/key.pem: permission denied"),
+                )),
+            ),
+            answer("c:3", None),
+            ("localhost".to_string(), Err(unreachable)),
+        ];
+        let report = certs_report(&answers, Output::Table);
+        assert_eq!(
+            report.stdout,
+            "ADMIN      IDENTITY                        SERIAL  EXPIRES-IN  LAST-ERROR\n\
+             a:1        spiffe://mesh.local/svc/web     4a0f    23h59m      -\n\
+             b:2        spiffe://mesh.local/svc/orders  4a0f    expired     cannot read /etc/mesh/key.pem: permission denied\n\
+             c:3        no identity                     -       -           -\n\
+             localhost  unreachable                     -       -           -\n"
+        );
+        // No identity is not a problem; expired and unreachable are.
+        assert_eq!(
+            report.problems,
+            [
+                "certificate of the proxy at b:2 (spiffe://mesh.local/svc/orders) expired 5s ago",
+                "cannot reach admin API at localhost: invalid address: expected HOST:PORT",
+            ]
+        );
+
+        let json: Value = serde_json::from_str(&certs_report(&answers, Output::Json).stdout)
+            .expect("JSON output parses");
+        assert_eq!(json[0]["admin"], "a:1");
+        assert_eq!(json[0]["cert"]["identity"], "spiffe://mesh.local/svc/web");
+        assert_eq!(json[0]["cert"]["expires_in_seconds"], 86_399);
+        assert!(json[2]["cert"].is_null(), "no identity is null");
+        assert!(json[3]["error"].is_string());
+    }
+
+    #[test]
+    fn human_durations() {
+        let cases = [
+            (0, "0s"),
+            (45, "45s"),
+            (60, "1m"),
+            (3_570, "59m30s"),
+            (3_600, "1h"),
+            (86_399, "23h59m"),
+            (86_400, "1d"),
+            (93_600, "1d2h"),
+            (90_061, "1d1h"),
+            (3_650 * 86_400, "3650d"),
+        ];
+        for (secs, text) in cases {
+            assert_eq!(human_duration(secs), text, "{secs}");
+        }
     }
 
     #[test]

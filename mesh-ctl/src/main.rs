@@ -1,21 +1,26 @@
 //! `mesh-ctl`: the operator's view of the mesh, read from each sidecar's
-//! admin API (JSON over HTTP/1.1, default `127.0.0.1:15000`).
+//! admin API (JSON over HTTP/1.1, default `127.0.0.1:15000`), and the
+//! owner of the mesh CA (`mesh-ctl ca init`, `mesh-ctl ca issue`).
 //!
 //! | module | owns |
 //! |---|---|
 //! | `main.rs` | the command line (clap), printing, the exit status |
 //! | `commands.rs` | one function per command: ask the proxies, render |
+//! | `ca.rs` | `ca init` and `ca issue`: write the CA and workload certificates through `mesh_api::ca` |
 //! | `admin_client.rs` | the std-only HTTP/1.1 client and one method per admin endpoint |
 //! | `table.rs` | the column-aligned table printer |
 //!
 //! Exit status: 0 when every proxy answered (and, for `status`, is ready;
-//! for `reload`, accepted the config), 1 otherwise, 2 for a usage error.
+//! for `reload`, accepted the config; for `certs`, no certificate has
+//! expired) and the `ca` files were written, 1 otherwise, 2 for a usage error.
 
 mod admin_client;
+mod ca;
 mod commands;
 mod table;
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -87,6 +92,62 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Per proxy: its SPIFFE identity, certificate serial, time left and the
+    /// last failure to load new files ("no identity" when it has none).
+    ///
+    /// Exit 1 if any proxy is unreachable or its certificate has expired.
+    Certs {
+        #[command(flatten)]
+        proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The mesh CA: make it, and issue workload certificates.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Make a root and an intermediate CA (ECDSA P-256) for a trust domain.
+    ///
+    /// Writes root.pem, root-key.pem, intermediate.pem, intermediate-key.pem,
+    /// bundle.pem and trust-domain in DIR; keys are mode 0600.
+    Init {
+        /// The trust domain, e.g. mesh.local (a-z, 0-9, '-' and '.').
+        #[arg(long, value_name = "DOMAIN")]
+        trust_domain: String,
+        /// Directory to write the CA in (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a workload certificate with the SPIFFE ID
+    /// spiffe://<trust-domain>/svc/<service>, signed by the intermediate.
+    ///
+    /// Writes cert.pem (leaf, then intermediate), key.pem (mode 0600) and
+    /// bundle.pem in DIR.
+    Issue {
+        /// The service the certificate names (a-z, 0-9, '-' and '.').
+        #[arg(long, value_name = "NAME")]
+        service: String,
+        /// How long the certificate is valid (e.g. 1h, 24h, 7d).
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_positive_duration)]
+        ttl: Duration,
+        /// The CA directory made by `mesh-ctl ca init`.
+        #[arg(long = "ca", value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// Directory to write the certificate in (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// Several proxies.
@@ -113,7 +174,7 @@ struct Common {
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
     /// Connect timeout, and separately the time allowed for each answer (e.g. 500ms, 5s).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
     timeout: Duration,
 }
 
@@ -126,7 +187,7 @@ impl Common {
     }
 }
 
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match mesh_api::units::parse_duration(text)? {
         Duration::ZERO => Err("must be more than 0".into()),
         timeout => Ok(timeout),
@@ -173,6 +234,21 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
             grep,
             common,
         } => commands::metrics(&one(proxy), grep.as_deref(), common.options()),
+        Command::Certs { proxies, common } => commands::certs(&several(proxies), common.options()),
+        Command::Ca { command } => match command {
+            CaCommand::Init {
+                trust_domain,
+                out,
+                force,
+            } => ca::init(&trust_domain, &out, force),
+            CaCommand::Issue {
+                service,
+                ttl,
+                ca_dir,
+                out,
+                force,
+            } => ca::issue(&ca_dir, &service, ttl, &out, force),
+        },
     }
 }
 
@@ -251,5 +327,94 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["mesh-ctl", "status", "--timeout", "0s"]).is_err());
         assert!(Cli::try_parse_from(["mesh-ctl", "status", "--output", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn parses_certs_and_ca_commands() {
+        let cli = Cli::try_parse_from([
+            "mesh-ctl", "certs", "--admin", "a:1", "--admin", "b:2", "--output", "json",
+        ])
+        .expect("valid command line");
+        let Command::Certs { proxies, common } = cli.command else {
+            panic!("certs: {:?}", cli.command);
+        };
+        assert_eq!(proxies.admins, ["a:1", "b:2"]);
+        assert_eq!(common.output, Output::Json);
+
+        let cli = Cli::try_parse_from([
+            "mesh-ctl",
+            "ca",
+            "init",
+            "--trust-domain",
+            "mesh.local",
+            "--out",
+            "/tmp/ca",
+        ])
+        .expect("valid command line");
+        let Command::Ca {
+            command:
+                CaCommand::Init {
+                    trust_domain,
+                    out,
+                    force,
+                },
+        } = cli.command
+        else {
+            panic!("ca init: {:?}", cli.command);
+        };
+        assert_eq!(
+            (trust_domain.as_str(), out, force),
+            ("mesh.local", PathBuf::from("/tmp/ca"), false)
+        );
+
+        let issue = |extra: &[&str]| {
+            let mut args = vec![
+                "mesh-ctl",
+                "ca",
+                "issue",
+                "--service",
+                "web",
+                "--ca",
+                "/tmp/ca",
+                "--out",
+                "/tmp/web",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let Command::Ca {
+            command:
+                CaCommand::Issue {
+                    service,
+                    ttl,
+                    ca_dir,
+                    out,
+                    force,
+                },
+        } = issue(&[]).expect("valid command line").command
+        else {
+            panic!("ca issue");
+        };
+        assert_eq!(service, "web");
+        assert_eq!(ttl, Duration::from_secs(86_400), "default ttl is 24h");
+        assert_eq!(ca_dir, PathBuf::from("/tmp/ca"));
+        assert_eq!(out, PathBuf::from("/tmp/web"));
+        assert!(!force);
+        let Command::Ca {
+            command: CaCommand::Issue { ttl, force, .. },
+        } = issue(&["--ttl", "1h30m", "--force"])
+            .expect("valid command line")
+            .command
+        else {
+            panic!("ca issue");
+        };
+        assert_eq!((ttl, force), (Duration::from_secs(5400), true));
+
+        assert!(issue(&["--ttl", "0s"]).is_err());
+        assert!(issue(&["--ttl", "soon"]).is_err());
+        // Every flag but --force and --ttl is required.
+        assert!(Cli::try_parse_from(["mesh-ctl", "ca", "issue", "--service", "web"]).is_err());
+        assert!(Cli::try_parse_from(["mesh-ctl", "ca", "init", "--out", "/tmp/ca"]).is_err());
+        assert!(Cli::try_parse_from(["mesh-ctl", "ca"]).is_err());
     }
 }

@@ -8,6 +8,7 @@ mod demo;
 mod drain;
 mod grpc;
 mod http;
+mod mtls;
 mod tcp;
 mod websocket;
 

@@ -4,7 +4,10 @@
 //!   reports every structural error with its YAML path and line.
 //! - [`units`]: durations (`250ms`), sizes (`64KiB`) as the config writes them.
 //! - [`admin`]: the JSON documents of the admin API that `mesh-ctl` reads.
+//! - [`ca`]: the mesh CA (root, intermediate) and workload certificates with
+//!   SPIFFE IDs, as `mesh-ctl ca` makes them; SPIFFE ID parsing.
 
 pub mod admin;
+pub mod ca;
 pub mod config;
 pub mod units;
