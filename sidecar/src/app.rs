@@ -29,7 +29,7 @@ use crate::route::RouteTable;
 use crate::stack::Runtime;
 use crate::telemetry::Metrics;
 use crate::tls::IdentityStore;
-use crate::BoxError;
+use crate::{lock, BoxError};
 
 /// The running proxy.
 pub struct App {
@@ -315,11 +315,4 @@ async fn wait_for_shutdown() -> std::io::Result<()> {
         _ = int.recv() => info!("SIGINT received"),
     }
     Ok(())
-}
-
-/// The status is plain data: a panic while holding it leaves it usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -31,7 +31,7 @@ use crate::balance::EndpointState;
 use crate::http::Body;
 use crate::tls::verify::IdentityMismatch;
 use crate::tls::IdentityStore;
-use crate::BoxError;
+use crate::{lock, BoxError};
 
 /// No connection to the endpoint could be made.
 #[derive(Debug, thiserror::Error)]
@@ -426,12 +426,4 @@ async fn reap(pool: Weak<Inner>) {
         drop(idle);
         lock(&inner.h2).retain(|_, sender| !sender.is_closed());
     }
-}
-
-/// Locks a pool map; a panic elsewhere while holding it leaves plain data
-/// that is still consistent, so poisoning is ignored.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

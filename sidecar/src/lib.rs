@@ -24,3 +24,12 @@ pub mod tls;
 
 /// Errors as they travel between services and tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Locks a mutex around plain data. A panic elsewhere while holding it
+/// cannot leave such data half-updated in a way that matters here, so a
+/// poisoned lock is used as is rather than spreading the panic.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

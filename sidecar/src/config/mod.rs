@@ -268,7 +268,7 @@ pub fn validate(
                     .identity
                     .clone()
                     .unwrap_or_else(|| format!("spiffe://{}/svc/{name}", identity.trust_domain));
-                if !valid_spiffe_id(&expected) {
+                if mesh_api::ca::parse_spiffe_id(&expected).is_none() {
                     errors.push(
                         &format!("{at}.identity"),
                         format!("not a SPIFFE ID of the form spiffe://<trust-domain>/svc/<name>: {expected:?}"),
@@ -422,13 +422,6 @@ fn validate_authz(errors: &mut Errors<'_>, rules: &[raw::AuthzRule]) -> Vec<Auth
         });
     }
     compiled
-}
-
-/// `spiffe://<trust-domain>/svc/<name>`, both parts valid names.
-fn valid_spiffe_id(id: &str) -> bool {
-    id.strip_prefix("spiffe://")
-        .and_then(|rest| rest.split_once("/svc/"))
-        .is_some_and(|(domain, name)| valid_name(domain) && valid_name(name))
 }
 
 /// Two listeners on one fixed address would fail at bind time: say so now.

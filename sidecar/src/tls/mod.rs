@@ -26,6 +26,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tracing::{info, warn};
 
 use crate::config::IdentitySettings;
+use crate::lock;
 
 /// ALPN for HTTP/2 between proxies.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -332,11 +333,4 @@ fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The store is plain data: a panic while holding it leaves it usable.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
