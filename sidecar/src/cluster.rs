@@ -11,7 +11,7 @@ use mesh_api::admin::{ClusterInfo, EndpointInfo};
 use crate::balance::Balancer;
 use crate::config::UpstreamSettings;
 use crate::connect::{Pool, UpstreamTls};
-use crate::discovery::EndpointSet;
+use crate::discovery::{EndpointSet, Source};
 use crate::telemetry::Metrics;
 use crate::tls::IdentityStore;
 
@@ -36,7 +36,12 @@ impl Cluster {
             identity: identity.clone(),
             expected,
         });
-        let balancer = Balancer::new(EndpointSet::fixed(settings.endpoints.clone()));
+        let endpoints = match &settings.discovery {
+            Source::Static(endpoints) => EndpointSet::fixed(endpoints.clone()),
+            // DNS sources arrive with the resolver (next change).
+            Source::Dns { .. } | Source::Srv { .. } => EndpointSet::fixed(Vec::new()),
+        };
+        let balancer = Balancer::new(endpoints);
         let pool = Pool::new(
             settings.connect_timeout,
             settings.idle_timeout,

@@ -93,7 +93,7 @@ impl RouteTable {
                 name: Arc::from("passthrough"),
                 listen: None,
                 hosts: Vec::new(),
-                endpoints: Vec::new(),
+                discovery: crate::discovery::Source::Static(Vec::new()),
                 protocol: mesh_api::config::Protocol::Auto,
                 connect_timeout: std::time::Duration::from_secs(1),
                 idle_timeout: std::time::Duration::from_secs(60),
@@ -180,11 +180,8 @@ fn target_of(
 
 /// The authority of a cluster's first endpoint, for callers that named none.
 fn first_endpoint(cluster: &Cluster) -> Result<Authority, BoxError> {
-    let endpoint = cluster
-        .settings
-        .endpoints
-        .first()
-        .ok_or(RequestError::MissingHost)?;
+    let endpoints = cluster.balancer.endpoints();
+    let endpoint = endpoints.first().ok_or(RequestError::MissingHost)?;
     Ok(Authority::try_from(endpoint.addr.to_string())?)
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use mesh_api::config::{self as raw, ConfigError, LineIndex, Protocol, TlsMode};
 use mesh_api::units::parse_duration;
 
-use crate::discovery::Endpoint;
+use crate::discovery::{Endpoint, Source};
 
 /// A validated config.
 #[derive(Debug, Clone)]
@@ -109,8 +109,8 @@ pub struct UpstreamSettings {
     pub listen: Option<SocketAddr>,
     /// Authorities the forward proxy routes here (lower case).
     pub hosts: Vec<String>,
-    /// Static endpoints.
-    pub endpoints: Vec<Endpoint>,
+    /// Where the endpoints come from.
+    pub discovery: Source,
     /// What the upstream speaks; `Tcp`: never sniffed.
     pub protocol: Protocol,
     /// TCP connect timeout.
@@ -232,10 +232,10 @@ pub fn validate(
                 name: Arc::from("inbound"),
                 listen: None,
                 hosts: Vec::new(),
-                endpoints: vec![Endpoint {
+                discovery: Source::Static(vec![Endpoint {
                     addr: app,
                     weight: 1,
-                }],
+                }]),
                 protocol: if opaque {
                     Protocol::Tcp
                 } else {
@@ -345,9 +345,77 @@ fn validate_upstream(
             }
         }
     }
+    let discovery = validate_discovery(errors, at, &upstream.discovery);
+    if matches!(discovery, Source::Dns { .. } | Source::Srv { .. }) {
+        errors.push(
+            &format!("{at}.discovery"),
+            "DNS discovery is not available in this build yet",
+        );
+    }
+    UpstreamSettings {
+        name: Arc::from(name),
+        listen,
+        hosts,
+        discovery,
+        protocol: upstream.protocol,
+        connect_timeout: errors.duration(
+            &format!("{at}.timeouts.connect"),
+            &upstream.timeouts.connect,
+        ),
+        idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
+        tls: None,
+    }
+}
+
+/// Exactly one endpoint source.
+fn validate_discovery(errors: &mut Errors<'_>, at: &str, discovery: &raw::Discovery) -> Source {
+    let at = format!("{at}.discovery");
+    let set = [
+        !discovery.endpoints.is_empty(),
+        discovery.dns.is_some(),
+        discovery.srv.is_some(),
+    ];
+    match set.iter().filter(|s| **s).count() {
+        0 => errors.push(
+            &at,
+            "no endpoints: set one of discovery.endpoints, discovery.dns or discovery.srv",
+        ),
+        1 => {}
+        _ => errors.push(
+            &at,
+            "set only one of discovery.endpoints, discovery.dns and discovery.srv",
+        ),
+    }
+    if let Some(dns) = &discovery.dns {
+        let parsed = dns
+            .rsplit_once(':')
+            .and_then(|(name, port)| Some((name, port.parse::<u16>().ok()?)));
+        return match parsed {
+            Some((name, port)) if valid_hostname(name) && port > 0 => Source::Dns {
+                name: name.to_string(),
+                port,
+            },
+            _ => {
+                errors.push(
+                    &format!("{at}.dns"),
+                    format!("expected name:port (e.g. orders.mesh.local:8080), got {dns:?}"),
+                );
+                Source::Static(Vec::new())
+            }
+        };
+    }
+    if let Some(srv) = &discovery.srv {
+        if !srv.starts_with('_') || !valid_hostname(srv) {
+            errors.push(
+                &format!("{at}.srv"),
+                format!("expected an SRV name like _http._tcp.orders.mesh.local, got {srv:?}"),
+            );
+        }
+        return Source::Srv { name: srv.clone() };
+    }
     let mut endpoints = Vec::new();
-    for (i, spec) in upstream.discovery.endpoints.iter().enumerate() {
-        let path = format!("{at}.discovery.endpoints[{i}]");
+    for (i, spec) in discovery.endpoints.iter().enumerate() {
+        let path = format!("{at}.endpoints[{i}]");
         let addr = errors.addr(&path, spec.addr());
         if spec.weight() == 0 {
             errors.push(&format!("{path}.weight"), "must be at least 1");
@@ -357,25 +425,21 @@ fn validate_upstream(
             weight: spec.weight(),
         });
     }
-    if endpoints.is_empty() {
-        errors.push(
-            &format!("{at}.discovery"),
-            "no endpoints: set discovery.endpoints",
-        );
-    }
-    UpstreamSettings {
-        name: Arc::from(name),
-        listen,
-        hosts,
-        endpoints,
-        protocol: upstream.protocol,
-        connect_timeout: errors.duration(
-            &format!("{at}.timeouts.connect"),
-            &upstream.timeouts.connect,
-        ),
-        idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
-        tls: None,
-    }
+    Source::Static(endpoints)
+}
+
+/// A DNS name: labels of letters, digits, `-` and `_`, dot separated, optional final dot.
+fn valid_hostname(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }
 
 fn validate_authz(errors: &mut Errors<'_>, rules: &[raw::AuthzRule]) -> Vec<AuthzRule> {

@@ -1,7 +1,8 @@
 //! Where a cluster's endpoints come from. A source publishes the current
 //! endpoint list on a watch channel; the balancer reads the latest list per
 //! request, so a change never interrupts requests already in flight.
-//! Sources so far: a fixed list from the config.
+//! Sources: a fixed list from the config ([`Source::Static`]); DNS A/AAAA
+//! and SRV ([`Source::Dns`], [`Source::Srv`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,25 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Relative share of traffic (at least 1).
     pub weight: u32,
+}
+
+/// Where a cluster's endpoints come from, as validated from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `discovery.endpoints`.
+    Static(Vec<Endpoint>),
+    /// `discovery.dns: name:port`: A/AAAA records of `name`, on `port`.
+    Dns {
+        /// The name to resolve.
+        name: String,
+        /// The port every address gets.
+        port: u16,
+    },
+    /// `discovery.srv: _svc._proto.name`.
+    Srv {
+        /// The SRV name.
+        name: String,
+    },
 }
 
 /// The live endpoint list of one cluster.

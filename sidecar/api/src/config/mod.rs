@@ -36,6 +36,9 @@ pub struct Config {
     /// What SIGTERM does.
     #[serde(default)]
     pub drain: Drain,
+    /// How DNS discovery resolves names.
+    #[serde(default)]
+    pub resolver: Resolver,
     /// This proxy's workload identity: omitted, traffic between proxies is plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
@@ -236,6 +239,56 @@ pub struct Discovery {
     /// A fixed list of endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<EndpointSpec>,
+    /// `name:port`: A and AAAA records of `name`, each address on `port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+    /// `_service._proto.name`: SRV records (priority, weight and port honoured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srv: Option<String>,
+}
+
+/// How DNS discovery resolves names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolver {
+    /// Nameservers (`ip:port`); empty: those of `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nameservers: Vec<String>,
+    /// Record TTLs are clamped to this range before the next refresh.
+    #[serde(default)]
+    pub ttl: TtlRange,
+    /// On SERVFAIL or timeout: keep the last known endpoints, or clear them.
+    #[serde(default)]
+    pub on_failure: OnResolveFailure,
+    /// On NXDOMAIN (or no records): keep the last known endpoints, or clear them.
+    #[serde(default)]
+    pub on_nxdomain: OnResolveFailure,
+    /// Per-query timeout.
+    #[serde(default = "default_dns_timeout")]
+    pub timeout: String,
+}
+
+/// Bounds on how long resolved records are trusted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtlRange {
+    /// Refresh no more often than this.
+    #[serde(default = "default_ttl_min")]
+    pub min: String,
+    /// Refresh at least this often.
+    #[serde(default = "default_ttl_max")]
+    pub max: String,
+}
+
+/// What a failed resolution does to a cluster's endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnResolveFailure {
+    /// Keep sending to the last endpoints that resolved.
+    #[default]
+    KeepLastKnown,
+    /// Drop them: the cluster has no endpoints until the name resolves.
+    Clear,
 }
 
 /// A static endpoint: `"127.0.0.1:7001"` or `{ addr: ..., weight: 3 }`.
@@ -269,6 +322,37 @@ pub struct Timeouts {
     /// A pooled connection unused this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle: String,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            ttl: TtlRange::default(),
+            on_failure: OnResolveFailure::KeepLastKnown,
+            on_nxdomain: OnResolveFailure::KeepLastKnown,
+            timeout: default_dns_timeout(),
+        }
+    }
+}
+
+impl Default for TtlRange {
+    fn default() -> Self {
+        Self {
+            min: default_ttl_min(),
+            max: default_ttl_max(),
+        }
+    }
+}
+
+fn default_dns_timeout() -> String {
+    "2s".into()
+}
+fn default_ttl_min() -> String {
+    "1s".into()
+}
+fn default_ttl_max() -> String {
+    "5m".into()
 }
 
 /// Protocol of a listener or upstream.
