@@ -61,10 +61,14 @@ struct Args {
     /// local sidecar's outbound port `http://127.0.0.1:9001`.
     #[arg(long, value_name = "URL")]
     orders_grpc: Option<String>,
+    /// Extra latency added to every request (to show latency-aware balancing).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    delay_ms: u64,
 }
 
 struct App {
     name: String,
+    delay: Duration,
     orders: Option<OrdersClient<Channel>>,
     connections_accepted: AtomicU64,
     requests: AtomicU64,
@@ -114,6 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let orders = args.orders_grpc.as_deref().map(orders_client).transpose()?;
     let app = Arc::new(App {
         name: args.name,
+        delay: Duration::from_millis(args.delay_ms),
         orders,
         connections_accepted: AtomicU64::new(0),
         requests: AtomicU64::new(0),
@@ -145,6 +150,9 @@ fn orders_client(url: &str) -> anyhow::Result<OrdersClient<Channel>> {
 
 async fn route(app: &App, request: Request<Incoming>) -> Result<Response<Body>, RouteError> {
     app.requests.fetch_add(1, Ordering::Relaxed);
+    if !app.delay.is_zero() {
+        tokio::time::sleep(app.delay).await;
+    }
     let (parts, body) = request.into_parts();
     let query = parts.uri.query();
     match (&parts.method, parts.uri.path()) {

@@ -1,19 +1,24 @@
-//! `mesh-demo`: the demo mesh on loopback in one command. Starts the three
-//! demo apps (on free ports), then a sidecar in front of each with a config
-//! generated into `--dir`, prints what runs where and what to try, and stops
-//! everything on Ctrl-C / SIGTERM. With `--check` it instead sends real
-//! requests through the mesh, prints one line per check, stops everything
-//! and exits 0 (all passed) or 1.
+//! `mesh-demo`: the demo mesh on loopback in one command. Makes a fresh mesh
+//! CA and a certificate per service, starts the three demo apps (on free
+//! ports), then a sidecar in front of each with a config generated into
+//! `--dir`, prints what runs where and what to try, and stops everything on
+//! Ctrl-C / SIGTERM. With `--check` it instead sends real requests through
+//! the mesh, prints one line per check, stops everything and exits 0 (all
+//! passed) or 1. Sidecars talk mutual TLS to each other (`══`), unless
+//! `--plaintext`.
 //!
 //! ```text
-//! :B+1  web sidecar ─▶ demo-rest ─gRPC─▶ :B+11 web sidecar ─▶ :B+2 orders sidecar ─▶ demo-grpc
-//! :B+10 web's forward proxy, host chat.mesh.local ─▶ :B+3 chat sidecar ─▶ demo-ws
+//! :B+1  web sidecar ─▶ demo-rest ─gRPC─▶ :B+11 web sidecar ══▶ :B+2 orders sidecar ─▶ demo-grpc
+//! :B+10 web's forward proxy, host chat.mesh.local ══▶ :B+3 chat sidecar ─▶ demo-ws
 //! ```
 //!
 //! Reads: the sibling binaries next to this one, their announce lines.
-//! Writes: `DIR/<service>.yaml` (sidecar configs), `DIR/<service>.log`
-//! (sidecar logs), `DIR/<binary>.log` (app logs). Errors: a missing binary,
-//! a port out of range, a child that does not come up (with its log tail).
+//! Writes: `DIR/certs/ca` (the demo CA, replaced at every start),
+//! `DIR/certs/<service>` (certificate, key, bundle), `DIR/<service>.yaml`
+//! (sidecar configs), `DIR/<service>.log` (sidecar logs), `DIR/<binary>.log`
+//! (app logs). Errors: a missing binary, a port out of range, a CA or
+//! certificate that cannot be written, a child that does not come up (with
+//! its log tail).
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -29,9 +34,11 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::header::HOST;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use mesh_api::admin::CertInfo;
 use mesh_examples::lifecycle;
 use mesh_examples::supervise::{AnnounceOn, Children, Spec};
 use serde::Deserialize;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -43,6 +50,10 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The host name web's forward proxy routes to the chat service.
 const CHAT_HOST: &str = "chat.mesh.local";
+/// The demo's trust domain: each sidecar is `spiffe://mesh.local/svc/<name>`.
+const TRUST_DOMAIN: &str = "mesh.local";
+/// How long the demo's workload certificates are valid.
+const CERT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Run the demo mesh (web, orders, chat, each behind a sidecar) on loopback.
 #[derive(Debug, Parser)]
@@ -52,12 +63,15 @@ struct Args {
     /// on N+10 (proxy) and N+11 (orders), admin APIs on N+801..N+803.
     #[arg(long, value_name = "N", default_value_t = 7100)]
     base_port: u16,
-    /// Where the generated configs and the logs go (created if missing).
+    /// Where the generated configs, certificates and logs go (created if missing).
     #[arg(long, value_name = "DIR", default_value = ".demo")]
     dir: PathBuf,
     /// Start everything, check the mesh end to end, stop, exit 0 if all passed.
     #[arg(long)]
     check: bool,
+    /// Plaintext between the sidecars (no CA, identities or authz), to compare.
+    #[arg(long)]
+    plaintext: bool,
     /// Sidecar log format (passed on as `sidecar run --log-format`).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
@@ -95,6 +109,19 @@ struct Service {
     admin: SocketAddr,
     /// The sidecar's `outbound:` YAML block, if it has one.
     outbound: Option<String>,
+    /// How the sidecar takes part in mutual TLS; `None` with `--plaintext`.
+    tls: Option<Tls>,
+}
+
+/// A sidecar's part in mutual TLS, beyond its certificate.
+#[derive(Debug)]
+struct Tls {
+    /// `identity.mode`: `strict` (mutual TLS only) or `permissive` (plaintext too).
+    mode: &'static str,
+    /// Why this mode, for a comment in the config.
+    why: &'static str,
+    /// The `inbound.authz` YAML block (indented, comments included), if any.
+    authz: Option<String>,
 }
 
 /// What a started service reported.
@@ -132,19 +159,28 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir)
         .with_context(|| format!("resolving {}", args.dir.display()))?;
-    let mesh = topology(&ports);
+    let mtls = !args.plaintext;
+    let mesh = topology(&ports, mtls);
 
     println!(
-        "mesh-demo: starting the mesh (configs and logs in {})",
+        "mesh-demo: starting the mesh {} (configs, certificates and logs in {})",
+        if mtls {
+            "with mutual TLS"
+        } else {
+            "in plaintext"
+        },
         shown(&dir)
     );
+    if mtls {
+        make_certs(&mesh, &dir)?;
+    }
     let mut children = Children::default();
     let outcome = async {
         let started = start(&mesh, &bin_dir, &dir, args.log_format, &mut children).await?;
         if args.check {
-            Ok(check(&mesh, &ports, &dir).await)
+            Ok(check(&mesh, &ports, &dir, mtls).await)
         } else {
-            print_banner(&mesh, &started, &ports, &dir, &bin_dir);
+            print_banner(&mesh, &started, &ports, &dir, &bin_dir, mtls);
             Ok(wait_for_stop(&mut children).await)
         }
     }
@@ -197,7 +233,8 @@ impl Ports {
 }
 
 /// The three services, in start order: orders first, since web calls it.
-fn topology(ports: &Ports) -> [Service; 3] {
+/// With `mtls`, each sidecar gets an identity and its part in mutual TLS.
+fn topology(ports: &Ports, mtls: bool) -> [Service; 3] {
     let web_outbound = format!(
         "outbound:
   # HTTP forward proxy, routed by upstream name or hosts
@@ -227,6 +264,17 @@ fn topology(ports: &Ports) -> [Service; 3] {
             inbound: ports.orders_inbound,
             admin: ports.orders_admin,
             outbound: None,
+            tls: mtls.then(|| Tls {
+                mode: "strict",
+                why: "only web's sidecar calls orders, always over mutual TLS",
+                authz: Some(format!(
+                    "  # Only web may call orders (any path); everyone else gets 403 forbidden.
+  authz:
+    - allow: [{web}]
+",
+                    web = mesh_api::ca::spiffe_id(TRUST_DOMAIN, "web"),
+                )),
+            }),
         },
         Service {
             name: "web",
@@ -239,6 +287,11 @@ fn topology(ports: &Ports) -> [Service; 3] {
             inbound: ports.web_inbound,
             admin: ports.web_admin,
             outbound: Some(web_outbound),
+            tls: mtls.then_some(Tls {
+                mode: "permissive",
+                why: "you curl web's inbound from your shell, in plaintext",
+                authz: None,
+            }),
         },
         Service {
             name: "chat",
@@ -248,8 +301,40 @@ fn topology(ports: &Ports) -> [Service; 3] {
             inbound: ports.chat_inbound,
             admin: ports.chat_admin,
             outbound: None,
+            tls: mtls.then(|| Tls {
+                mode: "permissive",
+                why: "the WebSocket check and ws_client.py connect here directly, in plaintext",
+                authz: Some(
+                    "  # Anyone, even plaintext callers: web's sidecar over mutual TLS, ws_client.py without.
+  authz:
+    - allow: [\"*\"]
+"
+                    .to_owned(),
+                ),
+            }),
         },
     ]
+}
+
+/// A fresh demo CA in `DIR/certs/ca` (replacing the one of the last run) and
+/// a certificate for each service in `DIR/certs/<name>`, valid [`CERT_TTL`].
+fn make_certs(mesh: &[Service], dir: &Path) -> anyhow::Result<()> {
+    let ca = dir.join("certs/ca");
+    mesh_api::ca::init(TRUST_DOMAIN, &ca, true).context("making the demo CA")?;
+    for service in mesh {
+        let out = dir.join("certs").join(service.name);
+        mesh_api::ca::issue(&ca, service.name, CERT_TTL, &out, true)
+            .with_context(|| format!("issuing the certificate of {}", service.name))?;
+    }
+    let names: Vec<&str> = mesh.iter().map(|service| service.name).collect();
+    println!(
+        "  {:<16} {} ({TRUST_DOMAIN}), certificates for {} valid {}h",
+        "mesh CA",
+        shown(&ca),
+        names.join(", "),
+        CERT_TTL.as_secs() / 3600
+    );
+    Ok(())
 }
 
 /// Starts every app, then every sidecar (a sidecar's config needs its app's
@@ -319,18 +404,42 @@ service: {name}
 admin: {{ listen: {admin} }}
 log: {{ format: json, level: info }}
 drain: {{ delay: 1s, deadline: 5s }}
-inbound:
+",
+        name = service.name,
+        admin = service.admin,
+    );
+    if let Some(tls) = &service.tls {
+        yaml.push_str(&format!(
+            "# Mutual TLS between the sidecars: this one is spiffe://{TRUST_DOMAIN}/svc/{name}, with
+# a certificate from the demo CA (made again at every start). It calls its
+# upstreams over mutual TLS too, and they must prove spiffe://{TRUST_DOMAIN}/svc/<upstream>.
+identity:
+  trust_domain: {TRUST_DOMAIN}
+  cert: certs/{name}/cert.pem
+  key: certs/{name}/key.pem
+  bundle: certs/ca/bundle.pem
+  # {mode}: {why}
+  mode: {mode}
+",
+            name = service.name,
+            mode = tls.mode,
+            why = tls.why,
+        ));
+    }
+    yaml.push_str(&format!(
+        "inbound:
   listen: {inbound}
   # {app_binary}, on the port it picked at start
   app: {app}
   protocol: {protocol}
 ",
-        name = service.name,
-        admin = service.admin,
         inbound = service.inbound,
         app_binary = service.app_binary,
         protocol = service.protocol,
-    );
+    ));
+    if let Some(authz) = service.tls.as_ref().and_then(|tls| tls.authz.as_deref()) {
+        yaml.push_str(authz);
+    }
     if let Some(outbound) = &service.outbound {
         yaml.push_str(outbound);
     }
@@ -400,7 +509,14 @@ async fn wait_for_stop(children: &mut Children) -> bool {
 }
 
 /// What runs where, and commands to try, all with the real addresses.
-fn print_banner(mesh: &[Service], started: &[Started], ports: &Ports, dir: &Path, bin_dir: &Path) {
+fn print_banner(
+    mesh: &[Service],
+    started: &[Started],
+    ports: &Ports,
+    dir: &Path,
+    bin_dir: &Path,
+    mtls: bool,
+) {
     let py = |script: &str| {
         let script = Path::new("tests/py").join(script);
         // Relative to the repository when the binary runs from its target/ dir.
@@ -415,7 +531,11 @@ fn print_banner(mesh: &[Service], started: &[Started], ports: &Ports, dir: &Path
     let web_admin = ports.web_admin;
 
     println!();
-    println!("The demo mesh is up.");
+    if mtls {
+        println!("The demo mesh is up; the sidecars talk mutual TLS (CA in {dir}/certs/ca).");
+    } else {
+        println!("The demo mesh is up, in plaintext (--plaintext).");
+    }
     println!();
     let row = |service: &str, app: &str, inbound: &str, admin: &str| {
         println!("  {service:<8} {app:<26} {inbound:<18} {admin}");
@@ -438,38 +558,54 @@ fn print_banner(mesh: &[Service], started: &[Started], ports: &Ports, dir: &Path
 Try it:
   # web, through its inbound sidecar
   curl -s http://{web}/headers
-  # web -> web's outbound sidecar -> orders sidecar -> gRPC orders app
+  # web -> web's outbound sidecar {hop} orders sidecar -> gRPC orders app
   curl -s http://{web}/orders/3
-  # the same inbound port speaks h2c too
-  curl -s --http2-prior-knowledge http://{web}/
   # web's forward proxy routes by host name to the chat sidecar
   curl -s -x http://{proxy} http://{CHAT_HOST}/healthz
   # gRPC streaming through web's outbound port (pip install grpcio grpcio-tools)
   python3 {grpc_py} {orders_out} server 5 200
   # WebSocket echo through the chat sidecar (pip install websockets)
-  python3 {ws_py} ws://{chat}/ echo
-  # ... or through web's forward proxy by host name (websockets 15+ reads http_proxy)
-  http_proxy=http://{proxy} python3 {ws_py} ws://{CHAT_HOST}/ echo
-
+  python3 {ws_py} ws://{chat}/ echo",
+        hop = if mtls { "=mTLS=>" } else { "->" },
+        proxy = ports.web_proxy,
+        orders_out = ports.web_orders,
+        chat = ports.chat_inbound,
+        grpc_py = py("grpc_orders.py"),
+        ws_py = py("ws_client.py"),
+    );
+    if mtls {
+        let web_cert = format!("{dir}/certs/web");
+        println!(
+            "
+Mutual TLS, each sidecar proving spiffe://{TRUST_DOMAIN}/svc/<name>:
+  curl -s http://{web_admin}/certs
+  {mesh_ctl} certs --admin {web_admin} --admin {orders_admin} --admin {chat_admin}
+  # try to bypass web: orders takes mutual TLS only, so this is refused
+  curl -sS http://{orders}/
+  # with web's certificate you get in (chat's gets 403); type GET / HTTP/1.1, Host: x, empty line
+  openssl s_client -connect {orders} -cert {web_cert}/cert.pem -cert_chain {web_cert}/cert.pem -key {web_cert}/key.pem -CAfile {dir}/certs/ca/bundle.pem -quiet",
+            mesh_ctl = shown(&bin_dir.join("mesh-ctl")),
+            orders = ports.orders_inbound,
+            orders_admin = ports.orders_admin,
+            chat_admin = ports.chat_admin,
+        );
+    }
+    println!(
+        "
 Admin API of each sidecar (web {web_admin}, orders {orders_admin}, chat {chat_admin}):
-  curl -s http://{web_admin}/listeners
   curl -s http://{web_admin}/clusters
   curl -s http://{web_admin}/metrics | grep mesh_requests
 
 Edit {dir}/web.yaml and watch it hot-reload: tail -f {dir}/web.log
 Logs: {dir}/*.log. Ctrl-C stops everything.",
-        proxy = ports.web_proxy,
-        orders_out = ports.web_orders,
-        chat = ports.chat_inbound,
         orders_admin = ports.orders_admin,
         chat_admin = ports.chat_admin,
-        grpc_py = py("grpc_orders.py"),
-        ws_py = py("ws_client.py"),
     );
 }
 
 /// Real requests through the mesh, one line each; true when all passed.
-async fn check(mesh: &[Service], ports: &Ports, dir: &Path) -> bool {
+/// With `mtls`, also what mutual TLS promises: identities, and no way around web.
+async fn check(mesh: &[Service], ports: &Ports, dir: &Path, mtls: bool) -> bool {
     println!();
     println!("Checking the mesh:");
     let web = ports.web_inbound;
@@ -491,8 +627,9 @@ async fn check(mesh: &[Service], ports: &Ports, dir: &Path) -> bool {
         ))
         .await,
     );
+    let over = if mtls { "gRPC and mutual TLS" } else { "gRPC" };
     report(
-        format!("web -> orders over gRPC, GET http://{web}/orders/3"),
+        format!("web -> orders over {over}, GET http://{web}/orders/3"),
         bounded(order_three(web)).await,
     );
     report(
@@ -520,6 +657,20 @@ async fn check(mesh: &[Service], ports: &Ports, dir: &Path) -> bool {
         format!("chat WebSocket echo via ws://{}/", ports.chat_inbound),
         bounded(websocket_echo(ports.chat_inbound)).await,
     );
+    if mtls {
+        report(
+            format!(
+                "orders refuses plaintext, GET /healthz straight to {}",
+                ports.orders_inbound
+            ),
+            bounded(refuses_plaintext(ports.orders_inbound)).await,
+        );
+        let url = format!("http://{}/certs", ports.web_admin);
+        report(
+            format!("web's identity, GET {url}"),
+            bounded(identity(&url, "web")).await,
+        );
+    }
 
     println!();
     if passed {
@@ -630,6 +781,45 @@ async fn http_get(url: &str, proxy: Option<SocketAddr>) -> anyhow::Result<(Statu
     Ok((status, body))
 }
 
+/// Plaintext HTTP straight to a strict inbound: the connection must close
+/// without an answer.
+async fn refuses_plaintext(addr: SocketAddr) -> anyhow::Result<String> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .context("sending the request")?;
+    let mut answer = Vec::new();
+    match stream.read_to_end(&mut answer).await {
+        Ok(_) if answer.is_empty() => Ok("connection closed without an answer".to_owned()),
+        Ok(_) => bail!("answered in plaintext: {}", one_line(&answer)),
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {
+            Ok("connection reset without an answer".to_owned())
+        }
+        Err(error) => Err(error).context("reading the answer"),
+    }
+}
+
+/// GET `url` (a sidecar's `/certs`): 200 and the identity of `service`.
+async fn identity(url: &str, service: &str) -> anyhow::Result<String> {
+    let body = get_expecting(url, None, StatusCode::OK).await?;
+    let cert: CertInfo = serde_json::from_slice(&body)
+        .with_context(|| format!("not a /certs document: {}", one_line(&body)))?;
+    let expected = mesh_api::ca::spiffe_id(TRUST_DOMAIN, service);
+    if cert.identity != expected {
+        bail!("expected identity {expected}, got {}", cert.identity);
+    }
+    let minutes = cert.expires_in_seconds / 60;
+    Ok(format!(
+        "200 {}, expires in {}h{:02}m",
+        cert.identity,
+        minutes / 60,
+        minutes % 60
+    ))
+}
+
 /// Sends one text message over a WebSocket and expects it back.
 async fn websocket_echo(addr: SocketAddr) -> anyhow::Result<String> {
     const TEXT: &str = "hello through the mesh";
@@ -695,6 +885,22 @@ mod tests {
         let addr = app_listening(r#"{"listening":"127.0.0.1:4000"}"#);
         assert_eq!(addr, Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 4000))));
         assert_eq!(app_listening("INFO listening addr=127.0.0.1:4000"), None);
+    }
+
+    #[test]
+    fn generated_configs_load_with_and_without_mtls() {
+        let ports = Ports::new(7100).expect("7100 + 803 fits a port");
+        let app = SocketAddr::from((Ipv4Addr::LOCALHOST, 4000));
+        for mtls in [true, false] {
+            for service in topology(&ports, mtls) {
+                let yaml = sidecar_config(&service, app);
+                let (config, _) = mesh_api::config::load(&yaml)
+                    .unwrap_or_else(|errors| panic!("{errors:?} in\n{yaml}"));
+                assert_eq!(config.identity.is_some(), mtls, "{yaml}");
+                let authz = config.inbound.and_then(|inbound| inbound.authz);
+                assert_eq!(authz.is_some(), mtls && service.name != "web", "{yaml}");
+            }
+        }
     }
 
     #[test]
