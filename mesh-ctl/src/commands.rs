@@ -562,6 +562,7 @@ mod tests {
             protocol: "http".into(),
             source: "static".into(),
             endpoints: vec![endpoint("127.0.0.1:2", 1), endpoint("127.0.0.1:3", 2)],
+            discovery: None,
         }
     }
 
@@ -572,6 +573,7 @@ mod tests {
             protocol: "auto".into(),
             source: "static".into(),
             endpoints: vec![],
+            discovery: None,
         };
         let report = per_proxy_report(
             &[answer("a:1", vec![orders(), empty])],

@@ -11,7 +11,8 @@ use mesh_api::admin::{ClusterInfo, EndpointInfo};
 use crate::balance::Balancer;
 use crate::config::UpstreamSettings;
 use crate::connect::{Pool, UpstreamTls};
-use crate::discovery::{EndpointSet, Source};
+use crate::discovery::{DiscoveryStatus, EndpointSet};
+use crate::resilience::ClusterState;
 use crate::telemetry::Metrics;
 use crate::tls::IdentityStore;
 
@@ -23,6 +24,10 @@ pub struct Cluster {
     pub balancer: Balancer,
     /// Connections to its endpoints.
     pub pool: Pool,
+    /// Retry budget and circuit-breaker counts.
+    pub resilience: ClusterState,
+    /// What DNS discovery last did (`None` for static endpoints).
+    discovery: Option<DiscoveryStatus>,
 }
 
 impl Cluster {
@@ -36,12 +41,10 @@ impl Cluster {
             identity: identity.clone(),
             expected,
         });
-        let endpoints = match &settings.discovery {
-            Source::Static(endpoints) => EndpointSet::fixed(endpoints.clone()),
-            // DNS sources arrive with the resolver (next change).
-            Source::Dns { .. } | Source::Srv { .. } => EndpointSet::fixed(Vec::new()),
-        };
-        let balancer = Balancer::new(endpoints);
+        // A DNS source's resolver task lives as long as this set (in the balancer).
+        let (endpoints, discovery) =
+            EndpointSet::discover(&settings.discovery, &settings.name, metrics);
+        let balancer = Balancer::new(endpoints, settings.balance);
         let pool = Pool::new(
             settings.connect_timeout,
             settings.idle_timeout,
@@ -49,9 +52,11 @@ impl Cluster {
             tls,
         );
         Self {
+            resilience: ClusterState::new(&settings.resilience),
             settings,
             balancer,
             pool,
+            discovery,
         }
     }
 
@@ -78,6 +83,7 @@ impl Cluster {
                     connections: ep.connections.load(Ordering::Relaxed),
                 })
                 .collect(),
+            discovery: self.discovery.as_ref().map(DiscoveryStatus::snapshot),
         }
     }
 }

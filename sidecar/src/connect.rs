@@ -56,6 +56,31 @@ pub enum ConnectError {
     Identity(#[from] IdentityMismatch),
 }
 
+/// No connection could be made, so the request was never sent: it travels
+/// back with the error, body untouched, and may be sent elsewhere.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Unsent {
+    /// Why no connection was made.
+    #[source]
+    pub error: ConnectError,
+    request: Mutex<Option<Request<Body>>>,
+}
+
+impl Unsent {
+    fn new(error: ConnectError, request: Request<Body>) -> Self {
+        Self {
+            error,
+            request: Mutex::new(Some(request)),
+        }
+    }
+
+    /// The unsent request, once.
+    pub fn take_request(&self) -> Option<Request<Body>> {
+        lock(&self.request).take()
+    }
+}
+
 /// Mutual TLS to a cluster's endpoints.
 #[derive(Clone)]
 pub struct UpstreamTls {
@@ -273,7 +298,10 @@ impl Pool {
                 },
             }
         }
-        let mut sender = self.connect_h1(endpoint).await?;
+        let mut sender = match self.connect_h1(endpoint).await {
+            Ok(sender) => sender,
+            Err(err) => return Err(Box::new(Unsent::new(err, req))),
+        };
         sender.ready().await.map_err(UpstreamError)?;
         let response = sender.send_request(req).await.map_err(UpstreamError)?;
         self.recycle_h1(endpoint.addr, sender);
@@ -300,7 +328,10 @@ impl Pool {
                 }
             }
         }
-        let mut sender = self.connect_h2(endpoint).await?;
+        let mut sender = match self.connect_h2(endpoint).await {
+            Ok(sender) => sender,
+            Err(err) => return Err(Box::new(Unsent::new(err, req))),
+        };
         lock(&self.0.h2).insert(endpoint.addr, sender.clone());
         sender.ready().await.map_err(UpstreamError)?;
         Ok(sender.send_request(req).await.map_err(UpstreamError)?)

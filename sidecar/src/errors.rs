@@ -13,7 +13,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::http::{full, Body, HttpService, RequestError};
-use crate::{connect, forward, policy, route, BoxError};
+use crate::{connect, forward, policy, resilience, route, BoxError};
 
 /// Response header naming why the proxy itself answered.
 pub const REASON_HEADER: &str = "x-mesh-error";
@@ -31,6 +31,10 @@ pub enum Reason {
     NoRoute,
     /// The cluster has no endpoint to send to.
     NoHealthyEndpoints,
+    /// The cluster is at a circuit-breaker limit.
+    CircuitOpen,
+    /// No answer within the deadline.
+    UpstreamTimeout,
     /// Connecting to the chosen endpoint failed or timed out.
     UpstreamConnectFailed,
     /// The upstream closed or reset the request before answering.
@@ -50,6 +54,8 @@ impl Reason {
             Reason::UpstreamIdentity => "upstream_identity",
             Reason::NoRoute => "no_route",
             Reason::NoHealthyEndpoints => "no_healthy_endpoints",
+            Reason::CircuitOpen => "circuit_open",
+            Reason::UpstreamTimeout => "upstream_timeout",
             Reason::UpstreamConnectFailed => "upstream_connect_failed",
             Reason::UpstreamReset => "upstream_reset",
             Reason::UpstreamProtocolError => "upstream_protocol_error",
@@ -66,7 +72,8 @@ impl Reason {
             | Reason::UpstreamConnectFailed
             | Reason::UpstreamReset
             | Reason::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
-            Reason::NoHealthyEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::NoHealthyEndpoints | Reason::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -78,9 +85,19 @@ pub fn reason(err: &BoxError) -> Reason {
         Reason::BadRequest
     } else if err.downcast_ref::<route::RouteError>().is_some() {
         Reason::NoRoute
+    } else if let Some(err) = err.downcast_ref::<resilience::ResilienceError>() {
+        match err {
+            resilience::ResilienceError::CircuitOpen | resilience::ResilienceError::RetryLimit => {
+                Reason::CircuitOpen
+            }
+            resilience::ResilienceError::Timeout => Reason::UpstreamTimeout,
+        }
     } else if err.downcast_ref::<policy::Forbidden>().is_some() {
         Reason::Forbidden
-    } else if let Some(err) = err.downcast_ref::<connect::ConnectError>() {
+    } else if let Some(err) = err
+        .downcast_ref::<connect::ConnectError>()
+        .or_else(|| err.downcast_ref::<connect::Unsent>().map(|u| &u.error))
+    {
         match err {
             connect::ConnectError::Identity(_) => Reason::UpstreamIdentity,
             _ => Reason::UpstreamConnectFailed,
@@ -141,6 +158,8 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
         Reason::BadRequest | Reason::NoRoute | Reason::Forbidden => err.to_string(),
         Reason::UpstreamIdentity => "the upstream did not prove the expected identity".into(),
         Reason::NoHealthyEndpoints => "no endpoint of the upstream is available".into(),
+        Reason::CircuitOpen => "the upstream is at its request limit".into(),
+        Reason::UpstreamTimeout => "the upstream did not answer in time".into(),
         Reason::UpstreamConnectFailed => "could not connect to the upstream".into(),
         Reason::UpstreamReset => "the upstream closed the request before answering".into(),
         Reason::UpstreamProtocolError => "the upstream answered with invalid HTTP".into(),
@@ -151,10 +170,11 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
 /// gRPC code for a proxy reason, following gRPC's HTTP-to-status mapping.
 fn grpc_code(reason: Reason) -> u8 {
     match reason.status() {
-        StatusCode::BAD_REQUEST => 13, // INTERNAL
-        StatusCode::FORBIDDEN => 7,    // PERMISSION_DENIED
+        StatusCode::BAD_REQUEST => 13,    // INTERNAL
+        StatusCode::FORBIDDEN => 7,       // PERMISSION_DENIED
+        StatusCode::GATEWAY_TIMEOUT => 4, // DEADLINE_EXCEEDED
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        _ => 2,                        // UNKNOWN
+        _ => 2,                           // UNKNOWN
     }
 }
 

@@ -31,6 +31,24 @@ use crate::route::Target;
 use crate::telemetry::RequestInfo;
 use crate::BoxError;
 
+/// The endpoints earlier attempts of a retried request went to; retries
+/// prefer others. Shared by every attempt of one request.
+#[derive(Clone, Debug, Default)]
+pub struct TriedEndpoints(Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>);
+
+impl TriedEndpoints {
+    fn list(&self) -> Vec<std::net::SocketAddr> {
+        crate::lock(&self.0).clone()
+    }
+
+    fn push(&self, addr: std::net::SocketAddr) {
+        crate::lock(&self.0).push(addr);
+    }
+}
+
+/// The latency a failed attempt counts as, for peak-EWMA balancing.
+const FAILURE_PENALTY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a routed request could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -48,11 +66,13 @@ pub fn service() -> HttpService {
 }
 
 async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    // Cloned, not taken: a retry sends this same request again.
     let target = req
-        .extensions_mut()
-        .remove::<Target>()
+        .extensions()
+        .get::<Target>()
+        .cloned()
         .ok_or(ForwardError::Unrouted)?;
-    let endpoint = choose(&target).await?;
+    let endpoint = choose(&target, req.extensions().get::<TriedEndpoints>()).await?;
     if let Some(info) = req.extensions().get::<RequestInfo>() {
         info.set_endpoint(endpoint.addr);
     }
@@ -66,7 +86,16 @@ async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
     let wire = wire(target.cluster.settings.protocol, req.version(), upgrade);
     prepare(&mut req, wire, upgrade, &target)?;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let mut response = target.cluster.pool.send(&endpoint, wire, req).await?;
+    let sent = tokio::time::Instant::now();
+    let mut response = match target.cluster.pool.send(&endpoint, wire, req).await {
+        Ok(response) => response,
+        Err(err) => {
+            // A failing endpoint answers fast: it must not look fast to the balancer.
+            endpoint.observe(FAILURE_PENALTY);
+            return Err(err);
+        }
+    };
+    endpoint.observe(sent.elapsed());
     // The caller gets its own HTTP version back, whatever the upstream spoke.
     *response.version_mut() = downstream_version;
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -105,7 +134,10 @@ async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
 
 /// The endpoint for this request: the balancer's choice, or the
 /// passthrough authority resolved.
-async fn choose(target: &Target) -> Result<Arc<EndpointState>, BoxError> {
+async fn choose(
+    target: &Target,
+    req_tried: Option<&TriedEndpoints>,
+) -> Result<Arc<EndpointState>, BoxError> {
     if let Some(authority) = &target.passthrough {
         let port = authority.port_u16().unwrap_or(80);
         let mut addrs = tokio::net::lookup_host((authority.host(), port))
@@ -116,11 +148,16 @@ async fn choose(target: &Target) -> Result<Arc<EndpointState>, BoxError> {
             .ok_or_else(|| ConnectError::Resolve(authority.to_string()))?;
         return Ok(Arc::new(EndpointState::new(&Endpoint { addr, weight: 1 })));
     }
-    Ok(target
+    let tried = req_tried.map(TriedEndpoints::list).unwrap_or_default();
+    let endpoint = target
         .cluster
         .balancer
-        .pick()
-        .ok_or(ForwardError::NoEndpoints)?)
+        .pick_avoiding(&tried)
+        .ok_or(ForwardError::NoEndpoints)?;
+    if let Some(log) = req_tried {
+        log.push(endpoint.addr);
+    }
+    Ok(endpoint)
 }
 
 /// The upstream wire: upgrades need HTTP/1.1; declared protocols win;

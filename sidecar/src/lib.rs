@@ -16,6 +16,7 @@ pub mod forward;
 pub mod http;
 pub mod listen;
 pub mod policy;
+pub mod resilience;
 pub mod route;
 pub mod stack;
 pub mod tcp;

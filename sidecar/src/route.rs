@@ -94,6 +94,8 @@ impl RouteTable {
                 listen: None,
                 hosts: Vec::new(),
                 discovery: crate::discovery::Source::Static(Vec::new()),
+                balance: mesh_api::config::Balance::default(),
+                resilience: crate::config::ResilienceSettings::defaults(),
                 protocol: mesh_api::config::Protocol::Auto,
                 connect_timeout: std::time::Duration::from_secs(1),
                 idle_timeout: std::time::Duration::from_secs(60),

@@ -34,8 +34,10 @@ fn sigterm_lets_20_slow_requests_finish_then_exits_0() {
         sidecar.admin_json("/clusters")[0]["endpoints"][0]["active_requests"] == 20
     });
     sidecar.proc.signal("TERM");
-    let (ready, _) = http(sidecar.admin, "GET", "/ready");
-    assert_eq!(ready, 503, "/ready turns 503 as soon as draining starts");
+    // Within the drain delay (500 ms), while listeners still accept.
+    wait_until(Duration::from_millis(400), "/ready to turn 503", || {
+        http(sidecar.admin, "GET", "/ready").0 == 503
+    });
     for client in clients {
         let out = client.wait_with_output().unwrap();
         assert_eq!(

@@ -3,8 +3,10 @@
 //! and always stopped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod balance;
 mod config;
 mod demo;
+mod discovery;
 mod drain;
 mod grpc;
 mod http;

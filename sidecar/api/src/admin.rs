@@ -24,10 +24,42 @@ pub struct ClusterInfo {
     pub name: String,
     /// Configured protocol.
     pub protocol: String,
-    /// Where the endpoints come from (`static`).
+    /// Where the endpoints come from: `static`, `dns` (A/AAAA) or `srv`.
     pub source: String,
     /// The endpoints and their state.
     pub endpoints: Vec<EndpointInfo>,
+    /// For `dns` and `srv` sources: what the resolver last did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryInfo>,
+}
+
+/// The state of a cluster's DNS discovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscoveryInfo {
+    /// `dns` (A/AAAA records) or `srv`.
+    pub source: String,
+    /// The name resolved.
+    pub name: String,
+    /// The port every address gets (`dns` only; SRV records carry their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Last successful resolution, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh: Option<u64>,
+    /// Seconds the last answer is trusted: its smallest record TTL,
+    /// clamped to `resolver.ttl`; the next refresh is due then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// Why the last failed resolution failed (kept after later successes;
+    /// compare `last_error_at` with `last_refresh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When it failed, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<u64>,
+    /// Failed resolutions since the last successful one.
+    #[serde(default)]
+    pub failures: u32,
 }
 
 /// One endpoint of a cluster.

@@ -1,15 +1,24 @@
 //! Choosing the endpoint for each request or connection, below routing and
-//! above the connection pool. Reads the cluster's [`EndpointSet`]; keeps per
-//! endpoint counters ([`EndpointState`]) that survive endpoint-list changes
-//! and that the admin API shows. Policy so far: weighted round robin.
+//! retries, above the connection pool. Reads the cluster's [`EndpointSet`];
+//! keeps per-endpoint state ([`EndpointState`]: in-flight count, open
+//! connections, peak-EWMA latency) that survives endpoint-list changes and
+//! that the admin API shows.
+//! Policies: power of two random choices by peak-EWMA latency × load
+//! (default), weighted round robin, and least request (P2C by in-flight
+//! work per unit of weight).
 //! Errors: none; `pick` returns `None` when the cluster has no endpoint.
+
+mod ewma;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use mesh_api::config::Balance;
 
 use crate::discovery::{Endpoint, EndpointSet};
+use ewma::PeakEwma;
 
 /// Largest weight honoured; bounds the size of the round-robin wheel.
 const MAX_WEIGHT: u32 = 128;
@@ -25,6 +34,7 @@ pub struct EndpointState {
     pub active: AtomicU64,
     /// Open upstream connections (pooled HTTP and opaque TCP).
     pub connections: AtomicU64,
+    latency: PeakEwma,
 }
 
 impl EndpointState {
@@ -35,6 +45,7 @@ impl EndpointState {
             weight: endpoint.weight,
             active: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            latency: PeakEwma::new(),
         }
     }
 
@@ -43,11 +54,39 @@ impl EndpointState {
         self.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self.clone())
     }
+
+    /// Records the time an endpoint took to answer (response head).
+    pub fn observe(&self, rtt: Duration) {
+        self.latency.observe(rtt);
+    }
+
+    /// The current peak-EWMA latency estimate.
+    pub fn latency(&self) -> Duration {
+        self.latency.estimate()
+    }
+
+    /// Peak-EWMA cost: expected latency × (work in flight + 1), per unit of weight.
+    fn ewma_cost(&self) -> f64 {
+        let load = self.active.load(Ordering::Relaxed) as f64 + 1.0;
+        self.latency.estimate().as_secs_f64() * load / f64::from(self.weight.max(1))
+    }
+
+    /// Least-request cost: in-flight requests and open opaque connections per unit of weight.
+    fn load_cost(&self) -> f64 {
+        (self.active.load(Ordering::Relaxed) as f64 + 1.0) / f64::from(self.weight.max(1))
+    }
 }
 
 /// Decrements the endpoint's in-flight count on drop.
 #[derive(Debug)]
 pub struct ActiveGuard(Arc<EndpointState>);
+
+impl ActiveGuard {
+    /// The endpoint this guard counts on.
+    pub fn endpoint(&self) -> &Arc<EndpointState> {
+        &self.0
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -58,36 +97,70 @@ impl Drop for ActiveGuard {
 struct View {
     source: Arc<[Endpoint]>,
     endpoints: Vec<Arc<EndpointState>>,
-    /// Indexes into `endpoints`, each repeated by its weight.
+    /// Indexes into `endpoints`, each repeated by its weight (round robin).
     wheel: Vec<usize>,
 }
 
-/// Weighted round robin over a live endpoint set.
+/// Endpoint choice over a live endpoint set.
 pub struct Balancer {
     set: EndpointSet,
+    policy: Balance,
     view: ArcSwap<View>,
     next: AtomicUsize,
 }
 
 impl Balancer {
-    /// A balancer over `set`.
-    pub fn new(set: EndpointSet) -> Self {
+    /// A balancer over `set` with `policy`.
+    pub fn new(set: EndpointSet, policy: Balance) -> Self {
         let view = View::build(set.current(), &[]);
         Self {
             set,
+            policy,
             view: ArcSwap::from_pointee(view),
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The next endpoint, or `None` when there is none.
+    /// The endpoint for the next request, or `None` when there is none.
     pub fn pick(&self) -> Option<Arc<EndpointState>> {
+        self.pick_avoiding(&[])
+    }
+
+    /// Like [`pick`](Self::pick), but not one of `avoid` (the endpoints a
+    /// retried request already failed on) while another is available.
+    pub fn pick_avoiding(&self, avoid: &[std::net::SocketAddr]) -> Option<Arc<EndpointState>> {
         let view = self.refresh();
-        if view.wheel.is_empty() {
-            return None;
+        let all = &view.endpoints;
+        let fresh: Vec<Arc<EndpointState>>;
+        let endpoints = if avoid.is_empty() {
+            all
+        } else {
+            fresh = all
+                .iter()
+                .filter(|e| !avoid.contains(&e.addr))
+                .cloned()
+                .collect();
+            if fresh.is_empty() {
+                all
+            } else {
+                &fresh
+            }
+        };
+        match (self.policy, endpoints.len()) {
+            (_, 0) => None,
+            (_, 1) => Some(endpoints[0].clone()),
+            (Balance::RoundRobin, _) => {
+                // Walk the wheel from the next turn to the first endpoint not avoided.
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..view.wheel.len())
+                    .map(|step| &all[view.wheel[(start + step) % view.wheel.len()]])
+                    .find(|e| !avoid.contains(&e.addr))
+                    .or_else(|| all.first())
+                    .cloned()
+            }
+            (Balance::P2cEwma, n) => Some(p2c(endpoints, n, EndpointState::ewma_cost)),
+            (Balance::LeastRequest, n) => Some(p2c(endpoints, n, EndpointState::load_cost)),
         }
-        let turn = self.next.fetch_add(1, Ordering::Relaxed) % view.wheel.len();
-        Some(view.endpoints[view.wheel[turn]].clone())
     }
 
     /// Every endpoint with its state, for the admin API.
@@ -110,6 +183,22 @@ impl Balancer {
         let rebuilt = Arc::new(View::build(current, &view.endpoints));
         self.view.store(rebuilt.clone());
         rebuilt
+    }
+}
+
+/// Power of two choices: two distinct endpoints at random, the cheaper wins.
+fn p2c(
+    endpoints: &[Arc<EndpointState>],
+    n: usize,
+    cost: fn(&EndpointState) -> f64,
+) -> Arc<EndpointState> {
+    let a = fastrand::usize(..n);
+    let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+    let (a, b) = (&endpoints[a], &endpoints[b]);
+    if cost(b) < cost(a) {
+        b.clone()
+    } else {
+        a.clone()
     }
 }
 
@@ -158,19 +247,84 @@ mod tests {
         }
     }
 
+    fn share(balancer: &Balancer, rounds: usize, port: u16) -> usize {
+        (0..rounds)
+            .filter(|_| balancer.pick().unwrap().addr.port() == port)
+            .count()
+    }
+
     #[test]
     fn weighted_round_robin_shares_by_weight() {
-        let balancer = Balancer::new(EndpointSet::fixed(vec![ep(1, 1), ep(2, 3)]));
-        let mut counts = [0, 0];
-        for _ in 0..400 {
-            let picked = balancer.pick().unwrap();
-            counts[usize::from(picked.addr.port() == 2)] += 1;
+        let balancer = Balancer::new(
+            EndpointSet::fixed(vec![ep(1, 1), ep(2, 3)]),
+            Balance::RoundRobin,
+        );
+        assert_eq!(share(&balancer, 400, 2), 300);
+    }
+
+    #[test]
+    fn round_robin_spreads_evenly() {
+        let balancer = Balancer::new(
+            EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
+            Balance::RoundRobin,
+        );
+        for port in 1..=3 {
+            assert_eq!(share(&balancer, 300, port), 100);
         }
-        assert_eq!(counts, [100, 300]);
+    }
+
+    #[test]
+    fn p2c_ewma_avoids_the_slow_endpoint() {
+        let balancer = Balancer::new(
+            EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
+            Balance::P2cEwma,
+        );
+        for state in balancer.endpoints() {
+            let rtt = if state.addr.port() == 3 { 60 } else { 10 };
+            state.observe(Duration::from_millis(rtt));
+        }
+        let slow = share(&balancer, 3000, 3);
+        // The slow one loses every comparison it is in: it is never picked.
+        assert_eq!(slow, 0, "slow endpoint picked {slow} times");
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_endpoint() {
+        let balancer = Balancer::new(
+            EndpointSet::fixed(vec![ep(1, 1), ep(2, 1)]),
+            Balance::LeastRequest,
+        );
+        let busy = balancer
+            .endpoints()
+            .into_iter()
+            .find(|e| e.addr.port() == 1)
+            .unwrap();
+        let _held: Vec<ActiveGuard> = (0..5).map(|_| busy.start()).collect();
+        assert_eq!(share(&balancer, 100, 2), 100);
+    }
+
+    #[test]
+    fn retries_avoid_endpoints_already_tried() {
+        for policy in [Balance::RoundRobin, Balance::P2cEwma, Balance::LeastRequest] {
+            let balancer = Balancer::new(
+                EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
+                policy,
+            );
+            let tried = [ep(1, 1).addr, ep(2, 1).addr];
+            for _ in 0..50 {
+                assert_eq!(
+                    balancer.pick_avoiding(&tried).unwrap().addr.port(),
+                    3,
+                    "{policy:?}"
+                );
+            }
+        }
     }
 
     #[test]
     fn empty_cluster_picks_nothing() {
-        assert!(Balancer::new(EndpointSet::fixed(vec![])).pick().is_none());
+        assert!(Balancer::new(EndpointSet::fixed(vec![]), Balance::P2cEwma)
+            .pick()
+            .is_none());
     }
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_api::config::{self as raw, ConfigError, LineIndex, Protocol, TlsMode};
+use mesh_api::config::{self as raw, Balance, ConfigError, LineIndex, Protocol, TlsMode};
 use mesh_api::units::parse_duration;
 
 use crate::discovery::{Endpoint, Source};
@@ -29,6 +29,8 @@ pub struct Settings {
     pub watch: Option<Duration>,
     /// Drain on SIGTERM.
     pub drain: DrainSettings,
+    /// How DNS discovery resolves names (`resolver:`).
+    pub resolver: Arc<ResolverSettings>,
     /// This proxy's workload identity (mutual TLS between proxies).
     pub identity: Option<IdentitySettings>,
     /// The inbound listener and the local app.
@@ -44,6 +46,23 @@ pub struct DrainSettings {
     pub delay: Duration,
     /// Time in-flight work gets after listeners close.
     pub deadline: Duration,
+}
+
+/// How DNS discovery resolves names (`resolver:`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// Nameservers to ask; empty: those of /etc/resolv.conf.
+    pub nameservers: Vec<SocketAddr>,
+    /// Refresh no more often than this, whatever the records' TTL.
+    pub ttl_min: Duration,
+    /// Refresh at least this often; also the longest retry backoff.
+    pub ttl_max: Duration,
+    /// On SERVFAIL, timeouts and other failures.
+    pub on_failure: raw::OnResolveFailure,
+    /// On NXDOMAIN or an answer without records.
+    pub on_nxdomain: raw::OnResolveFailure,
+    /// Per-query timeout.
+    pub timeout: Duration,
 }
 
 /// Where the workload identity comes from.
@@ -119,6 +138,71 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Mutual TLS to the endpoints, and the SPIFFE ID they must present.
     pub tls: Option<Arc<str>>,
+    /// Endpoint choice.
+    pub balance: Balance,
+    /// Timeouts for the response head, retries and limits.
+    pub resilience: ResilienceSettings,
+}
+
+/// Timeouts, retries and limits of one cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResilienceSettings {
+    /// Deadline for the response head, retries included.
+    pub request_timeout: Option<Duration>,
+    /// Deadline for each attempt's response head.
+    pub per_try_timeout: Option<Duration>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Requests in flight to the cluster.
+    pub max_requests: u32,
+    /// Retries in flight to the cluster.
+    pub max_retries: u32,
+}
+
+/// When to retry, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Retry connect failures.
+    pub connect_failure: bool,
+    /// Retry resets before the response head.
+    pub reset: bool,
+    /// Retry per-try timeouts.
+    pub timeout: bool,
+    /// Retry these statuses (`5xx` is 500..=599).
+    pub statuses: Vec<std::ops::RangeInclusive<u16>>,
+    /// Retry these gRPC status codes.
+    pub grpc: Vec<u32>,
+    /// Retry POST, PATCH and the like.
+    pub non_idempotent: bool,
+    /// Largest body kept for replay.
+    pub max_body: u64,
+    /// First backoff ceiling.
+    pub backoff_base: Duration,
+    /// Largest backoff ceiling.
+    pub backoff_max: Duration,
+    /// Retries per request sent.
+    pub budget_ratio: f64,
+    /// Retries per second always allowed.
+    pub budget_min_per_second: u32,
+}
+
+impl ResilienceSettings {
+    /// The settings of a cluster whose config says nothing about them.
+    pub fn defaults() -> Self {
+        let mut errors = Errors {
+            index: &LineIndex::default(),
+            list: Vec::new(),
+        };
+        validate_resilience(
+            &mut errors,
+            "",
+            &raw::Timeouts::default(),
+            &raw::Retry::default(),
+            &raw::Limits::default(),
+        )
+    }
 }
 
 /// Reads, parses and validates a config file.
@@ -244,6 +328,8 @@ pub fn validate(
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
                 tls: None,
+                balance: Balance::default(),
+                resilience: ResilienceSettings::defaults(),
             },
             authz: inbound
                 .authz
@@ -257,11 +343,13 @@ pub fn validate(
         .as_ref()
         .map(|p| errors.addr("outbound.proxy", p));
     let detect_timeout = errors.duration("outbound.detect_timeout", &outbound.detect_timeout);
+    let resolver = Arc::new(validate_resolver(&mut errors, &config.resolver));
     let mut upstreams = Vec::new();
     let mut claimed: HashMap<String, String> = HashMap::new();
     for (name, upstream) in &outbound.upstreams {
         let at = format!("outbound.upstreams.{name}");
-        let mut settings = validate_upstream(&mut errors, &at, name, upstream, &mut claimed);
+        let mut settings =
+            validate_upstream(&mut errors, &at, name, upstream, &mut claimed, &resolver);
         settings.tls = match (&identity, upstream.mtls) {
             (Some(identity), true) => {
                 let expected = upstream
@@ -296,6 +384,7 @@ pub fn validate(
         admin,
         watch: config.reload.watch.then_some(interval),
         drain,
+        resolver,
         identity,
         inbound,
         outbound: OutboundSettings {
@@ -314,6 +403,7 @@ fn validate_upstream(
     name: &str,
     upstream: &raw::Upstream,
     claimed: &mut HashMap<String, String>,
+    resolver: &Arc<ResolverSettings>,
 ) -> UpstreamSettings {
     if !valid_name(name) {
         errors.push(
@@ -345,13 +435,7 @@ fn validate_upstream(
             }
         }
     }
-    let discovery = validate_discovery(errors, at, &upstream.discovery);
-    if matches!(discovery, Source::Dns { .. } | Source::Srv { .. }) {
-        errors.push(
-            &format!("{at}.discovery"),
-            "DNS discovery is not available in this build yet",
-        );
-    }
+    let discovery = validate_discovery(errors, at, &upstream.discovery, resolver);
     UpstreamSettings {
         name: Arc::from(name),
         listen,
@@ -364,11 +448,107 @@ fn validate_upstream(
         ),
         idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
         tls: None,
+        balance: upstream.balance,
+        resilience: validate_resilience(
+            errors,
+            at,
+            &upstream.timeouts,
+            &upstream.retry,
+            &upstream.limits,
+        ),
     }
 }
 
-/// Exactly one endpoint source.
-fn validate_discovery(errors: &mut Errors<'_>, at: &str, discovery: &raw::Discovery) -> Source {
+fn validate_resilience(
+    errors: &mut Errors<'_>,
+    at: &str,
+    timeouts: &raw::Timeouts,
+    retry: &raw::Retry,
+    limits: &raw::Limits,
+) -> ResilienceSettings {
+    let join = |field: &str| {
+        if at.is_empty() {
+            field.to_string()
+        } else {
+            format!("{at}.{field}")
+        }
+    };
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    let request_timeout = nonzero(errors.duration(&join("timeouts.request"), &timeouts.request));
+    let per_try_timeout = nonzero(errors.duration(&join("timeouts.per_try"), &timeouts.per_try));
+    let mut policy = RetryPolicy {
+        attempts: retry.attempts,
+        connect_failure: false,
+        reset: false,
+        timeout: false,
+        statuses: Vec::new(),
+        grpc: Vec::new(),
+        non_idempotent: retry.non_idempotent,
+        max_body: mesh_api::units::parse_size(&retry.max_body).unwrap_or_else(|err| {
+            errors.push(&join("retry.max_body"), err);
+            0
+        }),
+        backoff_base: errors.duration(&join("retry.backoff.base"), &retry.backoff.base),
+        backoff_max: errors.duration(&join("retry.backoff.max"), &retry.backoff.max),
+        budget_ratio: retry.budget.ratio,
+        budget_min_per_second: retry.budget.min_per_second,
+    };
+    if retry.attempts > 10 {
+        errors.push(
+            &join("retry.attempts"),
+            format!("at most 10, got {}", retry.attempts),
+        );
+    }
+    for (i, condition) in retry.on.iter().enumerate() {
+        match condition.as_str() {
+            "connect_failure" => policy.connect_failure = true,
+            "reset" => policy.reset = true,
+            "timeout" => policy.timeout = true,
+            "unavailable" => policy.grpc.push(14),
+            "resource_exhausted" => policy.grpc.push(8),
+            "5xx" => policy.statuses.push(500..=599),
+            code => match code.parse::<u16>() {
+                Ok(code) if (400..=599).contains(&code) => policy.statuses.push(code..=code),
+                _ => errors.push(
+                    &join(&format!("retry.on[{i}]")),
+                    format!("unknown retry condition {condition:?} (connect_failure, reset, timeout, unavailable, resource_exhausted, 5xx, or a status 400-599)"),
+                ),
+            },
+        }
+    }
+    if !(0.0..=1.0).contains(&retry.budget.ratio) {
+        errors.push(
+            &join("retry.budget.ratio"),
+            format!("must be between 0 and 1, got {}", retry.budget.ratio),
+        );
+    }
+    if policy.backoff_max < policy.backoff_base {
+        errors.push(
+            &join("retry.backoff.max"),
+            "must not be less than backoff.base",
+        );
+    }
+    for (field, value) in [("limits.max_requests", limits.max_requests)] {
+        if value == 0 {
+            errors.push(&join(field), "must be at least 1");
+        }
+    }
+    ResilienceSettings {
+        request_timeout,
+        per_try_timeout,
+        retry: policy,
+        max_requests: limits.max_requests,
+        max_retries: limits.max_retries,
+    }
+}
+
+/// Exactly one endpoint source; DNS sources take the `resolver` settings.
+fn validate_discovery(
+    errors: &mut Errors<'_>,
+    at: &str,
+    discovery: &raw::Discovery,
+    resolver: &Arc<ResolverSettings>,
+) -> Source {
     let at = format!("{at}.discovery");
     let set = [
         !discovery.endpoints.is_empty(),
@@ -394,6 +574,7 @@ fn validate_discovery(errors: &mut Errors<'_>, at: &str, discovery: &raw::Discov
             Some((name, port)) if valid_hostname(name) && port > 0 => Source::Dns {
                 name: name.to_string(),
                 port,
+                resolver: resolver.clone(),
             },
             _ => {
                 errors.push(
@@ -411,7 +592,10 @@ fn validate_discovery(errors: &mut Errors<'_>, at: &str, discovery: &raw::Discov
                 format!("expected an SRV name like _http._tcp.orders.mesh.local, got {srv:?}"),
             );
         }
-        return Source::Srv { name: srv.clone() };
+        return Source::Srv {
+            name: srv.clone(),
+            resolver: resolver.clone(),
+        };
     }
     let mut endpoints = Vec::new();
     for (i, spec) in discovery.endpoints.iter().enumerate() {
@@ -426,6 +610,49 @@ fn validate_discovery(errors: &mut Errors<'_>, at: &str, discovery: &raw::Discov
         });
     }
     Source::Static(endpoints)
+}
+
+/// `resolver:`: nameservers as addresses, durations parsed, `ttl.min` ≤ `ttl.max`.
+fn validate_resolver(errors: &mut Errors<'_>, resolver: &raw::Resolver) -> ResolverSettings {
+    let mut nameservers = Vec::new();
+    for (i, server) in resolver.nameservers.iter().enumerate() {
+        let path = format!("resolver.nameservers[{i}]");
+        // A bare IP means the usual DNS port.
+        let addr = match server.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 53),
+            Err(_) => errors.addr(&path, server),
+        };
+        if addr.port() == 0 && server.parse::<SocketAddr>().is_ok() {
+            errors.push(&path, "port must not be 0 (DNS is usually on 53)");
+        }
+        nameservers.push(addr);
+    }
+    let ttl_min = errors.duration("resolver.ttl.min", &resolver.ttl.min);
+    let ttl_max = errors.duration("resolver.ttl.max", &resolver.ttl.max);
+    if parse_duration(&resolver.ttl.min).is_ok() && ttl_min.is_zero() {
+        errors.push("resolver.ttl.min", "must be more than 0");
+    }
+    if ttl_max < ttl_min {
+        errors.push(
+            "resolver.ttl.max",
+            format!(
+                "must not be less than ttl.min ({}), got {}",
+                resolver.ttl.min, resolver.ttl.max
+            ),
+        );
+    }
+    let timeout = errors.duration("resolver.timeout", &resolver.timeout);
+    if parse_duration(&resolver.timeout).is_ok() && timeout.is_zero() {
+        errors.push("resolver.timeout", "must be more than 0");
+    }
+    ResolverSettings {
+        nameservers,
+        ttl_min,
+        ttl_max,
+        on_failure: resolver.on_failure,
+        on_nxdomain: resolver.on_nxdomain,
+        timeout,
+    }
 }
 
 /// A DNS name: labels of letters, digits, `-` and `_`, dot separated, optional final dot.
@@ -556,5 +783,70 @@ mod tests {
             load_str("service: db\ninbound: { app: 127.0.0.1:3306, opaque_ports: [3306] }\n")
                 .unwrap();
         assert_eq!(settings.inbound.unwrap().app.protocol, Protocol::Tcp);
+    }
+
+    #[test]
+    fn dns_sources_carry_the_validated_resolver() {
+        let settings = load_str(
+            "service: web\nresolver:\n  nameservers: [127.0.0.1:5353, \"::1\"]\n  ttl: { min: 2s, max: 1m }\n  on_nxdomain: clear\n  timeout: 500ms\noutbound:\n  upstreams:\n    a: { discovery: { dns: web.test:8080 } }\n    b: { discovery: { srv: _http._tcp.web.test } }\n",
+        )
+        .unwrap();
+        let expected = ResolverSettings {
+            nameservers: vec![
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap(),
+            ],
+            ttl_min: Duration::from_secs(2),
+            ttl_max: Duration::from_secs(60),
+            on_failure: raw::OnResolveFailure::KeepLastKnown,
+            on_nxdomain: raw::OnResolveFailure::Clear,
+            timeout: Duration::from_millis(500),
+        };
+        assert_eq!(*settings.resolver, expected);
+        let sources: Vec<&Source> = settings
+            .outbound
+            .upstreams
+            .iter()
+            .map(|u| &u.discovery)
+            .collect();
+        assert!(matches!(
+            sources[0],
+            Source::Dns { name, port: 8080, resolver } if name == "web.test" && **resolver == expected
+        ));
+        assert!(matches!(
+            sources[1],
+            Source::Srv { name, resolver } if name == "_http._tcp.web.test" && **resolver == expected
+        ));
+        let defaults = load_str("service: web\n").unwrap().resolver;
+        assert!(defaults.nameservers.is_empty(), "/etc/resolv.conf");
+        assert_eq!(
+            (defaults.ttl_min, defaults.ttl_max),
+            (Duration::from_secs(1), Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn resolver_errors_name_their_path() {
+        let text = "service: web\nresolver:\n  nameservers: [\"10.0.0.1:x\", 127.0.0.1:0]\n  ttl: { min: 10m, max: 1m }\n  timeout: 0s\noutbound:\n  upstreams:\n    a: { discovery: { dns: web.test } }\n    b: { discovery: { srv: web.test } }\n";
+        let errors = load_str(text).expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "resolver.nameservers[0]",
+                "resolver.nameservers[1]",
+                "resolver.ttl.max",
+                "resolver.timeout",
+                "outbound.upstreams.a.discovery.dns",
+                "outbound.upstreams.b.discovery.srv",
+            ],
+            "{errors:#?}"
+        );
+        assert_eq!(errors[2].line, Some(4));
+        assert!(
+            errors[2].message.contains("ttl.min (10m)"),
+            "{}",
+            errors[2].message
+        );
     }
 }

@@ -6,7 +6,7 @@ use super::Runtime;
 use crate::http::HttpService;
 use crate::route::RouteKind;
 use crate::telemetry::Direction;
-use crate::{errors, forward, policy, route, telemetry};
+use crate::{errors, forward, policy, resilience, route, telemetry};
 
 /// The inbound HTTP stack.
 pub fn inbound(rt: &Runtime) -> HttpService {
@@ -15,5 +15,6 @@ pub fn inbound(rt: &Runtime) -> HttpService {
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(policy::layer(rt.settings.clone())) // verified caller identity to the app; authz before anything is sent
         .layer(route::layer(rt.routes.clone(), RouteKind::Inbound)) // the local app, with the caller's authority
+        .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer, so a retry may pick another endpoint
         .service(forward::service()) // pooled connection to the app; upgrades spliced
 }

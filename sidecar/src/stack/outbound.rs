@@ -7,7 +7,7 @@ use super::Runtime;
 use crate::http::HttpService;
 use crate::route::RouteKind;
 use crate::telemetry::Direction;
-use crate::{errors, forward, route, telemetry};
+use crate::{errors, forward, resilience, route, telemetry};
 
 /// The outbound HTTP stack of a listener routing by `kind`.
 pub fn outbound(rt: &Runtime, kind: RouteKind) -> HttpService {
@@ -15,5 +15,6 @@ pub fn outbound(rt: &Runtime, kind: RouteKind) -> HttpService {
         .layer(telemetry::layer(rt.metrics.clone(), Direction::Outbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(route::layer(rt.routes.clone(), kind)) // pick the upstream cluster (port, or authority)
+        .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer, so a retry may pick another endpoint
         .service(forward::service()) // balance over endpoints, pooled connection, upgrades and CONNECT
 }

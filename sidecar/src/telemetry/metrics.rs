@@ -74,6 +74,14 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabels {
+    upstream: Arc<str>,
+    /// `ok`, `servfail`, `nxdomain`, `timeout`, `error`, or `fallback`
+    /// (a failure that kept the last known endpoints, counted twice).
+    result: &'static str,
+}
+
 type DurationFamily = Family<DurationLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the proxy exports.
@@ -87,8 +95,16 @@ pub struct Metrics {
     upstream_open: Family<UpstreamLabels, Gauge>,
     tcp_bytes: Family<BytesLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
+    dns_resolutions: Family<DnsLabels, Counter>,
     cert_expiry: Gauge,
     plaintext_refused: Counter,
+    resilience: Family<DecisionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    upstream: Arc<str>,
+    decision: &'static str,
 }
 
 /// Unrouted requests carry this upstream label.
@@ -154,6 +170,12 @@ impl Metrics {
             "Config reload attempts by result",
             reloads.clone(),
         );
+        let dns_resolutions = Family::<DnsLabels, Counter>::default();
+        registry.register(
+            "dns_resolutions",
+            "DNS discovery resolutions by upstream and result",
+            dns_resolutions.clone(),
+        );
         let cert_expiry = Gauge::default();
         registry.register_with_unit(
             "identity_cert_expiry",
@@ -167,8 +189,15 @@ impl Metrics {
             "Plaintext connections refused by an inbound listener in strict mTLS mode",
             plaintext_refused.clone(),
         );
+        let resilience = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "resilience",
+            "Resilience decisions by upstream: retries by reason, budget_exhausted, retries_exhausted, retry_limit, circuit_open, request_timeout",
+            resilience.clone(),
+        );
         Self {
             registry,
+            resilience,
             cert_expiry,
             plaintext_refused,
             requests,
@@ -179,6 +208,7 @@ impl Metrics {
             upstream_open,
             tcp_bytes,
             reloads,
+            dns_resolutions,
         }
     }
 
@@ -253,6 +283,34 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Counts a resilience decision for `upstream`.
+    pub fn resilience(&self, upstream: &Arc<str>, decision: &'static str) {
+        self.resilience
+            .get_or_create(&DecisionLabels {
+                upstream: upstream.clone(),
+                decision,
+            })
+            .inc();
+    }
+
+    /// Counts one DNS discovery outcome of `upstream` per call (`result`:
+    /// see `mesh_dns_resolutions_total`).
+    pub fn dns_resolutions(
+        &self,
+        upstream: &Arc<str>,
+    ) -> impl Fn(&'static str) + Send + Sync + 'static {
+        let family = self.dns_resolutions.clone();
+        let upstream = upstream.clone();
+        move |result| {
+            family
+                .get_or_create(&DnsLabels {
+                    upstream: upstream.clone(),
+                    result,
+                })
+                .inc();
+        }
     }
 
     /// The workload certificate's seconds-to-expiry gauge.

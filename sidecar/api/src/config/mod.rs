@@ -227,9 +227,19 @@ pub struct Upstream {
     /// `spiffe://<trust_domain>/svc/<upstream name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
-    /// Connection timeouts.
+    /// How an endpoint is chosen for each request or connection.
+    #[serde(default)]
+    pub balance: Balance,
+    /// Connection and request timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
+    /// When and how often a failed request is tried again.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Circuit-breaker limits: over a limit, requests fail at once with
+    /// 503 `circuit_open` instead of queueing.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// Endpoint sources; exactly one is set.
@@ -316,9 +326,16 @@ pub struct WeightedEndpoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
-    /// TCP connect.
+    /// TCP connect (and the mTLS handshake).
     #[serde(default = "default_connect_timeout")]
     pub connect: String,
+    /// Deadline for the response head, retries included; `0s`: none.
+    /// Streaming bodies are not cut by it.
+    #[serde(default = "default_request_timeout")]
+    pub request: String,
+    /// Deadline for each attempt's response head; `0s`: only `request` applies.
+    #[serde(default = "default_zero")]
+    pub per_try: String,
     /// A pooled connection unused this long is closed.
     #[serde(default = "default_idle_timeout")]
     pub idle: String,
@@ -353,6 +370,163 @@ fn default_ttl_min() -> String {
 }
 fn default_ttl_max() -> String {
     "5m".into()
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Power of two random choices, by peak-EWMA latency × load.
+    #[default]
+    P2cEwma,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Power of two random choices, by in-flight requests (and open
+    /// connections, for opaque TCP) per unit of weight.
+    LeastRequest,
+}
+
+/// Retry policy. Retries sit above the balancer, so a retry may pick
+/// another endpoint, and are capped by a budget so a failing cluster never
+/// sees a retry storm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Retries after the first attempt (0: none).
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    /// What is retried: `connect_failure`, `reset` (upstream closed before
+    /// answering), `timeout` (per-try), status codes (`"503"`, `"5xx"`), and
+    /// gRPC statuses (`unavailable`, `resource_exhausted`).
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<String>,
+    /// Retry non-idempotent methods (POST, PATCH) too. Connect failures are
+    /// always safe to retry.
+    #[serde(default)]
+    pub non_idempotent: bool,
+    /// Bodies up to this size are kept for replay; larger ones are not retried.
+    #[serde(default = "default_retry_max_body")]
+    pub max_body: String,
+    /// Exponential backoff with full jitter between attempts.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// At most `ratio` × recent requests + `min_per_second` retries.
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// Backoff between retries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// First backoff ceiling.
+    #[serde(default = "default_backoff_base")]
+    pub base: String,
+    /// Largest backoff ceiling.
+    #[serde(default = "default_backoff_max")]
+    pub max: String,
+}
+
+/// Retry budget over a 10 s window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Retries allowed per request sent (0.2 = 20% extra load at most).
+    #[serde(default = "default_budget_ratio")]
+    pub ratio: f64,
+    /// Retries always allowed per second, whatever the traffic.
+    #[serde(default = "default_budget_floor")]
+    pub min_per_second: u32,
+}
+
+/// Circuit-breaker limits of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Requests in flight to the cluster.
+    #[serde(default = "default_limit")]
+    pub max_requests: u32,
+    /// Retries in flight to the cluster.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: default_retry_attempts(),
+            on: default_retry_on(),
+            non_idempotent: false,
+            max_body: default_retry_max_body(),
+            backoff: Backoff::default(),
+            budget: Budget::default(),
+        }
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: default_backoff_base(),
+            max: default_backoff_max(),
+        }
+    }
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            ratio: default_budget_ratio(),
+            min_per_second: default_budget_floor(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_requests: default_limit(),
+            max_retries: default_max_retries(),
+        }
+    }
+}
+
+fn default_request_timeout() -> String {
+    "15s".into()
+}
+fn default_zero() -> String {
+    "0s".into()
+}
+fn default_retry_attempts() -> u32 {
+    2
+}
+fn default_retry_on() -> Vec<String> {
+    vec![
+        "connect_failure".into(),
+        "reset".into(),
+        "unavailable".into(),
+    ]
+}
+fn default_retry_max_body() -> String {
+    "64KiB".into()
+}
+fn default_backoff_base() -> String {
+    "25ms".into()
+}
+fn default_backoff_max() -> String {
+    "250ms".into()
+}
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_budget_floor() -> u32 {
+    10
+}
+fn default_limit() -> u32 {
+    1024
+}
+fn default_max_retries() -> u32 {
+    256
 }
 
 /// Protocol of a listener or upstream.
@@ -422,6 +596,8 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             connect: default_connect_timeout(),
+            request: default_request_timeout(),
+            per_try: default_zero(),
             idle: default_idle_timeout(),
         }
     }

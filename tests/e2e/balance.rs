@@ -1,0 +1,205 @@
+//! Balancing and resilience through a real sidecar to real demo backends:
+//! round robin and weights, latency-aware P2C, retries around a dead
+//! endpoint, the retry budget, the circuit breaker and the request deadline.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use mesh_tests::{curl, service, Proc, Sidecar};
+use serde_json::Value;
+
+use crate::closed_port;
+
+/// Named demo-rest backends (`GET /` answers `{"service": NAME}`).
+fn backends(names: &[&str], extra: &[&str]) -> Vec<(Proc, SocketAddr)> {
+    names
+        .iter()
+        .map(|name| {
+            let mut args = vec!["--name", name];
+            args.extend_from_slice(extra);
+            service("demo-rest", &args)
+        })
+        .collect()
+}
+
+/// A sidecar with one upstream `web` on its own port; `endpoints` is YAML
+/// flow list content and `extra` more upstream fields (6-space indent).
+fn sidecar(endpoints: &str, extra: &str) -> (Sidecar, SocketAddr) {
+    let sidecar = Sidecar::start(&format!(
+        "service: client\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  upstreams:\n    web:\n      listen: 127.0.0.1:0\n      discovery: {{ endpoints: [{endpoints}] }}\n{extra}"
+    ));
+    let port = sidecar.listener("outbound", Some("web"));
+    (sidecar, port)
+}
+
+/// Sends `n` GET / (up to `parallel` at once) and counts answers by backend name.
+fn spread(port: SocketAddr, n: usize, parallel: usize) -> HashMap<String, usize> {
+    let url = format!("http://{port}/");
+    let mut args = vec![
+        "--parallel".to_string(),
+        "--parallel-immediate".to_string(),
+        "--parallel-max".to_string(),
+        parallel.to_string(),
+    ];
+    for _ in 0..n {
+        args.push(url.clone());
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = curl(&refs);
+    let text = String::from_utf8_lossy(&out.stdout).replace("}{", "}\n{");
+    let mut counts = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let name = value["service"].as_str().unwrap_or("error").to_string();
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(counts.values().sum::<usize>(), n, "{counts:?}");
+    counts
+}
+
+#[test]
+fn round_robin_spreads_evenly_and_weights_split_traffic() {
+    let apps = backends(&["b1", "b2", "b3"], &[]);
+    let list = apps
+        .iter()
+        .map(|(_, a)| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (_sidecar, port) = sidecar(&list, "      balance: round_robin\n");
+    let counts = spread(port, 300, 1);
+    for name in ["b1", "b2", "b3"] {
+        assert_eq!(counts.get(name), Some(&100), "{counts:?}");
+    }
+    let weighted = format!(
+        "{{ addr: {}, weight: 1 }}, {{ addr: {}, weight: 3 }}",
+        apps[0].1, apps[1].1
+    );
+    let (_sidecar, port) = sidecar(&weighted, "      balance: round_robin\n");
+    let counts = spread(port, 2000, 4);
+    let heavy = counts.get("b2").copied().unwrap_or(0) as f64 / 2000.0;
+    assert!(
+        (0.70..=0.80).contains(&heavy),
+        "weight 3 of 4 got {heavy}: {counts:?}"
+    );
+}
+
+#[test]
+fn p2c_ewma_sends_little_to_a_slower_backend() {
+    let mut apps = backends(&["fast1", "fast2"], &[]);
+    apps.extend(backends(&["slow"], &["--delay-ms", "50"]));
+    let list = apps
+        .iter()
+        .map(|(_, a)| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (_sidecar, port) = sidecar(&list, "");
+    let counts = spread(port, 400, 8);
+    let slow = counts.get("slow").copied().unwrap_or(0);
+    assert!(
+        slow * 10 < 400,
+        "the 50 ms slower backend got {slow} of 400: {counts:?}"
+    );
+}
+
+#[test]
+fn retries_hide_a_dead_endpoint() {
+    let apps = backends(&["alive"], &[]);
+    let dead = closed_port();
+    let (sidecar, port) = sidecar(
+        &format!("{}, 127.0.0.1:{dead}", apps[0].1),
+        "      balance: round_robin\n",
+    );
+    let counts = spread(port, 100, 4);
+    assert_eq!(counts.get("alive"), Some(&100), "{counts:?}");
+    assert!(
+        sidecar.metric("mesh_resilience_total{upstream=\"web\",decision=\"connect_failure\"}")
+            >= 1.0
+    );
+}
+
+#[test]
+fn the_retry_budget_caps_extra_load_on_a_failing_cluster() {
+    let apps = backends(&["sick"], &[]);
+    let (sidecar, port) = sidecar(
+        &apps[0].1.to_string(),
+        "      retry: { attempts: 2, on: [\"503\"], budget: { ratio: 0.2, min_per_second: 1 }, backoff: { base: 1ms, max: 2ms } }\n",
+    );
+    let url = format!("http://{port}/status/503");
+    let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}\\n"];
+    for _ in 0..200 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    let failures = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|c| *c == "503")
+        .count();
+    assert_eq!(failures, 200, "every request still fails");
+    let stats: Value =
+        serde_json::from_slice(&curl(&[&format!("http://{}/stats", apps[0].1)]).stdout).unwrap();
+    let seen = stats["requests"].as_u64().unwrap() - 1;
+    // 200 requests, 20% budget, 1/s floor over a 10 s window: at most 250 reach the backend.
+    assert!(seen > 200, "some retries happened: {seen}");
+    assert!(
+        seen <= 250,
+        "the budget let {seen} requests through for 200 sent"
+    );
+    assert!(
+        sidecar.metric("mesh_resilience_total{upstream=\"web\",decision=\"budget_exhausted\"}")
+            >= 1.0
+    );
+}
+
+#[test]
+fn the_breaker_sheds_excess_requests_at_once() {
+    let apps = backends(&["slow"], &[]);
+    let (_sidecar, port) = sidecar(
+        &apps[0].1.to_string(),
+        "      limits: { max_requests: 5 }\n",
+    );
+    let url = format!("http://{port}/slow?ms=1500");
+    let mut args = vec![
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "20",
+        "-w",
+        "%{http_code} %{time_total}\\n",
+    ];
+    for _ in 0..20 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    let lines: Vec<(String, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(c, t)| (c.to_string(), t.parse().unwrap_or(99.0)))
+        })
+        .collect();
+    let shed: Vec<f64> = lines
+        .iter()
+        .filter(|(c, _)| c == "503")
+        .map(|(_, t)| *t)
+        .collect();
+    let served = lines.iter().filter(|(c, _)| c == "200").count();
+    assert!(served >= 5, "{lines:?}");
+    assert!(shed.len() >= 10, "{lines:?}");
+    assert!(
+        shed.iter().all(|t| *t < 1.0),
+        "shed requests answered at once: {shed:?}"
+    );
+}
+
+#[test]
+fn a_slow_upstream_gets_504_at_the_deadline() {
+    let apps = backends(&["slow"], &[]);
+    let (_sidecar, port) = sidecar(
+        &apps[0].1.to_string(),
+        "      timeouts: { request: 300ms }\n",
+    );
+    let out = curl(&["-i", &format!("http://{port}/slow?ms=3000")]);
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 504"), "{text}");
+    assert!(text.contains("x-mesh-error: upstream_timeout"), "{text}");
+}
