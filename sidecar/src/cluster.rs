@@ -44,7 +44,7 @@ impl Cluster {
         // A DNS source's resolver task lives as long as this set (in the balancer).
         let (endpoints, discovery) =
             EndpointSet::discover(&settings.discovery, &settings.name, metrics);
-        let balancer = Balancer::new(endpoints, settings.balance);
+        let balancer = Balancer::new(endpoints, settings.balance, 50);
         let pool = Pool::new(
             settings.connect_timeout,
             settings.idle_timeout,
@@ -78,7 +78,7 @@ impl Cluster {
                 .map(|ep| EndpointInfo {
                     addr: ep.addr.to_string(),
                     weight: ep.weight,
-                    state: "healthy".into(),
+                    state: ep.state().into(),
                     active_requests: ep.active.load(Ordering::Relaxed),
                     connections: ep.connections.load(Ordering::Relaxed),
                 })

@@ -10,7 +10,7 @@
 
 mod ewma;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,15 @@ pub struct EndpointState {
     /// Open upstream connections (pooled HTTP and opaque TCP).
     pub connections: AtomicU64,
     latency: PeakEwma,
+    /// Active health checking says the endpoint is up (true until a check says otherwise).
+    healthy: AtomicBool,
+    /// Outlier ejection: out of rotation until this instant (ms on the
+    /// process clock; 0 = not ejected).
+    ejected_until_ms: AtomicU64,
+    /// Times this endpoint has been ejected (each ejection lasts longer).
+    pub ejections: AtomicU32,
+    /// Consecutive failed requests (5xx from the endpoint or no connection).
+    pub consecutive_failures: AtomicU32,
 }
 
 impl EndpointState {
@@ -46,6 +55,51 @@ impl EndpointState {
             active: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             latency: PeakEwma::new(),
+            healthy: AtomicBool::new(true),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            consecutive_failures: AtomicU32::new(0),
+        }
+    }
+
+    /// Sets what active health checking concluded.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Whether active health checking considers the endpoint up.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Takes the endpoint out of rotation for `duration`.
+    pub fn eject_for(&self, duration: Duration) {
+        let until = clock_ms()
+            .saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+            .max(1);
+        self.ejected_until_ms.store(until, Ordering::Relaxed);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether outlier ejection has the endpoint out of rotation now.
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && clock_ms() < until
+    }
+
+    /// Healthy and not ejected: the balancer may choose it.
+    pub fn is_available(&self) -> bool {
+        self.is_healthy() && !self.is_ejected()
+    }
+
+    /// `healthy`, `unhealthy` or `ejected`, for the admin API.
+    pub fn state(&self) -> &'static str {
+        if !self.is_healthy() {
+            "unhealthy"
+        } else if self.is_ejected() {
+            "ejected"
+        } else {
+            "healthy"
         }
     }
 
@@ -77,6 +131,18 @@ impl EndpointState {
     }
 }
 
+/// Milliseconds on the process clock (tokio's, so tests can pause it).
+fn clock_ms() -> u64 {
+    static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(tokio::time::Instant::now);
+    u64::try_from(
+        tokio::time::Instant::now()
+            .saturating_duration_since(start)
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX)
+}
+
 /// Decrements the endpoint's in-flight count on drop.
 #[derive(Debug)]
 pub struct ActiveGuard(Arc<EndpointState>);
@@ -105,17 +171,20 @@ struct View {
 pub struct Balancer {
     set: EndpointSet,
     policy: Balance,
+    panic_below_percent: u8,
     view: ArcSwap<View>,
     next: AtomicUsize,
 }
 
 impl Balancer {
-    /// A balancer over `set` with `policy`.
-    pub fn new(set: EndpointSet, policy: Balance) -> Self {
+    /// A balancer over `set` with `policy`. Below `panic_below_percent`
+    /// available endpoints, every endpoint is used.
+    pub fn new(set: EndpointSet, policy: Balance, panic_below_percent: u8) -> Self {
         let view = View::build(set.current(), &[]);
         Self {
             set,
             policy,
+            panic_below_percent,
             view: ArcSwap::from_pointee(view),
             next: AtomicUsize::new(0),
         }
@@ -130,7 +199,19 @@ impl Balancer {
     /// retried request already failed on) while another is available.
     pub fn pick_avoiding(&self, avoid: &[std::net::SocketAddr]) -> Option<Arc<EndpointState>> {
         let view = self.refresh();
-        let all = &view.endpoints;
+        let every = &view.endpoints;
+        // Unavailable endpoints (unhealthy, ejected) are skipped, unless so
+        // few are left that the rest would be overwhelmed: then all are used
+        // (panic mode), as a degraded cluster beats an empty one.
+        let up = every.iter().filter(|e| e.is_available()).count();
+        let panic = up * 100 < every.len() * usize::from(self.panic_below_percent);
+        let usable: Vec<Arc<EndpointState>>;
+        let all = if up == every.len() || panic {
+            every
+        } else {
+            usable = every.iter().filter(|e| e.is_available()).cloned().collect();
+            &usable
+        };
         let fresh: Vec<Arc<EndpointState>>;
         let endpoints = if avoid.is_empty() {
             all
@@ -150,12 +231,12 @@ impl Balancer {
             (_, 0) => None,
             (_, 1) => Some(endpoints[0].clone()),
             (Balance::RoundRobin, _) => {
-                // Walk the wheel from the next turn to the first endpoint not avoided.
+                // Walk the wheel from the next turn to the first usable endpoint not avoided.
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..view.wheel.len())
-                    .map(|step| &all[view.wheel[(start + step) % view.wheel.len()]])
-                    .find(|e| !avoid.contains(&e.addr))
-                    .or_else(|| all.first())
+                    .map(|step| &every[view.wheel[(start + step) % view.wheel.len()]])
+                    .find(|e| !avoid.contains(&e.addr) && all.iter().any(|a| Arc::ptr_eq(a, e)))
+                    .or_else(|| endpoints.first())
                     .cloned()
             }
             (Balance::P2cEwma, n) => Some(p2c(endpoints, n, EndpointState::ewma_cost)),
@@ -258,6 +339,7 @@ mod tests {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 3)]),
             Balance::RoundRobin,
+            50,
         );
         assert_eq!(share(&balancer, 400, 2), 300);
     }
@@ -267,6 +349,7 @@ mod tests {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
             Balance::RoundRobin,
+            50,
         );
         for port in 1..=3 {
             assert_eq!(share(&balancer, 300, port), 100);
@@ -278,6 +361,7 @@ mod tests {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
             Balance::P2cEwma,
+            50,
         );
         for state in balancer.endpoints() {
             let rtt = if state.addr.port() == 3 { 60 } else { 10 };
@@ -293,6 +377,7 @@ mod tests {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 1)]),
             Balance::LeastRequest,
+            50,
         );
         let busy = balancer
             .endpoints()
@@ -309,6 +394,7 @@ mod tests {
             let balancer = Balancer::new(
                 EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
                 policy,
+                50,
             );
             let tried = [ep(1, 1).addr, ep(2, 1).addr];
             for _ in 0..50 {
@@ -321,10 +407,37 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn ejected_and_unhealthy_endpoints_are_skipped_until_panic() {
+        let balancer = Balancer::new(
+            EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1), ep(4, 1)]),
+            Balance::RoundRobin,
+            50,
+        );
+        let states = balancer.endpoints();
+        states[0].eject_for(Duration::from_secs(30));
+        states[1].set_healthy(false);
+        assert_eq!(
+            share(&balancer, 100, 1) + share(&balancer, 100, 2),
+            0,
+            "half still up: skipped"
+        );
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(share(&balancer, 100, 1) > 0, "ejection ends");
+        states[0].eject_for(Duration::from_secs(30));
+        states[2].set_healthy(false);
+        assert!(
+            share(&balancer, 100, 1) > 0,
+            "one of four up is below 50%: panic mode uses all"
+        );
+    }
+
     #[test]
     fn empty_cluster_picks_nothing() {
-        assert!(Balancer::new(EndpointSet::fixed(vec![]), Balance::P2cEwma)
-            .pick()
-            .is_none());
+        assert!(
+            Balancer::new(EndpointSet::fixed(vec![]), Balance::P2cEwma, 50)
+                .pick()
+                .is_none()
+        );
     }
 }
