@@ -44,7 +44,11 @@ impl Cluster {
         // A DNS source's resolver task lives as long as this set (in the balancer).
         let (endpoints, discovery) =
             EndpointSet::discover(&settings.discovery, &settings.name, metrics);
-        let balancer = Balancer::new(endpoints, settings.balance, 50);
+        let balancer = Balancer::new(
+            endpoints,
+            settings.balance,
+            settings.resilience.outlier.panic_below_percent,
+        );
         let pool = Pool::new(
             settings.connect_timeout,
             settings.idle_timeout,

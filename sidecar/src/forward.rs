@@ -27,7 +27,9 @@ use crate::discovery::Endpoint;
 use crate::http::{
     boxed, empty, is_grpc, is_upgrade, strip_hop_by_hop, Body, BodyError, HttpService,
 };
+use crate::resilience::outlier::{self, Outcome};
 use crate::route::Target;
+use crate::telemetry::Metrics;
 use crate::telemetry::RequestInfo;
 use crate::BoxError;
 
@@ -61,11 +63,27 @@ pub enum ForwardError {
 }
 
 /// The forwarding service.
-pub fn service() -> HttpService {
-    BoxCloneSyncService::new(tower::service_fn(forward))
+pub fn service(metrics: Arc<Metrics>) -> HttpService {
+    BoxCloneSyncService::new(tower::service_fn(move |req| forward(req, metrics.clone())))
 }
 
-async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
+/// Feeds outlier detection; counts ejections.
+fn record(target: &Target, endpoint: &EndpointState, outcome: Outcome, metrics: &Metrics) {
+    let cluster = &target.cluster;
+    if outlier::observe(
+        &cluster.balancer,
+        endpoint,
+        outcome,
+        &cluster.settings.resilience.outlier,
+    ) {
+        metrics.resilience(cluster.name(), "ejected");
+    }
+}
+
+async fn forward(
+    mut req: Request<Body>,
+    metrics: Arc<Metrics>,
+) -> Result<Response<Body>, BoxError> {
     // Cloned, not taken: a retry sends this same request again.
     let target = req
         .extensions()
@@ -92,10 +110,22 @@ async fn forward(mut req: Request<Body>) -> Result<Response<Body>, BoxError> {
         Err(err) => {
             // A failing endpoint answers fast: it must not look fast to the balancer.
             endpoint.observe(FAILURE_PENALTY);
+            let outcome = if err.is::<crate::connect::Unsent>() {
+                Outcome::ConnectFailure
+            } else {
+                Outcome::ServerError
+            };
+            record(&target, &endpoint, outcome, &metrics);
             return Err(err);
         }
     };
     endpoint.observe(sent.elapsed());
+    let outcome = if response.status().is_server_error() {
+        Outcome::ServerError
+    } else {
+        Outcome::Success
+    };
+    record(&target, &endpoint, outcome, &metrics);
     // The caller gets its own HTTP version back, whatever the upstream spoke.
     *response.version_mut() = downstream_version;
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;

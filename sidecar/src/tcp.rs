@@ -44,7 +44,20 @@ pub async fn serve<I>(
         return;
     };
     let _active = endpoint.start();
-    match cluster.pool.connect_opaque(&endpoint).await {
+    let connected = cluster.pool.connect_opaque(&endpoint).await;
+    let outcome = match connected {
+        Ok(_) => crate::resilience::outlier::Outcome::Success,
+        Err(_) => crate::resilience::outlier::Outcome::ConnectFailure,
+    };
+    if crate::resilience::outlier::observe(
+        &cluster.balancer,
+        &endpoint,
+        outcome,
+        &cluster.settings.resilience.outlier,
+    ) {
+        metrics.resilience(cluster.name(), "ejected");
+    }
+    match connected {
         Ok((upstream, _guard)) => {
             let (received, sent) = relay(client, upstream).await;
             metrics.tcp_bytes(listener, received, sent);

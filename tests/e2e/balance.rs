@@ -203,3 +203,36 @@ fn a_slow_upstream_gets_504_at_the_deadline() {
     assert!(text.starts_with("http/1.1 504"), "{text}");
     assert!(text.contains("x-mesh-error: upstream_timeout"), "{text}");
 }
+
+#[test]
+fn a_killed_backend_is_ejected_and_clients_see_no_errors() {
+    let mut apps = backends(&["b1", "b2", "b3"], &[]);
+    let list = apps
+        .iter()
+        .map(|(_, a)| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (sidecar, port) = sidecar(&list, "      balance: round_robin\n");
+    assert_eq!(spread(port, 30, 2).len(), 3, "all three serve at first");
+    let victim = apps[0].1.to_string();
+    apps[0].0.signal("KILL");
+    apps[0].0.wait_exit(std::time::Duration::from_secs(5));
+    let counts = spread(port, 90, 3);
+    assert_eq!(counts.get("b1"), None, "{counts:?}");
+    assert_eq!(
+        counts.values().sum::<usize>(),
+        90,
+        "no client-visible errors: {counts:?}"
+    );
+    let clusters = sidecar.admin_json("/clusters");
+    let state = clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["endpoints"].as_array().unwrap().clone())
+        .find(|e| e["addr"] == victim.as_str())
+        .unwrap()["state"]
+        .clone();
+    assert_eq!(state, "ejected", "{clusters}");
+    assert!(sidecar.metric("mesh_resilience_total{upstream=\"web\",decision=\"ejected\"}") >= 1.0);
+}

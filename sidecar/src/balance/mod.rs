@@ -42,8 +42,10 @@ pub struct EndpointState {
     ejected_until_ms: AtomicU64,
     /// Times this endpoint has been ejected (each ejection lasts longer).
     pub ejections: AtomicU32,
-    /// Consecutive failed requests (5xx from the endpoint or no connection).
-    pub consecutive_failures: AtomicU32,
+    /// Consecutive 5xx answers or resets (outlier detection).
+    pub consecutive_5xx: AtomicU32,
+    /// Consecutive failed connects (outlier detection).
+    pub consecutive_connect_failures: AtomicU32,
 }
 
 impl EndpointState {
@@ -58,7 +60,8 @@ impl EndpointState {
             healthy: AtomicBool::new(true),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
-            consecutive_failures: AtomicU32::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_connect_failures: AtomicU32::new(0),
         }
     }
 

@@ -157,6 +157,25 @@ pub struct ResilienceSettings {
     pub max_requests: u32,
     /// Retries in flight to the cluster.
     pub max_retries: u32,
+    /// Passive outlier ejection.
+    pub outlier: OutlierSettings,
+}
+
+/// When endpoints are ejected, and for how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierSettings {
+    /// 5xx answers (or resets) in a row that eject; 0: never.
+    pub consecutive_5xx: u32,
+    /// Failed connects in a row that eject; 0: never.
+    pub consecutive_connect_failures: u32,
+    /// First ejection length (then ×2, ×3 … per ejection).
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Largest share of endpoints ejected at once.
+    pub max_ejected_percent: u8,
+    /// Below this share of available endpoints, all are used.
+    pub panic_below_percent: u8,
 }
 
 /// When to retry, validated.
@@ -201,6 +220,7 @@ impl ResilienceSettings {
             &raw::Timeouts::default(),
             &raw::Retry::default(),
             &raw::Limits::default(),
+            &raw::Outlier::default(),
         )
     }
 }
@@ -455,6 +475,7 @@ fn validate_upstream(
             &upstream.timeouts,
             &upstream.retry,
             &upstream.limits,
+            &upstream.outlier,
         ),
     }
 }
@@ -465,6 +486,7 @@ fn validate_resilience(
     timeouts: &raw::Timeouts,
     retry: &raw::Retry,
     limits: &raw::Limits,
+    outlier: &raw::Outlier,
 ) -> ResilienceSettings {
     let join = |field: &str| {
         if at.is_empty() {
@@ -533,12 +555,29 @@ fn validate_resilience(
             errors.push(&join(field), "must be at least 1");
         }
     }
+    for (field, value) in [
+        ("outlier.max_ejected_percent", outlier.max_ejected_percent),
+        ("outlier.panic_below_percent", outlier.panic_below_percent),
+    ] {
+        if value > 100 {
+            errors.push(&join(field), format!("a percentage (0-100), got {value}"));
+        }
+    }
+    let outlier = OutlierSettings {
+        consecutive_5xx: outlier.consecutive_5xx,
+        consecutive_connect_failures: outlier.consecutive_connect_failures,
+        base_ejection: errors.duration(&join("outlier.base_ejection"), &outlier.base_ejection),
+        max_ejection: errors.duration(&join("outlier.max_ejection"), &outlier.max_ejection),
+        max_ejected_percent: outlier.max_ejected_percent,
+        panic_below_percent: outlier.panic_below_percent,
+    };
     ResilienceSettings {
         request_timeout,
         per_try_timeout,
         retry: policy,
         max_requests: limits.max_requests,
         max_retries: limits.max_retries,
+        outlier,
     }
 }
 

@@ -7,6 +7,7 @@
 //! `Timeout` (504 `upstream_timeout`).
 
 pub mod budget;
+pub mod outlier;
 mod retry;
 
 use std::sync::atomic::{AtomicU32, Ordering};

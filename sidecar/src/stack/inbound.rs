@@ -16,5 +16,5 @@ pub fn inbound(rt: &Runtime) -> HttpService {
         .layer(policy::layer(rt.settings.clone())) // verified caller identity to the app; authz before anything is sent
         .layer(route::layer(rt.routes.clone(), RouteKind::Inbound)) // the local app, with the caller's authority
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer, so a retry may pick another endpoint
-        .service(forward::service()) // pooled connection to the app; upgrades spliced
+        .service(forward::service(rt.metrics.clone())) // pooled connection to the app; upgrades spliced
 }

@@ -16,5 +16,5 @@ pub fn outbound(rt: &Runtime, kind: RouteKind) -> HttpService {
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(route::layer(rt.routes.clone(), kind)) // pick the upstream cluster (port, or authority)
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer, so a retry may pick another endpoint
-        .service(forward::service()) // balance over endpoints, pooled connection, upgrades and CONNECT
+        .service(forward::service(rt.metrics.clone())) // balance over endpoints, pooled connection, upgrades and CONNECT
 }

@@ -240,6 +240,10 @@ pub struct Upstream {
     /// 503 `circuit_open` instead of queueing.
     #[serde(default)]
     pub limits: Limits,
+    /// Passive outlier ejection: endpoints that keep failing are taken out
+    /// of rotation for a while.
+    #[serde(default)]
+    pub outlier: Outlier,
 }
 
 /// Endpoint sources; exactly one is set.
@@ -437,6 +441,59 @@ pub struct Budget {
     /// Retries always allowed per second, whatever the traffic.
     #[serde(default = "default_budget_floor")]
     pub min_per_second: u32,
+}
+
+/// Outlier ejection of a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// Eject after this many 5xx answers (or resets) in a row; 0: never.
+    #[serde(default = "default_consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// Eject after this many failed connects in a row; 0: never.
+    #[serde(default = "default_consecutive_connect_failures")]
+    pub consecutive_connect_failures: u32,
+    /// First ejection length; each later ejection of the endpoint lasts one more of these.
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection: String,
+    /// Longest ejection.
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection: String,
+    /// Never eject more than this share of the endpoints.
+    #[serde(default = "default_percent")]
+    pub max_ejected_percent: u8,
+    /// Below this share of available endpoints, use every endpoint (panic mode).
+    #[serde(default = "default_percent")]
+    pub panic_below_percent: u8,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: default_consecutive_5xx(),
+            consecutive_connect_failures: default_consecutive_connect_failures(),
+            base_ejection: default_base_ejection(),
+            max_ejection: default_max_ejection(),
+            max_ejected_percent: default_percent(),
+            panic_below_percent: default_percent(),
+        }
+    }
+}
+
+fn default_consecutive_5xx() -> u32 {
+    5
+}
+fn default_consecutive_connect_failures() -> u32 {
+    3
+}
+fn default_base_ejection() -> String {
+    "30s".into()
+}
+fn default_max_ejection() -> String {
+    "5m".into()
+}
+fn default_percent() -> u8 {
+    50
 }
 
 /// Circuit-breaker limits of a cluster.
