@@ -404,3 +404,30 @@ fn rotation_under_traffic_fails_nothing_and_new_connections_get_the_new_cert() {
         "openssl saw {serial}"
     );
 }
+
+#[test]
+fn a_mismatched_key_keeps_the_old_identity_and_says_why() {
+    let pki = Pki::new();
+    let (_app, app) = service("demo-rest", &[]);
+    let (orders, _web, outbound) = mesh(&pki, app, "", "");
+    let serial = orders.admin_json("/certs")["serial"].clone();
+    let live = pki.path("orders");
+    let good_key = std::fs::read(live.join("key.pem")).unwrap();
+    let other = pki.issue("billing", "billing");
+    std::fs::copy(other.join("key.pem"), live.join("key.pem")).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the rejected rotation on /certs",
+        || orders.admin_json("/certs")["last_error"].is_string(),
+    );
+    let certs = orders.admin_json("/certs");
+    assert_eq!(certs["serial"], serial, "the old identity stays: {certs}");
+    assert_eq!(
+        String::from_utf8_lossy(&curl(&[&format!("http://{outbound}/healthz")]).stdout),
+        "ok"
+    );
+    std::fs::write(live.join("key.pem"), good_key).unwrap();
+    wait_until(Duration::from_secs(10), "the error to clear", || {
+        orders.admin_json("/certs")["last_error"].is_null()
+    });
+}

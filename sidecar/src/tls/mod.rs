@@ -121,7 +121,8 @@ impl IdentityStore {
             return;
         };
         match files_digest(&current.settings) {
-            Ok(digest) if digest == current.digest => {}
+            // The files are what is loaded (again): nothing to rotate, nothing wrong.
+            Ok(digest) if digest == current.digest => *lock(&self.last_error) = None,
             _ => match self.load(&current.settings) {
                 Ok(loaded) => {
                     info!(identity = %loaded.settings.id, serial = %loaded.info.serial, "identity rotated");
