@@ -76,3 +76,29 @@ fn grpc_upstream_killed_mid_stream_is_unavailable() {
     let result = client.join().unwrap();
     assert_eq!(result["code"], "UNAVAILABLE", "{result}");
 }
+
+#[test]
+fn grpc_deadlines_shrink_on_the_way_and_a_dead_endpoint_is_unavailable() {
+    let (_app, app) = service("demo-rest", &[]);
+    let dead = crate::closed_port();
+    let web = Sidecar::start(&format!(
+        "service: web\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  upstreams:\n    rest:\n      listen: 127.0.0.1:0\n      discovery: {{ endpoints: [{app}] }}\n    orders:\n      listen: 127.0.0.1:0\n      protocol: grpc\n      discovery: {{ endpoints: [127.0.0.1:{dead}] }}\n"
+    ));
+    // The app sees the caller's deadline minus the time already spent, in ms.
+    let rest = web.listener("outbound", Some("rest"));
+    let out = mesh_tests::curl(&["-H", "grpc-timeout: 5S", &format!("http://{rest}/headers")]);
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let left = seen["grpc-timeout"].as_str().unwrap_or_default();
+    let millis: u64 = left
+        .strip_suffix('m')
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (1..=5000).contains(&millis),
+        "upstream saw grpc-timeout {left:?}"
+    );
+    // No endpoint answers: the gRPC client gets UNAVAILABLE, not a transport error.
+    let target = web.listener("outbound", Some("orders")).to_string();
+    let result = python("grpc_orders.py", &[&target, "unary", "1"]);
+    assert_eq!(result["code"], "UNAVAILABLE", "{result}");
+}

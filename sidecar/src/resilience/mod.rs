@@ -7,6 +7,7 @@
 //! `Timeout` (504 `upstream_timeout`).
 
 pub mod budget;
+pub mod deadline;
 pub mod outlier;
 mod retry;
 
@@ -101,8 +102,17 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpSer
                     metrics.resilience(cluster.name(), "circuit_open");
                     return Err(ResilienceError::CircuitOpen.into());
                 };
-                let attempts = retry::run(inner, req, cluster, &metrics);
-                match settings.request_timeout {
+                // A gRPC caller's own deadline counts too; the earlier one wins.
+                let timeout = match (
+                    settings.request_timeout,
+                    deadline::grpc_timeout(req.headers()),
+                ) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                let expires = timeout.map(|t| tokio::time::Instant::now() + t);
+                let attempts = retry::run(inner, req, cluster, &metrics, expires);
+                match timeout {
                     None => attempts.await,
                     Some(deadline) => match tokio::time::timeout(deadline, attempts).await {
                         Ok(result) => result,

@@ -31,13 +31,14 @@ pub(super) async fn run(
     req: Request<Body>,
     cluster: &Arc<Cluster>,
     metrics: &Metrics,
+    expires: Option<tokio::time::Instant>,
 ) -> Outcome {
     let settings = &cluster.settings.resilience;
     let policy = &settings.retry;
     let state = &cluster.resilience;
     state.budget.deposit();
     if policy.attempts == 0 || req.method() == Method::CONNECT || is_upgrade(&req) {
-        return attempt(&inner, req, settings.per_try_timeout).await;
+        return attempt(&inner, req, settings.per_try_timeout, expires).await;
     }
     let idempotent = policy.non_idempotent || is_idempotent(req.method());
     let mut req = req;
@@ -46,7 +47,7 @@ pub(super) async fn run(
     let mut tries = 0;
     let mut _retry_slot = None;
     loop {
-        let outcome = attempt(&inner, next, settings.per_try_timeout).await;
+        let outcome = attempt(&inner, next, settings.per_try_timeout, expires).await;
         let Some(reason) = retry_reason(&outcome, policy, idempotent) else {
             return outcome;
         };
@@ -83,7 +84,16 @@ pub(super) async fn run(
 }
 
 /// One attempt, bounded by the per-try deadline.
-async fn attempt(inner: &HttpService, req: Request<Body>, per_try: Option<Duration>) -> Outcome {
+async fn attempt(
+    inner: &HttpService,
+    mut req: Request<Body>,
+    per_try: Option<Duration>,
+    expires: Option<tokio::time::Instant>,
+) -> Outcome {
+    // The upstream learns how long it has left, not how long the caller had.
+    if let Some(expires) = expires {
+        super::deadline::propagate(req.headers_mut(), expires);
+    }
     let call = inner.clone().oneshot(req);
     match per_try {
         None => call.await,
