@@ -5,20 +5,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mesh_tests::{curl, Sidecar};
-use serde_json::Value;
+use mesh_tests::{curl, json, Sidecar};
 
 use crate::{closed_port, inbound_sidecar, rest_app};
-
-fn json(output: &std::process::Output) -> Value {
-    assert!(
-        output.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
-}
 
 #[test]
 fn http1_and_h2c_reach_the_app_through_inbound() {

@@ -3,11 +3,10 @@
 //! ports, identity checks both ways, authz, and rotation without restart.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin, curl, python, service, wait_until, Sidecar};
-use serde_json::Value;
+use mesh_tests::{bin, curl, json, python, service, wait_until, Sidecar};
 
 /// A CA and workload certificates issued by `mesh-ctl`.
 struct Pki {
@@ -94,16 +93,6 @@ fn mesh(
     ));
     let outbound = web.listener("outbound", Some("orders")).to_string();
     (orders, web, outbound)
-}
-
-fn json(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 #[test]

@@ -277,6 +277,17 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("curl is installed")
 }
 
+/// A successful curl's body, parsed as JSON.
+pub fn json(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
 /// Runs a Python client from tests/py and parses the one JSON line it prints.
 pub fn python(script: &str, args: &[&str]) -> Value {
     let output = Command::new("python3")
