@@ -160,13 +160,20 @@ fn reload_adds_a_route_while_a_stream_is_in_flight() {
 
 #[test]
 fn every_example_config_passes_check() {
-    let dir = mesh_tests::root().join("examples/configs");
-    let files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
-        .collect();
-    assert!(files.len() >= 4, "examples in {}", dir.display());
+    let root = mesh_tests::root();
+    let mut files = Vec::new();
+    for (dir, suffix) in [
+        ("examples/configs", ".yaml"),
+        ("examples/k8s", ".sidecar.yaml"),
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().ends_with(suffix) {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() >= 6, "examples: {files:?}");
     let out = Command::new(bin("sidecar"))
         .arg("check")
         .args(&files)
