@@ -12,6 +12,7 @@ use crate::balance::Balancer;
 use crate::config::UpstreamSettings;
 use crate::connect::{Pool, UpstreamTls};
 use crate::discovery::{DiscoveryStatus, EndpointSet};
+use crate::resilience::health::{self, HealthChecker};
 use crate::resilience::ClusterState;
 use crate::telemetry::Metrics;
 use crate::tls::IdentityStore;
@@ -20,14 +21,16 @@ use crate::tls::IdentityStore;
 pub struct Cluster {
     /// What it was built from; equal settings reuse the cluster on reload.
     pub settings: UpstreamSettings,
-    /// Endpoint choice.
-    pub balancer: Balancer,
+    /// Endpoint choice (shared with the health checker).
+    pub balancer: Arc<Balancer>,
     /// Connections to its endpoints.
     pub pool: Pool,
     /// Retry budget and circuit-breaker counts.
     pub resilience: ClusterState,
     /// What DNS discovery last did (`None` for static endpoints).
     discovery: Option<DiscoveryStatus>,
+    /// Active health checks; the task stops when this drops with the cluster.
+    _health: Option<HealthChecker>,
 }
 
 impl Cluster {
@@ -46,7 +49,7 @@ impl Cluster {
             EndpointSet::discover(&settings.discovery, &settings.name, metrics);
         let balancer = Balancer::new(
             endpoints,
-            settings.balance,
+            settings.balance.clone(),
             settings.resilience.outlier.panic_below_percent,
         );
         let pool = Pool::new(
@@ -55,12 +58,23 @@ impl Cluster {
             metrics.upstream_connections(&settings.name),
             tls,
         );
+        let balancer = Arc::new(balancer);
+        let health = settings.health.clone().map(|health| {
+            health::spawn(
+                health,
+                settings.name.clone(),
+                balancer.clone(),
+                pool.clone(),
+                metrics.resilience_decisions(&settings.name),
+            )
+        });
         Self {
             resilience: ClusterState::new(&settings.resilience),
             settings,
             balancer,
             pool,
             discovery,
+            _health: health,
         }
     }
 

@@ -254,6 +254,17 @@ impl Pool {
         Ok((io, self.count(endpoint)))
     }
 
+    /// A new connection to `endpoint` for an active health check: TCP, then
+    /// mutual TLS offering `alpn` for mesh upstreams, as real traffic does.
+    /// Neither pooled nor counted in the connection metrics.
+    pub async fn probe(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        alpn: &'static [u8],
+    ) -> Result<UpstreamIo, ConnectError> {
+        self.open(endpoint, alpn).await
+    }
+
     /// TCP to the endpoint, then mutual TLS offering `alpn` if the cluster uses it.
     async fn open(
         &self,

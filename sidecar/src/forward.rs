@@ -21,6 +21,7 @@ use pin_project_lite::pin_project;
 use tower::util::BoxCloneSyncService;
 use tracing::{debug, Instrument};
 
+use crate::balance::sticky::{self, StickyKey};
 use crate::balance::{ActiveGuard, EndpointState};
 use crate::connect::{ConnectError, Wire};
 use crate::discovery::Endpoint;
@@ -90,7 +91,9 @@ async fn forward(
         .get::<Target>()
         .cloned()
         .ok_or(ForwardError::Unrouted)?;
-    let endpoint = choose(&target, req.extensions().get::<TriedEndpoints>()).await?;
+    let tried = req.extensions().get::<TriedEndpoints>().cloned();
+    let sticky = sticky::key(target.cluster.balancer.policy(), &req);
+    let (endpoint, set_cookie) = choose(&target, tried.as_ref(), sticky).await?;
     if let Some(info) = req.extensions().get::<RequestInfo>() {
         info.set_endpoint(endpoint.addr);
     }
@@ -149,6 +152,11 @@ async fn forward(
         }
         _ => {
             strip_hop_by_hop(response.headers_mut(), false);
+            if let Some(cookie) = set_cookie {
+                response
+                    .headers_mut()
+                    .append(http::header::SET_COOKIE, cookie);
+            }
             let grpc = grpc && is_grpc(response.headers());
             Ok(response.map(|body| {
                 boxed(Guarded {
@@ -164,10 +172,14 @@ async fn forward(
 
 /// The endpoint for this request: the balancer's choice, or the
 /// passthrough authority resolved.
+/// The endpoint for this request: the balancer's choice (avoiding endpoints
+/// earlier attempts tried, sticking by the request's key under ring hash),
+/// or the passthrough authority resolved. Also the sticky cookie to set.
 async fn choose(
     target: &Target,
     req_tried: Option<&TriedEndpoints>,
-) -> Result<Arc<EndpointState>, BoxError> {
+    sticky: StickyKey,
+) -> Result<(Arc<EndpointState>, Option<HeaderValue>), BoxError> {
     if let Some(authority) = &target.passthrough {
         let port = authority.port_u16().unwrap_or(80);
         let mut addrs = tokio::net::lookup_host((authority.host(), port))
@@ -176,18 +188,20 @@ async fn choose(
         let addr = addrs
             .next()
             .ok_or_else(|| ConnectError::Resolve(authority.to_string()))?;
-        return Ok(Arc::new(EndpointState::new(&Endpoint { addr, weight: 1 })));
+        return Ok((
+            Arc::new(EndpointState::new(&Endpoint { addr, weight: 1 })),
+            None,
+        ));
     }
+    let balancer = &target.cluster.balancer;
     let tried = req_tried.map(TriedEndpoints::list).unwrap_or_default();
-    let endpoint = target
-        .cluster
-        .balancer
-        .pick_avoiding(&tried)
+    let endpoint = balancer
+        .pick_avoiding(&tried, sticky.hash)
         .ok_or(ForwardError::NoEndpoints)?;
     if let Some(log) = req_tried {
         log.push(endpoint.addr);
     }
-    Ok(endpoint)
+    Ok((endpoint, sticky.set_cookie))
 }
 
 /// The upstream wire: upgrades need HTTP/1.1; declared protocols win;

@@ -2,7 +2,7 @@
 //! round robin and weights, latency-aware P2C, retries around a dead
 //! endpoint, the retry budget, the circuit breaker and the request deadline.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 
 use mesh_tests::{curl, service, Proc, Sidecar};
@@ -24,7 +24,7 @@ fn backends(names: &[&str], extra: &[&str]) -> Vec<(Proc, SocketAddr)> {
 
 /// A sidecar with one upstream `web` on its own port; `endpoints` is YAML
 /// flow list content and `extra` more upstream fields (6-space indent).
-fn sidecar(endpoints: &str, extra: &str) -> (Sidecar, SocketAddr) {
+pub(crate) fn sidecar(endpoints: &str, extra: &str) -> (Sidecar, SocketAddr) {
     let sidecar = Sidecar::start(&format!(
         "service: client\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  upstreams:\n    web:\n      listen: 127.0.0.1:0\n      discovery: {{ endpoints: [{endpoints}] }}\n{extra}"
     ));
@@ -32,25 +32,56 @@ fn sidecar(endpoints: &str, extra: &str) -> (Sidecar, SocketAddr) {
     (sidecar, port)
 }
 
-/// Sends `n` GET / (up to `parallel` at once) and counts answers by backend name.
-fn spread(port: SocketAddr, n: usize, parallel: usize) -> HashMap<String, usize> {
-    let url = format!("http://{port}/");
-    let mut args = vec![
-        "--parallel".to_string(),
-        "--parallel-immediate".to_string(),
-        "--parallel-max".to_string(),
-        parallel.to_string(),
-    ];
-    for _ in 0..n {
-        args.push(url.clone());
-    }
+/// The `/clusters` state of the endpoint at `addr` (`healthy`, `unhealthy`, `ejected`).
+pub(crate) fn state(sidecar: &Sidecar, addr: SocketAddr) -> String {
+    let clusters = sidecar.admin_json("/clusters");
+    clusters
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["endpoints"].as_array().unwrap().clone())
+        .find(|e| e["addr"] == addr.to_string().as_str())
+        .unwrap_or_else(|| panic!("no endpoint {addr} in {clusters}"))["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs curl with `args` and returns which backend (`GET /` → `service`) answered each request.
+fn served_by(args: &[String]) -> Vec<String> {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = curl(&refs);
-    let text = String::from_utf8_lossy(&out.stdout).replace("}{", "}\n{");
+    let text = String::from_utf8_lossy(&curl(&refs).stdout).replace("}{", "}\n{");
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            value["service"].as_str().unwrap_or("error").to_string()
+        })
+        .collect()
+}
+
+/// `options` then `n` times `GET http://port/`.
+fn requests(port: SocketAddr, n: usize, options: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+    args.extend(std::iter::repeat_n(format!("http://{port}/"), n));
+    args
+}
+
+/// Sends `n` GET / (up to `parallel` at once) and counts answers by backend name.
+pub(crate) fn spread(port: SocketAddr, n: usize, parallel: usize) -> HashMap<String, usize> {
+    let parallel = parallel.to_string();
+    let names = served_by(&requests(
+        port,
+        n,
+        &[
+            "--parallel",
+            "--parallel-immediate",
+            "--parallel-max",
+            &parallel,
+        ],
+    ));
     let mut counts = HashMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        let name = value["service"].as_str().unwrap_or("error").to_string();
+    for name in names {
         *counts.entry(name).or_insert(0) += 1;
     }
     assert_eq!(counts.values().sum::<usize>(), n, "{counts:?}");
@@ -214,7 +245,7 @@ fn a_killed_backend_is_ejected_and_clients_see_no_errors() {
         .join(", ");
     let (sidecar, port) = sidecar(&list, "      balance: round_robin\n");
     assert_eq!(spread(port, 30, 2).len(), 3, "all three serve at first");
-    let victim = apps[0].1.to_string();
+    let victim = apps[0].1;
     apps[0].0.signal("KILL");
     apps[0].0.wait_exit(std::time::Duration::from_secs(5));
     let counts = spread(port, 90, 3);
@@ -224,15 +255,43 @@ fn a_killed_backend_is_ejected_and_clients_see_no_errors() {
         90,
         "no client-visible errors: {counts:?}"
     );
-    let clusters = sidecar.admin_json("/clusters");
-    let state = clusters
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|c| c["endpoints"].as_array().unwrap().clone())
-        .find(|e| e["addr"] == victim.as_str())
-        .unwrap()["state"]
-        .clone();
-    assert_eq!(state, "ejected", "{clusters}");
+    assert_eq!(state(&sidecar, victim), "ejected");
     assert!(sidecar.metric("mesh_resilience_total{upstream=\"web\",decision=\"ejected\"}") >= 1.0);
+}
+
+#[test]
+fn sticky_sessions_by_cookie_and_by_source_ip() {
+    let apps = backends(&["b1", "b2", "b3"], &[]);
+    let list = apps
+        .iter()
+        .map(|(_, a)| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (_sidecar, port) = sidecar(
+        &list,
+        "      balance: { ring_hash: { key: \"cookie:mesh-sticky\" } }\n",
+    );
+    // The first answer sets the cookie; with it, every request lands on one backend.
+    let first = curl(&["-i", &format!("http://{port}/")]);
+    let head = String::from_utf8_lossy(&first.stdout).to_ascii_lowercase();
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap_or_else(|| panic!("no sticky cookie set: {head}"))
+        .to_string();
+    let header = format!("cookie: {cookie}");
+    let names: HashSet<String> = served_by(&requests(port, 100, &["-H", &header]))
+        .into_iter()
+        .collect();
+    assert_eq!(names.len(), 1, "100 requests with the cookie hit {names:?}");
+
+    // Source IP: each client address sticks to its backend.
+    let (_sidecar, port) = sidecar(&list, "      balance: { ring_hash: { key: source_ip } }\n");
+    for source in ["127.0.0.2", "127.0.0.3"] {
+        let names: HashSet<String> = served_by(&requests(port, 30, &["--interface", source]))
+            .into_iter()
+            .collect();
+        assert_eq!(names.len(), 1, "client {source} hit {names:?}");
+    }
 }

@@ -9,6 +9,7 @@ mod demo;
 mod discovery;
 mod drain;
 mod grpc;
+mod health;
 mod http;
 mod mtls;
 mod tcp;

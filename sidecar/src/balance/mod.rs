@@ -4,21 +4,39 @@
 //! connections, peak-EWMA latency) that survives endpoint-list changes and
 //! that the admin API shows.
 //! Policies: power of two random choices by peak-EWMA latency × load
-//! (default), weighted round robin, and least request (P2C by in-flight
-//! work per unit of weight).
+//! (default), weighted round robin, least request (P2C by in-flight work
+//! per unit of weight), and ring hash for sticky sessions ([`sticky`]).
 //! Errors: none; `pick` returns `None` when the cluster has no endpoint.
 
 mod ewma;
+pub mod sticky;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use mesh_api::config::Balance;
 
 use crate::discovery::{Endpoint, EndpointSet};
 use ewma::PeakEwma;
+
+pub use sticky::HashKey;
+
+/// How the balancer chooses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// Power of two random choices by peak-EWMA latency × load.
+    P2cEwma,
+    /// Weighted round robin.
+    RoundRobin,
+    /// Power of two random choices by in-flight work per weight.
+    LeastRequest,
+    /// Consistent hashing of a request key; without a key, like `P2cEwma`.
+    RingHash(HashKey),
+}
+
+/// Points on the hash ring per unit of weight.
+const RING_POINTS: u32 = 64;
 
 /// Largest weight honoured; bounds the size of the round-robin wheel.
 const MAX_WEIGHT: u32 = 128;
@@ -168,12 +186,14 @@ struct View {
     endpoints: Vec<Arc<EndpointState>>,
     /// Indexes into `endpoints`, each repeated by its weight (round robin).
     wheel: Vec<usize>,
+    /// (point, index into `endpoints`), sorted by point (ring hash).
+    ring: Vec<(u64, usize)>,
 }
 
 /// Endpoint choice over a live endpoint set.
 pub struct Balancer {
     set: EndpointSet,
-    policy: Balance,
+    policy: Policy,
     panic_below_percent: u8,
     view: ArcSwap<View>,
     next: AtomicUsize,
@@ -182,7 +202,7 @@ pub struct Balancer {
 impl Balancer {
     /// A balancer over `set` with `policy`. Below `panic_below_percent`
     /// available endpoints, every endpoint is used.
-    pub fn new(set: EndpointSet, policy: Balance, panic_below_percent: u8) -> Self {
+    pub fn new(set: EndpointSet, policy: Policy, panic_below_percent: u8) -> Self {
         let view = View::build(set.current(), &[]);
         Self {
             set,
@@ -195,12 +215,22 @@ impl Balancer {
 
     /// The endpoint for the next request, or `None` when there is none.
     pub fn pick(&self) -> Option<Arc<EndpointState>> {
-        self.pick_avoiding(&[])
+        self.pick_avoiding(&[], None)
+    }
+
+    /// The policy (for the sticky key a request needs).
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Like [`pick`](Self::pick), but not one of `avoid` (the endpoints a
     /// retried request already failed on) while another is available.
-    pub fn pick_avoiding(&self, avoid: &[std::net::SocketAddr]) -> Option<Arc<EndpointState>> {
+    /// With ring hash, `hash` is the request's sticky key.
+    pub fn pick_avoiding(
+        &self,
+        avoid: &[std::net::SocketAddr],
+        hash: Option<u64>,
+    ) -> Option<Arc<EndpointState>> {
         let view = self.refresh();
         let every = &view.endpoints;
         // Unavailable endpoints (unhealthy, ejected) are skipped, unless so
@@ -230,10 +260,10 @@ impl Balancer {
                 &fresh
             }
         };
-        match (self.policy, endpoints.len()) {
+        match (&self.policy, endpoints.len()) {
             (_, 0) => None,
             (_, 1) => Some(endpoints[0].clone()),
-            (Balance::RoundRobin, _) => {
+            (Policy::RoundRobin, _) => {
                 // Walk the wheel from the next turn to the first usable endpoint not avoided.
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 (0..view.wheel.len())
@@ -242,8 +272,22 @@ impl Balancer {
                     .or_else(|| endpoints.first())
                     .cloned()
             }
-            (Balance::P2cEwma, n) => Some(p2c(endpoints, n, EndpointState::ewma_cost)),
-            (Balance::LeastRequest, n) => Some(p2c(endpoints, n, EndpointState::load_cost)),
+            (Policy::RingHash(_), _) if hash.is_some() => {
+                let hash = hash.unwrap_or_default();
+                // The first point at or after the hash whose endpoint is usable and not avoided.
+                let start = view.ring.partition_point(|(point, _)| *point < hash);
+                (0..view.ring.len())
+                    .map(|step| &every[view.ring[(start + step) % view.ring.len()].1])
+                    .find(|e| {
+                        !avoid.contains(&e.addr) && endpoints.iter().any(|a| Arc::ptr_eq(a, e))
+                    })
+                    .or_else(|| endpoints.first())
+                    .cloned()
+            }
+            (Policy::P2cEwma | Policy::RingHash(_), n) => {
+                Some(p2c(endpoints, n, EndpointState::ewma_cost))
+            }
+            (Policy::LeastRequest, n) => Some(p2c(endpoints, n, EndpointState::load_cost)),
         }
     }
 
@@ -312,10 +356,20 @@ impl View {
                 }
             }
         }
+        let mut ring: Vec<(u64, usize)> = endpoints
+            .iter()
+            .enumerate()
+            .flat_map(|(i, ep)| {
+                let points = RING_POINTS * ep.weight.clamp(1, MAX_WEIGHT);
+                (0..points).map(move |n| (sticky::hash(&(ep.addr, n)), i))
+            })
+            .collect();
+        ring.sort_unstable();
         Self {
             source,
             endpoints,
             wheel,
+            ring,
         }
     }
 }
@@ -341,7 +395,7 @@ mod tests {
     fn weighted_round_robin_shares_by_weight() {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 3)]),
-            Balance::RoundRobin,
+            Policy::RoundRobin,
             50,
         );
         assert_eq!(share(&balancer, 400, 2), 300);
@@ -351,7 +405,7 @@ mod tests {
     fn round_robin_spreads_evenly() {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
-            Balance::RoundRobin,
+            Policy::RoundRobin,
             50,
         );
         for port in 1..=3 {
@@ -363,7 +417,7 @@ mod tests {
     fn p2c_ewma_avoids_the_slow_endpoint() {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
-            Balance::P2cEwma,
+            Policy::P2cEwma,
             50,
         );
         for state in balancer.endpoints() {
@@ -379,7 +433,7 @@ mod tests {
     fn least_request_prefers_the_idle_endpoint() {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 1)]),
-            Balance::LeastRequest,
+            Policy::LeastRequest,
             50,
         );
         let busy = balancer
@@ -393,16 +447,16 @@ mod tests {
 
     #[test]
     fn retries_avoid_endpoints_already_tried() {
-        for policy in [Balance::RoundRobin, Balance::P2cEwma, Balance::LeastRequest] {
+        for policy in [Policy::RoundRobin, Policy::P2cEwma, Policy::LeastRequest] {
             let balancer = Balancer::new(
                 EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
-                policy,
+                policy.clone(),
                 50,
             );
             let tried = [ep(1, 1).addr, ep(2, 1).addr];
             for _ in 0..50 {
                 assert_eq!(
-                    balancer.pick_avoiding(&tried).unwrap().addr.port(),
+                    balancer.pick_avoiding(&tried, None).unwrap().addr.port(),
                     3,
                     "{policy:?}"
                 );
@@ -414,7 +468,7 @@ mod tests {
     async fn ejected_and_unhealthy_endpoints_are_skipped_until_panic() {
         let balancer = Balancer::new(
             EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1), ep(4, 1)]),
-            Balance::RoundRobin,
+            Policy::RoundRobin,
             50,
         );
         let states = balancer.endpoints();
@@ -438,7 +492,7 @@ mod tests {
     #[test]
     fn empty_cluster_picks_nothing() {
         assert!(
-            Balancer::new(EndpointSet::fixed(vec![]), Balance::P2cEwma, 50)
+            Balancer::new(EndpointSet::fixed(vec![]), Policy::P2cEwma, 50)
                 .pick()
                 .is_none()
         );

@@ -14,6 +14,7 @@ use std::time::Duration;
 use mesh_api::config::{self as raw, Balance, ConfigError, LineIndex, Protocol, TlsMode};
 use mesh_api::units::parse_duration;
 
+use crate::balance::{HashKey, Policy};
 use crate::discovery::{Endpoint, Source};
 
 /// A validated config.
@@ -139,9 +140,45 @@ pub struct UpstreamSettings {
     /// Mutual TLS to the endpoints, and the SPIFFE ID they must present.
     pub tls: Option<Arc<str>>,
     /// Endpoint choice.
-    pub balance: Balance,
+    pub balance: Policy,
     /// Timeouts for the response head, retries and limits.
     pub resilience: ResilienceSettings,
+    /// Active health checks; `None`: endpoints are never checked.
+    pub health: Option<HealthSettings>,
+}
+
+/// Active health checking of one cluster, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthSettings {
+    /// What a check does.
+    pub check: HealthCheck,
+    /// Time between rounds of checks (jittered ±10%).
+    pub interval: Duration,
+    /// A check not done in this long failed.
+    pub timeout: Duration,
+    /// Successes in a row that make an unhealthy endpoint healthy.
+    pub healthy: u32,
+    /// Failures in a row that make a healthy endpoint unhealthy.
+    pub unhealthy: u32,
+}
+
+/// One kind of health check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HealthCheck {
+    /// `GET path` over HTTP/1.1; up when the status is in `statuses`.
+    Http {
+        /// Path and query.
+        path: http::uri::PathAndQuery,
+        /// Statuses that count as up.
+        statuses: Vec<std::ops::RangeInclusive<u16>>,
+    },
+    /// `grpc.health.v1.Health/Check` for `service`; up when `SERVING`.
+    Grpc {
+        /// The service name asked about (`""`: the whole server).
+        service: String,
+    },
+    /// A connection (and the mTLS handshake, for mesh upstreams).
+    Tcp,
 }
 
 /// Timeouts, retries and limits of one cluster.
@@ -348,8 +385,9 @@ pub fn validate(
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
                 tls: None,
-                balance: Balance::default(),
+                balance: Policy::P2cEwma,
                 resilience: ResilienceSettings::defaults(),
+                health: None,
             },
             authz: inbound
                 .authz
@@ -468,7 +506,7 @@ fn validate_upstream(
         ),
         idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
         tls: None,
-        balance: upstream.balance,
+        balance: validate_balance(errors, at, &upstream.balance),
         resilience: validate_resilience(
             errors,
             at,
@@ -477,6 +515,88 @@ fn validate_upstream(
             &upstream.limits,
             &upstream.outlier,
         ),
+        health: upstream
+            .health
+            .as_ref()
+            .map(|health| validate_health(errors, &format!("{at}.health"), health)),
+    }
+}
+
+/// `health:`: exactly one kind of check, durations more than 0, thresholds at least 1.
+fn validate_health(errors: &mut Errors<'_>, at: &str, health: &raw::Health) -> HealthSettings {
+    let kinds = [health.http.is_some(), health.grpc.is_some(), health.tcp];
+    if kinds.iter().filter(|set| **set).count() != 1 {
+        errors.push(at, "set exactly one of http, grpc and tcp");
+    }
+    let check = if let Some(path) = &health.http {
+        let parsed = match path.parse::<http::uri::PathAndQuery>() {
+            Ok(parsed) if path.starts_with('/') => parsed,
+            _ => {
+                errors.push(
+                    &format!("{at}.http"),
+                    format!("expected a path starting with / (e.g. /healthz), got {path:?}"),
+                );
+                http::uri::PathAndQuery::from_static("/")
+            }
+        };
+        let mut statuses = Vec::new();
+        for (i, status) in health.statuses.iter().enumerate() {
+            if (100..=599).contains(status) {
+                statuses.push(*status..=*status);
+            } else {
+                errors.push(
+                    &format!("{at}.statuses[{i}]"),
+                    format!("not an HTTP status (100-599): {status}"),
+                );
+            }
+        }
+        if health.statuses.is_empty() {
+            statuses.push(200..=299);
+        }
+        HealthCheck::Http {
+            path: parsed,
+            statuses,
+        }
+    } else if let Some(service) = &health.grpc {
+        HealthCheck::Grpc {
+            service: service.clone(),
+        }
+    } else {
+        HealthCheck::Tcp
+    };
+    if !health.statuses.is_empty() && health.http.is_none() {
+        errors.push(&format!("{at}.statuses"), "applies to http checks only");
+    }
+    let mut positive = |field: &str, text: &str| {
+        let path = format!("{at}.{field}");
+        let value = errors.duration(&path, text);
+        if parse_duration(text).is_ok() && value.is_zero() {
+            errors.push(&path, "must be more than 0");
+        }
+        value
+    };
+    let interval = positive("interval", &health.interval);
+    let timeout = positive("timeout", &health.timeout);
+    if timeout > interval {
+        errors.push(
+            &format!("{at}.timeout"),
+            format!(
+                "must not be more than interval ({}), got {}",
+                health.interval, health.timeout
+            ),
+        );
+    }
+    for (field, value) in [("healthy", health.healthy), ("unhealthy", health.unhealthy)] {
+        if value == 0 {
+            errors.push(&format!("{at}.{field}"), "must be at least 1");
+        }
+    }
+    HealthSettings {
+        check,
+        interval,
+        timeout,
+        healthy: health.healthy,
+        unhealthy: health.unhealthy,
     }
 }
 
@@ -579,6 +699,44 @@ fn validate_resilience(
         max_retries: limits.max_retries,
         outlier,
     }
+}
+
+fn validate_balance(errors: &mut Errors<'_>, at: &str, balance: &Balance) -> Policy {
+    match balance {
+        Balance::P2cEwma => Policy::P2cEwma,
+        Balance::RoundRobin => Policy::RoundRobin,
+        Balance::LeastRequest => Policy::LeastRequest,
+        Balance::RingHash(ring) => {
+            let key = match ring.key.split_once(':') {
+                _ if ring.key == "source_ip" => Some(HashKey::SourceIp),
+                Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+                    .ok()
+                    .map(HashKey::Header),
+                Some(("cookie", name)) if valid_cookie_name(name) => {
+                    Some(HashKey::Cookie(name.to_string()))
+                }
+                _ => None,
+            };
+            key.map(Policy::RingHash).unwrap_or_else(|| {
+                errors.push(
+                    &format!("{at}.balance.ring_hash.key"),
+                    format!(
+                        "expected header:<name>, cookie:<name> or source_ip, got {:?}",
+                        ring.key
+                    ),
+                );
+                Policy::P2cEwma
+            })
+        }
+    }
+}
+
+/// An RFC 6265 cookie name: visible ASCII, no separators that would break `Set-Cookie`.
+fn valid_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"=;,\"()<>@:/[]?{}\\".contains(&b))
 }
 
 /// Exactly one endpoint source; DNS sources take the `resolver` settings.
@@ -887,5 +1045,61 @@ mod tests {
             "{}",
             errors[2].message
         );
+    }
+
+    #[test]
+    fn health_checks_are_validated_with_defaults() {
+        let settings = load_str(
+            "service: web\noutbound:\n  upstreams:\n    a: { discovery: { endpoints: [127.0.0.1:1] }, health: { http: /healthz } }\n    b: { discovery: { endpoints: [127.0.0.1:1] }, health: { grpc: \"\", interval: 2s, timeout: 500ms, healthy: 1, unhealthy: 5 } }\n    c: { discovery: { endpoints: [127.0.0.1:1] } }\n",
+        )
+        .unwrap();
+        let health: Vec<_> = settings
+            .outbound
+            .upstreams
+            .iter()
+            .map(|u| u.health.clone())
+            .collect();
+        assert_eq!(
+            health,
+            [
+                Some(HealthSettings {
+                    check: HealthCheck::Http {
+                        path: http::uri::PathAndQuery::from_static("/healthz"),
+                        statuses: vec![200..=299],
+                    },
+                    interval: Duration::from_secs(5),
+                    timeout: Duration::from_secs(1),
+                    healthy: 2,
+                    unhealthy: 3,
+                }),
+                Some(HealthSettings {
+                    check: HealthCheck::Grpc {
+                        service: String::new()
+                    },
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_millis(500),
+                    healthy: 1,
+                    unhealthy: 5,
+                }),
+                None,
+            ]
+        );
+        let text = "service: web\noutbound:\n  upstreams:\n    a:\n      discovery: { endpoints: [127.0.0.1:1] }\n      health: { http: healthz, tcp: true, statuses: [700], interval: 0s, timeout: 1s, healthy: 0 }\n    b:\n      discovery: { endpoints: [127.0.0.1:1] }\n      health: { tcp: true, statuses: [200] }\n";
+        let errors = load_str(text).expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "outbound.upstreams.a.health",
+                "outbound.upstreams.a.health.http",
+                "outbound.upstreams.a.health.statuses[0]",
+                "outbound.upstreams.a.health.interval",
+                "outbound.upstreams.a.health.timeout",
+                "outbound.upstreams.a.health.healthy",
+                "outbound.upstreams.b.health.statuses",
+            ],
+            "{errors:#?}"
+        );
+        assert_eq!(errors[0].line, Some(6));
     }
 }

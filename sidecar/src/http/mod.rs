@@ -66,6 +66,8 @@ where
 pub struct ConnInfo {
     /// The caller's SPIFFE ID, verified by mutual TLS.
     pub peer_identity: Option<std::sync::Arc<str>>,
+    /// The client's address.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// A request the proxy refuses before routing.

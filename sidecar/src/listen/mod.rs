@@ -182,7 +182,7 @@ impl Accept {
                 Ok((stream, peer)) => {
                     let conn = this.clone();
                     this.shared.tracker.spawn(
-                        conn.connection(stream)
+                        conn.connection(stream, peer)
                             .instrument(tracing::debug_span!("conn", %peer)),
                     );
                 }
@@ -196,7 +196,7 @@ impl Accept {
         debug!("listener stopped");
     }
 
-    async fn connection(self: Arc<Self>, stream: TcpStream) {
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let gauge = self.shared.runtime.metrics.connections_open(&self.name);
         gauge.inc();
@@ -207,7 +207,7 @@ impl Accept {
             detect::detect(stream, timeout).await
         };
         match detected {
-            Ok((protocol, io)) => self.serve(protocol, io).await,
+            Ok((protocol, io)) => self.serve(protocol, io, peer).await,
             Err(err) => debug!(error = %err, "connection failed during detection"),
         }
         gauge.dec();
@@ -233,7 +233,7 @@ impl Accept {
         }
     }
 
-    async fn serve(&self, protocol: detect::Protocol, io: Rewind<TcpStream>) {
+    async fn serve(&self, protocol: detect::Protocol, io: Rewind<TcpStream>, peer: SocketAddr) {
         let metrics = &self.shared.runtime.metrics;
         let label = match protocol {
             detect::Protocol::Http1 => "http1",
@@ -248,17 +248,27 @@ impl Accept {
             _ => None,
         };
         match (protocol, identity) {
-            (detect::Protocol::Tls, Some(identity)) => self.serve_mtls(io, &identity).await,
+            (detect::Protocol::Tls, Some(identity)) => self.serve_mtls(io, &identity, peer).await,
             (_, Some(identity)) if identity.settings.mode == TlsMode::Strict => {
                 metrics.plaintext_refused();
                 debug!("plaintext refused: inbound requires mutual TLS");
             }
-            _ => self.dispatch(protocol, io, ConnInfo::default()).await,
+            _ => {
+                self.dispatch(
+                    protocol,
+                    io,
+                    ConnInfo {
+                        peer_identity: None,
+                        peer: Some(peer),
+                    },
+                )
+                .await
+            }
         }
     }
 
     /// Terminates mutual TLS, then serves what ALPN says is inside.
-    async fn serve_mtls(&self, io: Rewind<TcpStream>, identity: &tls::Loaded) {
+    async fn serve_mtls(&self, io: Rewind<TcpStream>, identity: &tls::Loaded, peer: SocketAddr) {
         let accept = tokio_rustls::TlsAcceptor::from(identity.server.clone()).accept(io);
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
             Ok(Ok(stream)) => stream,
@@ -272,7 +282,10 @@ impl Accept {
             .and_then(|leaf| tls::spiffe_id(leaf))
             .map(Arc::from);
         let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
-        let conn = ConnInfo { peer_identity };
+        let conn = ConnInfo {
+            peer_identity,
+            peer: Some(peer),
+        };
         match alpn.as_deref() {
             Some(tls::ALPN_H2) => self.dispatch(detect::Protocol::Http2, stream, conn).await,
             Some(tls::ALPN_HTTP1) => self.dispatch(detect::Protocol::Http1, stream, conn).await,

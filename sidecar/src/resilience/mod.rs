@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod deadline;
+pub mod health;
 pub mod outlier;
 mod retry;
 

@@ -84,7 +84,7 @@ mod tests {
             .collect();
         Balancer::new(
             EndpointSet::fixed(endpoints),
-            mesh_api::config::Balance::RoundRobin,
+            crate::balance::Policy::RoundRobin,
             50,
         )
     }

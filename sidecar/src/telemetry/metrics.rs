@@ -295,6 +295,24 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts resilience decisions of `upstream`, one per call, for a task
+    /// that outlives this borrow (the health checker).
+    pub fn resilience_decisions(
+        &self,
+        upstream: &Arc<str>,
+    ) -> impl Fn(&'static str) + Send + Sync + 'static {
+        let family = self.resilience.clone();
+        let upstream = upstream.clone();
+        move |decision| {
+            family
+                .get_or_create(&DecisionLabels {
+                    upstream: upstream.clone(),
+                    decision,
+                })
+                .inc();
+        }
+    }
+
     /// Counts one DNS discovery outcome of `upstream` per call (`result`:
     /// see `mesh_dns_resolutions_total`).
     pub fn dns_resolutions(

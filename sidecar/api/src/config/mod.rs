@@ -240,6 +240,10 @@ pub struct Upstream {
     /// 503 `circuit_open` instead of queueing.
     #[serde(default)]
     pub limits: Limits,
+    /// Active health checks: omitted, endpoints are never checked (and
+    /// stay healthy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
     /// Passive outlier ejection: endpoints that keep failing are taken out
     /// of rotation for a while.
     #[serde(default)]
@@ -376,9 +380,9 @@ fn default_ttl_max() -> String {
     "5m".into()
 }
 
-/// Load-balancing policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Load-balancing policy: a name, or `{ ring_hash: { key: ... } }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "BalanceRepr", into = "BalanceRepr")]
 pub enum Balance {
     /// Power of two random choices, by peak-EWMA latency × load.
     #[default]
@@ -388,6 +392,58 @@ pub enum Balance {
     /// Power of two random choices, by in-flight requests (and open
     /// connections, for opaque TCP) per unit of weight.
     LeastRequest,
+    /// Consistent hashing: requests with the same key stick to one endpoint.
+    RingHash(RingHash),
+}
+
+/// How `balance` is written: YAML has no enum-with-data syntax besides tags,
+/// so the data-carrying policy is a one-key map.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum BalanceRepr {
+    Name(BalanceName),
+    RingHash {
+        /// Consistent hashing.
+        ring_hash: RingHash,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum BalanceName {
+    P2cEwma,
+    RoundRobin,
+    LeastRequest,
+}
+
+impl From<BalanceRepr> for Balance {
+    fn from(repr: BalanceRepr) -> Self {
+        match repr {
+            BalanceRepr::Name(BalanceName::P2cEwma) => Balance::P2cEwma,
+            BalanceRepr::Name(BalanceName::RoundRobin) => Balance::RoundRobin,
+            BalanceRepr::Name(BalanceName::LeastRequest) => Balance::LeastRequest,
+            BalanceRepr::RingHash { ring_hash } => Balance::RingHash(ring_hash),
+        }
+    }
+}
+
+impl From<Balance> for BalanceRepr {
+    fn from(balance: Balance) -> Self {
+        match balance {
+            Balance::P2cEwma => BalanceRepr::Name(BalanceName::P2cEwma),
+            Balance::RoundRobin => BalanceRepr::Name(BalanceName::RoundRobin),
+            Balance::LeastRequest => BalanceRepr::Name(BalanceName::LeastRequest),
+            Balance::RingHash(ring_hash) => BalanceRepr::RingHash { ring_hash },
+        }
+    }
+}
+
+/// What sticky sessions hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingHash {
+    /// `header:<name>`, `cookie:<name>` (set by the proxy when absent) or `source_ip`.
+    pub key: String,
 }
 
 /// Retry policy. Retries sit above the balancer, so a retry may pick
@@ -506,6 +562,52 @@ pub struct Limits {
     /// Retries in flight to the cluster.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+}
+
+/// Active health checks of a cluster's endpoints; exactly one of `http`,
+/// `grpc` and `tcp` is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// `GET` this path (HTTP/1.1, `Host` = the upstream's name); up when the
+    /// status is one of `statuses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
+    /// `grpc.health.v1.Health/Check` for this service name (`""`: the whole
+    /// server); up when it answers `SERVING`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<String>,
+    /// Up when a connection (and, to a mesh upstream, the mTLS handshake) succeeds.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tcp: bool,
+    /// Time between checks of an endpoint (±10% jitter).
+    #[serde(default = "default_health_interval")]
+    pub interval: String,
+    /// A check not done in this long failed.
+    #[serde(default = "default_health_timeout")]
+    pub timeout: String,
+    /// Successes in a row that make an unhealthy endpoint healthy again.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy: u32,
+    /// Failures in a row that make an endpoint unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy: u32,
+    /// HTTP statuses that count as up; empty: any 2xx.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
+}
+
+fn default_health_interval() -> String {
+    "5s".into()
+}
+fn default_health_timeout() -> String {
+    "1s".into()
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
 }
 
 impl Default for Retry {

@@ -308,6 +308,25 @@ mod tests {
     }
 
     #[test]
+    fn balance_is_a_name_or_a_ring_hash_map() {
+        let up = |balance: &str| {
+            format!("service: web\noutbound:\n  upstreams:\n    a:\n      discovery: {{ endpoints: [127.0.0.1:1] }}\n      balance: {balance}\n")
+        };
+        let (config, _) = load(&up("round_robin")).expect("a name");
+        assert_eq!(
+            config.outbound.upstreams["a"].balance,
+            crate::config::Balance::RoundRobin
+        );
+        let (config, _) = load(&up("{ ring_hash: { key: source_ip } }")).expect("a map");
+        assert!(matches!(
+            config.outbound.upstreams["a"].balance,
+            crate::config::Balance::RingHash(_)
+        ));
+        let errors = load(&up("fastest")).expect_err("unknown policy");
+        assert_eq!(errors[0].path, "outbound.upstreams.a.balance");
+    }
+
+    #[test]
     fn a_good_file_loads() {
         let (config, _) = load("service: web\ninbound: { app: 127.0.0.1:8080 }\n").expect("valid");
         assert_eq!(config.service, "web");
