@@ -90,6 +90,25 @@ impl App {
             .collect()
     }
 
+    /// Puts an endpoint of a cluster in maintenance, or takes it out.
+    pub fn set_maintenance(&self, cluster: &str, endpoint: &str, on: bool) -> Result<(), String> {
+        let routes = self.shared.runtime.routes.load();
+        let found = routes
+            .clusters()
+            .into_iter()
+            .find(|c| &**c.name() == cluster)
+            .ok_or_else(|| format!("no cluster {cluster:?}"))?;
+        let state = found
+            .balancer
+            .endpoints()
+            .into_iter()
+            .find(|e| e.addr.to_string() == endpoint)
+            .ok_or_else(|| format!("cluster {cluster:?} has no endpoint {endpoint:?}"))?;
+        state.set_maintenance(on);
+        info!(cluster, endpoint, on, "endpoint maintenance");
+        Ok(())
+    }
+
     /// Reloads the config file; returns the new generation or every error.
     pub async fn reload(&self, trigger: &'static str) -> Result<u64, Vec<String>> {
         let outcome = match config::load_file(&self.path) {

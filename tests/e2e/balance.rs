@@ -295,3 +295,28 @@ fn sticky_sessions_by_cookie_and_by_source_ip() {
         assert_eq!(names.len(), 1, "client {source} hit {names:?}");
     }
 }
+
+#[test]
+fn an_endpoint_in_maintenance_gets_no_new_requests() {
+    let apps = backends(&["b1", "b2"], &[]);
+    let list = apps
+        .iter()
+        .map(|(_, a)| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (sidecar, port) = sidecar(&list, "      balance: round_robin\n");
+    let path = format!("/clusters/web/endpoints/{}/maintenance", apps[0].1);
+    let (code, body) = mesh_tests::http(sidecar.admin, "POST", &path);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(state(&sidecar, apps[0].1), "maintenance");
+    assert_eq!(spread(port, 20, 2).get("b2"), Some(&20));
+    let (code, _) = mesh_tests::http(sidecar.admin, "DELETE", &path);
+    assert_eq!(code, 200);
+    assert_eq!(spread(port, 20, 2).get("b1"), Some(&10), "back in rotation");
+    let (code, _) = mesh_tests::http(
+        sidecar.admin,
+        "POST",
+        "/clusters/web/endpoints/127.0.0.1:1/maintenance",
+    );
+    assert_eq!(code, 404, "unknown endpoints are named as such");
+}

@@ -9,6 +9,7 @@
 //! | `POST /config/reload` | reloads now: 200, or 400 with the errors |
 //! | `GET /listeners` | every listener, configured and bound address |
 //! | `GET /clusters` | every cluster and its endpoints |
+//! | `POST` / `DELETE /clusters/{c}/endpoints/{addr}/maintenance` | drain an endpoint (no new requests) / put it back |
 //! | `GET /certs` | the workload identity and its certificate (404 without one) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /version` | build version |
@@ -58,6 +59,28 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
 }
 
 async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
+    if let Some((cluster, endpoint)) = maintenance_target(req.uri().path()) {
+        let on = match *req.method() {
+            Method::POST => true,
+            Method::DELETE => false,
+            _ => {
+                return json(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &serde_json::json!({ "error": "use POST or DELETE" }),
+                )
+            }
+        };
+        return match app.set_maintenance(cluster, endpoint, on) {
+            Ok(()) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "cluster": cluster, "endpoint": endpoint, "maintenance": on }),
+            ),
+            Err(error) => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "error": error }),
+            ),
+        };
+    }
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => json(StatusCode::OK, &serde_json::json!({ "live": true })),
         (&Method::GET, "/ready") => {
@@ -118,6 +141,16 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             &serde_json::json!({ "error": "not found" }),
         ),
     }
+}
+
+/// `/clusters/{cluster}/endpoints/{addr}/maintenance` → (cluster, addr).
+fn maintenance_target(path: &str) -> Option<(&str, &str)> {
+    let rest = path
+        .strip_prefix("/clusters/")?
+        .strip_suffix("/maintenance")?;
+    let (cluster, endpoint) = rest.split_once("/endpoints/")?;
+    (!cluster.is_empty() && !endpoint.is_empty() && !endpoint.contains('/'))
+        .then_some((cluster, endpoint))
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {

@@ -55,6 +55,8 @@ pub struct EndpointState {
     latency: PeakEwma,
     /// Active health checking says the endpoint is up (true until a check says otherwise).
     healthy: AtomicBool,
+    /// Drained by an operator: no new requests, whatever else holds.
+    maintenance: AtomicBool,
     /// Outlier ejection: out of rotation until this instant (ms on the
     /// process clock; 0 = not ejected).
     ejected_until_ms: AtomicU64,
@@ -76,6 +78,7 @@ impl EndpointState {
             connections: AtomicU64::new(0),
             latency: PeakEwma::new(),
             healthy: AtomicBool::new(true),
+            maintenance: AtomicBool::new(false),
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
@@ -108,14 +111,27 @@ impl EndpointState {
         until != 0 && clock_ms() < until
     }
 
-    /// Healthy and not ejected: the balancer may choose it.
+    /// Healthy and not ejected: the balancer may choose it (maintenance
+    /// is checked apart: it holds even in panic mode).
     pub fn is_available(&self) -> bool {
         self.is_healthy() && !self.is_ejected()
     }
 
-    /// `healthy`, `unhealthy` or `ejected`, for the admin API.
+    /// Puts the endpoint in maintenance (no new requests) or takes it out.
+    pub fn set_maintenance(&self, on: bool) {
+        self.maintenance.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether an operator has drained the endpoint.
+    pub fn in_maintenance(&self) -> bool {
+        self.maintenance.load(Ordering::Relaxed)
+    }
+
+    /// `maintenance`, `unhealthy`, `ejected` or `healthy`, for the admin API.
     pub fn state(&self) -> &'static str {
-        if !self.is_healthy() {
+        if self.in_maintenance() {
+            "maintenance"
+        } else if !self.is_healthy() {
             "unhealthy"
         } else if self.is_ejected() {
             "ejected"
@@ -235,14 +251,20 @@ impl Balancer {
         let every = &view.endpoints;
         // Unavailable endpoints (unhealthy, ejected) are skipped, unless so
         // few are left that the rest would be overwhelmed: then all are used
-        // (panic mode), as a degraded cluster beats an empty one.
-        let up = every.iter().filter(|e| e.is_available()).count();
-        let panic = up * 100 < every.len() * usize::from(self.panic_below_percent);
+        // (panic mode), as a degraded cluster beats an empty one. Endpoints
+        // in maintenance are skipped even then: an operator drained them.
+        let serving = every.iter().filter(|e| !e.in_maintenance()).count();
+        let up = every
+            .iter()
+            .filter(|e| !e.in_maintenance() && e.is_available())
+            .count();
+        let panic = up * 100 < serving * usize::from(self.panic_below_percent);
         let usable: Vec<Arc<EndpointState>>;
-        let all = if up == every.len() || panic {
+        let all = if up == every.len() {
             every
         } else {
-            usable = every.iter().filter(|e| e.is_available()).cloned().collect();
+            let keep = |e: &&Arc<EndpointState>| !e.in_maintenance() && (panic || e.is_available());
+            usable = every.iter().filter(keep).cloned().collect();
             &usable
         };
         let fresh: Vec<Arc<EndpointState>>;
@@ -486,6 +508,28 @@ mod tests {
         assert!(
             share(&balancer, 100, 1) > 0,
             "one of four up is below 50%: panic mode uses all"
+        );
+    }
+
+    #[test]
+    fn maintenance_drains_even_in_panic_mode() {
+        let balancer = Balancer::new(
+            EndpointSet::fixed(vec![ep(1, 1), ep(2, 1)]),
+            Policy::RoundRobin,
+            50,
+        );
+        let states = balancer.endpoints();
+        states[0].set_maintenance(true);
+        states[1].set_healthy(false);
+        assert_eq!(
+            share(&balancer, 50, 2),
+            50,
+            "panic mode, but never the drained endpoint"
+        );
+        states[1].set_maintenance(true);
+        assert!(
+            balancer.pick().is_none(),
+            "everything drained: nothing to pick"
         );
     }
 
