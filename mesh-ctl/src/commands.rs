@@ -192,8 +192,29 @@ pub fn clusters(admins: &[String], opts: Options) -> Report {
     })
 }
 
+/// `static`, or `dns:NAME` / `srv:NAME`, marked `(failing)` while the last
+/// resolution failed (the cluster then runs on its last known endpoints).
+fn source_label(cluster: &ClusterInfo) -> String {
+    let Some(discovery) = &cluster.discovery else {
+        return cluster.source.clone();
+    };
+    let failing = discovery
+        .last_error_at
+        .is_some_and(|at| discovery.last_refresh.is_none_or(|ok| at > ok));
+    let label = format!("{}:{}", discovery.source, discovery.name);
+    if failing {
+        format!("{label} (failing)")
+    } else {
+        label
+    }
+}
+
 fn cluster_rows(cluster: &ClusterInfo) -> Vec<Vec<String>> {
-    let lead = [&cluster.name, &cluster.protocol, &cluster.source].map(|s| s.to_string());
+    let lead = [
+        cluster.name.clone(),
+        cluster.protocol.clone(),
+        source_label(cluster),
+    ];
     if cluster.endpoints.is_empty() {
         let mut row = lead.to_vec();
         row.extend(std::iter::repeat_n("-".to_string(), 5));
@@ -564,6 +585,31 @@ mod tests {
             endpoints: vec![endpoint("127.0.0.1:2", 1), endpoint("127.0.0.1:3", 2)],
             discovery: None,
         }
+    }
+
+    #[test]
+    fn dns_clusters_name_their_source_and_say_when_failing() {
+        let mut cluster = ClusterInfo {
+            name: "orders".into(),
+            protocol: "grpc".into(),
+            source: "dns".into(),
+            endpoints: vec![],
+            discovery: Some(mesh_api::admin::DiscoveryInfo {
+                source: "dns".into(),
+                name: "orders.mesh.local".into(),
+                port: Some(15006),
+                last_refresh: Some(100),
+                ttl_seconds: Some(5),
+                last_error: Some("timeout".into()),
+                last_error_at: Some(90),
+                failures: 0,
+            }),
+        };
+        assert_eq!(source_label(&cluster), "dns:orders.mesh.local");
+        if let Some(d) = cluster.discovery.as_mut() {
+            d.last_error_at = Some(110);
+        }
+        assert_eq!(source_label(&cluster), "dns:orders.mesh.local (failing)");
     }
 
     #[test]
