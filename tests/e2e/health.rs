@@ -108,23 +108,26 @@ fn a_failing_check_marks_the_endpoint_unhealthy_and_panic_mode_still_sends() {
 }
 
 #[test]
-fn grpc_checks_fail_on_a_dead_port_and_without_the_health_service() {
-    // demo-grpc does not serve grpc.health.v1, so it answers UNIMPLEMENTED;
-    // the positive case (SERVING) is covered by the unit test against an
-    // in-process HTTP/2 server, not here.
+fn grpc_checks_follow_grpc_health_v1() {
+    // demo-grpc serves grpc.health.v1: "" and "orders.v1.Orders" are SERVING,
+    // any other service name is NOT_FOUND.
     let (_app, grpc) = service("demo-grpc", &[]);
     let dead: SocketAddr = ([127, 0, 0, 1], closed_port()).into();
-    let (sidecar, _port) = sidecar(
+    let (proxy, _port) = sidecar(
         &format!("{grpc}, {dead}"),
-        &format!("      protocol: grpc\n      health: {{ grpc: \"\", {FAST_CHECKS} }}\n"),
+        &format!(
+            "      protocol: grpc\n      health: {{ grpc: orders.v1.Orders, {FAST_CHECKS} }}\n"
+        ),
     );
-    wait_state(&sidecar, dead, "unhealthy", Duration::from_secs(2));
-    wait_state(&sidecar, grpc, "unhealthy", Duration::from_secs(2));
-    let line = sidecar
-        .proc
-        .log()
-        .into_iter()
-        .find(|l| l.contains("endpoint unhealthy") && l.contains(&grpc.to_string()))
-        .unwrap();
-    assert!(line.contains("grpc-status 12"), "UNIMPLEMENTED: {line}");
+    wait_state(&proxy, dead, "unhealthy", Duration::from_secs(2));
+    // Several rounds later the serving endpoint is still healthy.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(state(&proxy, grpc), "healthy");
+    let (unknown, _port) = sidecar(
+        &grpc.to_string(),
+        &format!(
+            "      protocol: grpc\n      health: {{ grpc: nope.v1.Nothing, {FAST_CHECKS} }}\n"
+        ),
+    );
+    wait_state(&unknown, grpc, "unhealthy", Duration::from_secs(2));
 }

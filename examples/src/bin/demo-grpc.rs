@@ -125,7 +125,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listener = lifecycle::bind_and_announce(args.listen.listen).await?;
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    // grpc.health.v1: "" and "orders.v1.Orders" answer SERVING.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<OrdersServer<OrdersService>>().await;
     let server = tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(OrdersServer::new(OrdersService))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             // An error means the sender is gone, which also means stop.
