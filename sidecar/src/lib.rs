@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod errors;
 pub mod forward;
 pub mod http;
+pub mod iptables;
 pub mod listen;
 pub mod policy;
 pub mod resilience;

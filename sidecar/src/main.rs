@@ -38,6 +38,22 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The NAT rules that redirect this workload's TCP to the proxy.
+    Iptables {
+        /// print: show the commands; apply: write them (idempotent); remove: delete them.
+        #[arg(value_enum)]
+        action: IptablesAction,
+        /// The config file (YAML): listeners and `interception:`.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum IptablesAction {
+    Print,
+    Apply,
+    Remove,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -49,6 +65,7 @@ enum Format {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Check { files } => check(&files),
+        Command::Iptables { action, config } => iptables(action, &config),
         Command::Run {
             config,
             log_format,
@@ -74,6 +91,33 @@ fn check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn iptables(action: IptablesAction, path: &std::path::Path) -> ExitCode {
+    let settings = match config::load_file(path) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("{}: {error}", path.display());
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = sidecar::iptables::plan(&settings).and_then(|plan| match action {
+        IptablesAction::Print => {
+            print!("{}", plan.print());
+            Ok(())
+        }
+        IptablesAction::Apply => plan.apply(),
+        IptablesAction::Remove => plan.remove(),
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("sidecar iptables: {err}");
+            ExitCode::FAILURE
+        }
     }
 }
 

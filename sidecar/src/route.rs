@@ -2,13 +2,17 @@
 //! has a [`RouteKind`]: the inbound listener goes to the local app, an
 //! upstream's own port to that upstream, and the forward proxy looks the
 //! request's authority up among the upstreams' names and hosts (or, with
-//! passthrough, sends it where it asks).
+//! passthrough, sends it where it asks). The transparent listener (traffic
+//! redirected by iptables) tries the authority too, then the connection's
+//! original destination among the upstreams' endpoints, else sends the
+//! request on to that original destination.
 //! Reads: the current [`RouteTable`], swapped whole on reload, once per
 //! request. Writes: the [`Target`] into the request's extensions and the
 //! upstream name into [`RequestInfo`].
 //! Errors: [`RouteError::NoRoute`]; malformed targets are `RequestError`s.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -42,6 +46,8 @@ pub enum RouteKind {
     Upstream(Arc<str>),
     /// By the request's authority (HTTP forward proxy).
     Proxy,
+    /// By authority, then original destination (iptables-redirected traffic).
+    Transparent,
 }
 
 /// Where a request goes, decided by routing, read by `forward`.
@@ -62,6 +68,8 @@ pub struct RouteTable {
     by_host: HashMap<String, Arc<Cluster>>,
     inbound: Option<Arc<Cluster>>,
     passthrough: Option<Arc<Cluster>>,
+    /// Whether the forward proxy may use `passthrough` (the transparent listener always may).
+    proxy_passthrough: bool,
 }
 
 impl RouteTable {
@@ -88,7 +96,8 @@ impl RouteTable {
             .inbound
             .as_ref()
             .map(|i| reuse(&i.app, previous.inbound.as_ref()));
-        if settings.outbound.passthrough {
+        table.proxy_passthrough = settings.outbound.passthrough;
+        if settings.outbound.passthrough || settings.outbound.transparent.is_some() {
             let spec = UpstreamSettings {
                 name: Arc::from("passthrough"),
                 listen: None,
@@ -112,7 +121,61 @@ impl RouteTable {
         match kind {
             RouteKind::Inbound => self.inbound.clone(),
             RouteKind::Upstream(name) => self.clusters.get(name).cloned(),
-            RouteKind::Proxy => None,
+            RouteKind::Proxy | RouteKind::Transparent => None,
+        }
+    }
+
+    /// The upstream one of whose endpoints is `addr` (first by name), for the
+    /// transparent listener.
+    pub fn cluster_with_endpoint(&self, addr: SocketAddr) -> Option<Arc<Cluster>> {
+        let mut names: Vec<&Arc<str>> = self.clusters.keys().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|name| &self.clusters[name])
+            .find(|cluster| cluster.balancer.endpoints().iter().any(|e| e.addr == addr))
+            .cloned()
+    }
+
+    /// The upstream claiming `authority` by name or host (`host:port` first).
+    fn by_authority(&self, authority: &Authority) -> Option<&Arc<Cluster>> {
+        let exact = authority.as_str().to_ascii_lowercase();
+        let host = authority.host().to_ascii_lowercase();
+        self.by_host.get(&exact).or_else(|| self.by_host.get(&host))
+    }
+
+    /// Transparent routing: authority, then original destination, else
+    /// straight on to the original destination.
+    fn route_transparent(
+        &self,
+        authority: Option<Authority>,
+        original: Option<SocketAddr>,
+    ) -> Result<Target, BoxError> {
+        if let Some(cluster) = authority.as_ref().and_then(|a| self.by_authority(a)) {
+            return Ok(Target {
+                cluster: cluster.clone(),
+                passthrough: None,
+                authority: authority.ok_or(RequestError::MissingHost)?,
+            });
+        }
+        let original =
+            original.ok_or_else(|| RouteError::NoRoute("no original destination".into()))?;
+        let original_authority = Authority::try_from(original.to_string())?;
+        let authority = authority.unwrap_or_else(|| original_authority.clone());
+        if let Some(cluster) = self.cluster_with_endpoint(original) {
+            return Ok(Target {
+                cluster,
+                passthrough: None,
+                authority,
+            });
+        }
+        match &self.passthrough {
+            Some(cluster) => Ok(Target {
+                cluster: cluster.clone(),
+                passthrough: Some(original_authority),
+                authority,
+            }),
+            None => Err(RouteError::NoRoute(original.to_string()).into()),
         }
     }
 
@@ -130,7 +193,15 @@ impl RouteTable {
 
     /// Where a request goes. `authority` is `None` only for HTTP/1.0
     /// callers without `Host` on a listener bound to one cluster.
-    fn route(&self, kind: &RouteKind, authority: Option<Authority>) -> Result<Target, BoxError> {
+    fn route(
+        &self,
+        kind: &RouteKind,
+        authority: Option<Authority>,
+        original: Option<SocketAddr>,
+    ) -> Result<Target, BoxError> {
+        if *kind == RouteKind::Transparent {
+            return self.route_transparent(authority, original);
+        }
         if let Some(cluster) = self.listener_cluster(kind) {
             let authority = match authority {
                 Some(authority) => authority,
@@ -146,16 +217,14 @@ impl RouteTable {
         if *kind != RouteKind::Proxy {
             return Err(RouteError::NoRoute(authority.to_string()).into());
         }
-        let exact = authority.as_str().to_ascii_lowercase();
-        let host = authority.host().to_ascii_lowercase();
-        if let Some(cluster) = self.by_host.get(&exact).or_else(|| self.by_host.get(&host)) {
+        if let Some(cluster) = self.by_authority(&authority) {
             return Ok(Target {
                 cluster: cluster.clone(),
                 passthrough: None,
                 authority,
             });
         }
-        match &self.passthrough {
+        match self.passthrough.as_ref().filter(|_| self.proxy_passthrough) {
             Some(cluster) => Ok(Target {
                 cluster: cluster.clone(),
                 passthrough: Some(authority.clone()),
@@ -178,7 +247,11 @@ fn target_of(
         Err(RequestError::MissingHost) if req.version() == Version::HTTP_10 => None,
         Err(err) => return Err(err.into()),
     };
-    table.route(kind, authority)
+    let original = req
+        .extensions()
+        .get::<crate::http::ConnInfo>()
+        .and_then(|conn| conn.original_dst);
+    table.route(kind, authority, original)
 }
 
 /// The authority of a cluster's first endpoint, for callers that named none.
@@ -289,6 +362,37 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(reason(&err), Reason::BadRequest);
+    }
+
+    #[tokio::test]
+    async fn transparent_routes_by_authority_then_original_destination() {
+        let table = table(&format!("{PROXY}  transparent: 127.0.0.1:15002\n"));
+        let routed = |uri: &str, original: &str| {
+            let mut req = request(uri, Version::HTTP_11);
+            req.extensions_mut().insert(crate::http::ConnInfo {
+                original_dst: Some(original.parse().unwrap()),
+                ..Default::default()
+            });
+            target_of(&table, &RouteKind::Transparent, &req).unwrap()
+        };
+        let target = routed("http://orders.mesh.local/", "10.0.0.9:80");
+        assert_eq!(&**target.cluster.name(), "orders");
+        assert!(target.passthrough.is_none());
+        let target = routed("http://10.1.2.3:7001/", "127.0.0.1:7001");
+        assert_eq!(&**target.cluster.name(), "orders");
+        assert_eq!(target.authority.as_str(), "10.1.2.3:7001");
+        let target = routed("http://example.test/", "10.0.0.9:8081");
+        assert_eq!(target.passthrough.unwrap().as_str(), "10.0.0.9:8081");
+        assert_eq!(target.authority.as_str(), "example.test");
+        // The forward proxy does not inherit the transparent passthrough.
+        let err = target_of(
+            &table,
+            &RouteKind::Proxy,
+            &request("http://example.test/", Version::HTTP_11),
+        )
+        .err()
+        .unwrap();
+        assert_eq!(reason(&err), Reason::NoRoute);
     }
 
     #[tokio::test]

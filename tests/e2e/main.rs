@@ -13,6 +13,7 @@ mod health;
 mod http;
 mod mtls;
 mod tcp;
+mod transparent;
 mod websocket;
 
 use std::net::{SocketAddr, TcpListener};

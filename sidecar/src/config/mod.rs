@@ -38,6 +38,27 @@ pub struct Settings {
     pub inbound: Option<InboundSettings>,
     /// Outbound listeners and upstreams.
     pub outbound: OutboundSettings,
+    /// What `sidecar iptables` redirects (`interception:`, defaults filled).
+    pub interception: InterceptionSettings,
+}
+
+/// Transparent interception rules (`interception:`), validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterceptionSettings {
+    /// The proxy's user: its traffic is never redirected.
+    pub proxy_uid: u32,
+    /// The proxy's group, also exempt.
+    pub proxy_gid: Option<u32>,
+    /// Inbound ports redirected; empty: all.
+    pub inbound_ports: Vec<u16>,
+    /// Inbound ports never redirected.
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination ports never redirected.
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Outbound destination networks never redirected: (address, prefix length).
+    pub exclude_outbound_cidrs: Vec<(std::net::IpAddr, u8)>,
+    /// Also write ip6tables rules.
+    pub ipv6: bool,
 }
 
 /// What SIGTERM does.
@@ -114,6 +135,8 @@ pub struct OutboundSettings {
     pub proxy: Option<SocketAddr>,
     /// Unknown authorities go direct instead of `no_route`.
     pub passthrough: bool,
+    /// Transparent listener address (traffic redirected by iptables).
+    pub transparent: Option<SocketAddr>,
     /// Protocol detection timeout.
     pub detect_timeout: Duration,
     /// Named upstreams, in name order.
@@ -400,6 +423,14 @@ pub fn validate(
         .proxy
         .as_ref()
         .map(|p| errors.addr("outbound.proxy", p));
+    let transparent = outbound
+        .transparent
+        .as_ref()
+        .map(|t| errors.addr("outbound.transparent", t));
+    let interception = validate_interception(
+        &mut errors,
+        &config.interception.clone().unwrap_or_default(),
+    );
     let detect_timeout = errors.duration("outbound.detect_timeout", &outbound.detect_timeout);
     let resolver = Arc::new(validate_resolver(&mut errors, &config.resolver));
     let mut upstreams = Vec::new();
@@ -433,7 +464,7 @@ pub fn validate(
         };
         upstreams.push(settings);
     }
-    check_unique_listeners(&mut errors, admin, &inbound, proxy, &upstreams);
+    check_unique_listeners(&mut errors, admin, &inbound, proxy, transparent, &upstreams);
     if !errors.list.is_empty() {
         return Err(errors.list);
     }
@@ -448,9 +479,11 @@ pub fn validate(
         outbound: OutboundSettings {
             proxy,
             passthrough: outbound.passthrough,
+            transparent,
             detect_timeout,
             upstreams,
         },
+        interception,
         raw: config,
     })
 }
@@ -918,6 +951,7 @@ fn check_unique_listeners(
     admin: SocketAddr,
     inbound: &Option<InboundSettings>,
     proxy: Option<SocketAddr>,
+    transparent: Option<SocketAddr>,
     upstreams: &[UpstreamSettings],
 ) {
     let mut seen: HashMap<SocketAddr, String> = HashMap::new();
@@ -928,6 +962,7 @@ fn check_unique_listeners(
             .map(|i| ("inbound.listen".to_string(), i.listen)),
     );
     all.extend(proxy.map(|p| ("outbound.proxy".to_string(), p)));
+    all.extend(transparent.map(|t| ("outbound.transparent".to_string(), t)));
     all.extend(upstreams.iter().filter_map(|u| {
         u.listen
             .map(|l| (format!("outbound.upstreams.{}.listen", u.name), l))
@@ -940,6 +975,54 @@ fn check_unique_listeners(
             errors.push(&path, format!("address {addr} is already used by {first}"));
         }
     }
+}
+
+fn validate_interception(errors: &mut Errors<'_>, raw: &raw::Interception) -> InterceptionSettings {
+    for (field, ports) in [
+        ("inbound_ports", &raw.inbound_ports),
+        ("exclude_inbound_ports", &raw.exclude_inbound_ports),
+        ("exclude_outbound_ports", &raw.exclude_outbound_ports),
+    ] {
+        if ports.contains(&0) {
+            errors.push(&format!("interception.{field}"), "port 0 is not a port");
+        }
+    }
+    let mut cidrs = Vec::new();
+    for (i, text) in raw.exclude_outbound_cidrs.iter().enumerate() {
+        match parse_cidr(text) {
+            Some(cidr) => cidrs.push(cidr),
+            None => errors.push(
+                &format!("interception.exclude_outbound_cidrs[{i}]"),
+                format!("invalid network {text:?} (expected address/prefix, e.g. 10.0.0.0/8)"),
+            ),
+        }
+    }
+    InterceptionSettings {
+        proxy_uid: raw.proxy_uid,
+        proxy_gid: raw.proxy_gid,
+        inbound_ports: raw.inbound_ports.clone(),
+        exclude_inbound_ports: raw.exclude_inbound_ports.clone(),
+        exclude_outbound_ports: raw.exclude_outbound_ports.clone(),
+        exclude_outbound_cidrs: cidrs,
+        ipv6: raw.ipv6,
+    }
+}
+
+/// `10.0.0.0/8`, `fd00::/8`, or a bare address (a host route).
+fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr.parse().ok()?, prefix.parse().ok()?),
+        None => {
+            let addr: std::net::IpAddr = text.parse().ok()?;
+            (addr, if addr.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if std::net::IpAddr::is_ipv4(&addr) {
+        32
+    } else {
+        128
+    };
+    (prefix <= max).then_some((addr, prefix))
 }
 
 fn valid_name(name: &str) -> bool {

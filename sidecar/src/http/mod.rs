@@ -68,6 +68,9 @@ pub struct ConnInfo {
     pub peer_identity: Option<std::sync::Arc<str>>,
     /// The client's address.
     pub peer: Option<std::net::SocketAddr>,
+    /// Where the client meant to connect, for connections redirected to the
+    /// transparent listener (`SO_ORIGINAL_DST`).
+    pub original_dst: Option<std::net::SocketAddr>,
 }
 
 /// A request the proxy refuses before routing.

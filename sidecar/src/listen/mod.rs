@@ -2,6 +2,9 @@
 //! to its HTTP stack or to the opaque TCP relay. Every connection task is
 //! tracked, so drain can wait for them, and watches the drain signal: on
 //! drain the accept loop stops and HTTP connections shut down gracefully.
+//! The transparent listener (traffic redirected by `sidecar iptables`) first
+//! reads each connection's original destination (`SO_ORIGINAL_DST`); opaque
+//! connections go to the upstream owning that address, else straight to it.
 //! Reads: the running settings (detection timeout, opaque upstreams) and
 //! the route table, at each accept. Writes: connection metrics.
 
@@ -29,6 +32,41 @@ use crate::tls;
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a transparent passthrough connection may take to connect.
+const PASSTHROUGH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where a connection redirected by iptables `REDIRECT` was going
+/// (`SO_ORIGINAL_DST`, or `IP6T_SO_ORIGINAL_DST` for IPv6). A connection
+/// made straight to the listener (not redirected) is refused: relaying it
+/// to its "original" destination would connect the listener to itself.
+fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    let local = stream.local_addr()?;
+    let socket = socket2::SockRef::from(stream);
+    let v4 = match local {
+        SocketAddr::V4(_) => true,
+        SocketAddr::V6(v6) => v6.ip().to_ipv4_mapped().is_some(),
+    };
+    let original = if v4 {
+        socket.original_dst_v4()?
+    } else {
+        socket.original_dst_v6()?
+    };
+    let original = original.as_socket().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "original destination is not IP",
+        )
+    })?;
+    let unmapped = |addr: SocketAddr| SocketAddr::new(addr.ip().to_canonical(), addr.port());
+    if unmapped(original) == unmapped(local) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("original destination {original} is this listener (connection not redirected): refusing a loop"),
+        ));
+    }
+    Ok(original)
+}
+
 /// A listener the settings ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerSpec {
@@ -49,6 +87,13 @@ impl ListenerSpec {
                 kind: RouteKind::Inbound,
                 configured: inbound.listen,
                 path: "inbound.listen".into(),
+            });
+        }
+        if let Some(transparent) = settings.outbound.transparent {
+            specs.push(ListenerSpec {
+                kind: RouteKind::Transparent,
+                configured: transparent,
+                path: "outbound.transparent".into(),
             });
         }
         if let Some(proxy) = settings.outbound.proxy {
@@ -75,6 +120,7 @@ impl ListenerSpec {
         match &self.kind {
             RouteKind::Inbound => Arc::from("inbound"),
             RouteKind::Proxy => Arc::from("proxy"),
+            RouteKind::Transparent => Arc::from("transparent"),
             RouteKind::Upstream(name) => Arc::from(format!("outbound:{name}")),
         }
     }
@@ -100,6 +146,7 @@ impl Running {
         let (kind, upstream) = match &self.spec.kind {
             RouteKind::Inbound => ("inbound", None),
             RouteKind::Proxy => ("proxy", None),
+            RouteKind::Transparent => ("transparent", None),
             RouteKind::Upstream(name) => ("outbound", Some(name.to_string())),
         };
         ListenerInfo {
@@ -198,19 +245,42 @@ impl Accept {
 
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        let original_dst = match self.kind {
+            RouteKind::Transparent => match original_dst(&stream) {
+                Ok(addr) => Some(addr),
+                Err(err) => return warn!(error = %err, "transparent connection closed"),
+            },
+            _ => None,
+        };
         let gauge = self.shared.runtime.metrics.connections_open(&self.name);
         gauge.inc();
-        let (opaque, timeout) = self.detection();
+        let (opaque, timeout) = match original_dst {
+            Some(original) => self.transparent_detection(original),
+            None => self.detection(),
+        };
         let detected = if opaque {
             Ok((detect::Protocol::Opaque, Rewind::new(Bytes::new(), stream)))
         } else {
             detect::detect(stream, timeout).await
         };
         match detected {
-            Ok((protocol, io)) => self.serve(protocol, io, peer).await,
+            Ok((protocol, io)) => self.serve(protocol, io, peer, original_dst).await,
             Err(err) => debug!(error = %err, "connection failed during detection"),
         }
         gauge.dec();
+    }
+
+    /// Transparent connections to an opaque upstream's endpoint skip detection.
+    fn transparent_detection(&self, original: SocketAddr) -> (bool, Duration) {
+        let timeout = self.shared.runtime.settings.load().outbound.detect_timeout;
+        let cluster = self
+            .shared
+            .runtime
+            .routes
+            .load()
+            .cluster_with_endpoint(original);
+        let opaque = cluster.is_some_and(|c| c.settings.protocol == Protocol::Tcp);
+        (opaque, timeout)
     }
 
     /// Whether to skip detection, and how long detection may wait.
@@ -229,11 +299,17 @@ impl Accept {
                     .any(|u| u.name == *name && u.protocol == Protocol::Tcp);
                 (tcp, outbound)
             }
-            RouteKind::Proxy => (false, outbound),
+            RouteKind::Proxy | RouteKind::Transparent => (false, outbound),
         }
     }
 
-    async fn serve(&self, protocol: detect::Protocol, io: Rewind<TcpStream>, peer: SocketAddr) {
+    async fn serve(
+        &self,
+        protocol: detect::Protocol,
+        io: Rewind<TcpStream>,
+        peer: SocketAddr,
+        original_dst: Option<SocketAddr>,
+    ) {
         let metrics = &self.shared.runtime.metrics;
         let label = match protocol {
             detect::Protocol::Http1 => "http1",
@@ -260,6 +336,7 @@ impl Accept {
                     ConnInfo {
                         peer_identity: None,
                         peer: Some(peer),
+                        original_dst,
                     },
                 )
                 .await
@@ -285,6 +362,7 @@ impl Accept {
         let conn = ConnInfo {
             peer_identity,
             peer: Some(peer),
+            original_dst: None,
         };
         match alpn.as_deref() {
             Some(tls::ALPN_H2) => self.dispatch(detect::Protocol::Http2, stream, conn).await,
@@ -316,12 +394,15 @@ impl Accept {
                 if !self.tcp_allowed(&conn) {
                     return debug!(caller = ?conn.peer_identity, "opaque connection denied by authz");
                 }
-                let cluster = self
-                    .shared
-                    .runtime
-                    .routes
-                    .load()
-                    .listener_cluster(&self.kind);
+                let routes = self.shared.runtime.routes.load();
+                let cluster = match conn.original_dst {
+                    Some(original) => match routes.cluster_with_endpoint(original) {
+                        Some(cluster) => Some(cluster),
+                        None => return self.passthrough(io, original).await,
+                    },
+                    None => routes.listener_cluster(&self.kind),
+                };
+                drop(routes);
                 match cluster {
                     Some(cluster) => {
                         crate::tcp::serve(io, &cluster, &self.shared.runtime.metrics, &self.name)
@@ -330,6 +411,23 @@ impl Accept {
                     None => debug!("not HTTP, and this listener routes only HTTP: closing"),
                 }
             }
+        }
+    }
+
+    /// An opaque transparent connection no upstream owns: straight on to
+    /// where the client meant to go.
+    async fn passthrough<I>(&self, io: I, original: SocketAddr)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let metrics = &self.shared.runtime.metrics;
+        metrics.transparent_passthrough();
+        match crate::connect::tcp(original, PASSTHROUGH_CONNECT_TIMEOUT).await {
+            Ok(upstream) => {
+                let (received, sent) = crate::tcp::relay(io, upstream).await;
+                metrics.tcp_bytes(&self.name, received, sent);
+            }
+            Err(err) => debug!(%original, error = %err, "passthrough connect failed"),
         }
     }
 

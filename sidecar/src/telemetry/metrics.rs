@@ -99,6 +99,7 @@ pub struct Metrics {
     cert_expiry: Gauge,
     plaintext_refused: Counter,
     resilience: Family<DecisionLabels, Counter>,
+    transparent_passthrough: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -195,8 +196,15 @@ impl Metrics {
             "Resilience decisions by upstream: retries by reason, budget_exhausted, retries_exhausted, retry_limit, circuit_open, request_timeout",
             resilience.clone(),
         );
+        let transparent_passthrough = Counter::default();
+        registry.register(
+            "transparent_passthrough",
+            "Opaque connections the transparent listener sent straight to their original destination (no upstream has it)",
+            transparent_passthrough.clone(),
+        );
         Self {
             registry,
+            transparent_passthrough,
             resilience,
             cert_expiry,
             plaintext_refused,
@@ -339,6 +347,11 @@ impl Metrics {
     /// Counts a plaintext connection refused in strict mode.
     pub fn plaintext_refused(&self) {
         self.plaintext_refused.inc();
+    }
+
+    /// One opaque connection passed through to its original destination.
+    pub fn transparent_passthrough(&self) {
+        self.transparent_passthrough.inc();
     }
 
     /// The Prometheus text exposition of every metric.

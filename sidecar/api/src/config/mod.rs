@@ -48,6 +48,55 @@ pub struct Config {
     /// Traffic that leaves the service.
     #[serde(default)]
     pub outbound: Outbound,
+    /// The NAT rules `sidecar iptables` writes (transparent interception);
+    /// omitted: the defaults of [`Interception`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interception: Option<Interception>,
+}
+
+/// Which traffic `sidecar iptables apply` redirects to the proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Interception {
+    /// The proxy runs as this user; its own traffic is never redirected.
+    #[serde(default = "default_proxy_uid")]
+    pub proxy_uid: u32,
+    /// The proxy's group, also exempt (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_gid: Option<u32>,
+    /// Inbound TCP ports redirected to the inbound listener; empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound_ports: Vec<u16>,
+    /// Inbound ports never redirected (the admin port always is excluded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_inbound_ports: Vec<u16>,
+    /// Outbound destination ports never redirected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_ports: Vec<u16>,
+    /// Outbound destination networks never redirected (`10.0.0.0/8`, `fd00::/8`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_outbound_cidrs: Vec<String>,
+    /// Also write the ip6tables rules.
+    #[serde(default = "default_true")]
+    pub ipv6: bool,
+}
+
+fn default_proxy_uid() -> u32 {
+    1337
+}
+
+impl Default for Interception {
+    fn default() -> Self {
+        Self {
+            proxy_uid: default_proxy_uid(),
+            proxy_gid: None,
+            inbound_ports: Vec::new(),
+            exclude_inbound_ports: Vec::new(),
+            exclude_outbound_ports: Vec::new(),
+            exclude_outbound_cidrs: Vec::new(),
+            ipv6: true,
+        }
+    }
 }
 
 /// What the proxy is for.
@@ -195,6 +244,10 @@ pub struct Outbound {
     /// to that authority instead of failing with `no_route`.
     #[serde(default)]
     pub passthrough: bool,
+    /// Transparent listener for traffic redirected by `sidecar iptables`
+    /// (routed by the connection's original destination); omit for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transparent: Option<String>,
     /// How long protocol detection waits for the first bytes.
     #[serde(default = "default_detect_timeout")]
     pub detect_timeout: String,
@@ -745,6 +798,7 @@ impl Default for Outbound {
         Self {
             proxy: None,
             passthrough: false,
+            transparent: None,
             detect_timeout: default_detect_timeout(),
             upstreams: BTreeMap::new(),
         }
