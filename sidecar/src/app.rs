@@ -143,7 +143,7 @@ impl App {
             .iter()
             .filter(|w| !running.iter().any(|r| r.spec == **w))
         {
-            match listen::bind(spec.configured) {
+            match spec.bind() {
                 Ok(listener) => fresh.push((listener, spec.clone())),
                 Err(err) => errors.push(format!(
                     "{}: cannot listen on {}: {err}",

@@ -211,8 +211,9 @@ fn wire(protocol: Protocol, version: Version, upgrade: bool) -> Wire {
         _ if upgrade => Wire::Http1,
         Protocol::Http1 => Wire::Http1,
         Protocol::Http2 | Protocol::Grpc => Wire::Http2,
-        Protocol::Auto | Protocol::Tcp if version == Version::HTTP_2 => Wire::Http2,
-        Protocol::Auto | Protocol::Tcp => Wire::Http1,
+        // UDP clusters are never routed HTTP; listed so the match stays exhaustive.
+        Protocol::Auto | Protocol::Tcp | Protocol::Udp if version == Version::HTTP_2 => Wire::Http2,
+        Protocol::Auto | Protocol::Tcp | Protocol::Udp => Wire::Http1,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod stack;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
+pub mod udp;
 
 /// Errors as they travel between services and tasks.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

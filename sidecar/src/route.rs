@@ -87,7 +87,9 @@ impl RouteTable {
         let mut table = RouteTable::default();
         for spec in &settings.outbound.upstreams {
             let cluster = reuse(spec, previous.clusters.get(&spec.name));
-            for host in &spec.hosts {
+            // UDP upstreams are reached through their own listener only, never by authority.
+            let udp = spec.protocol == mesh_api::config::Protocol::Udp;
+            for host in spec.hosts.iter().filter(|_| !udp) {
                 table.by_host.insert(host.clone(), cluster.clone());
             }
             table.clusters.insert(spec.name.clone(), cluster);
@@ -133,6 +135,7 @@ impl RouteTable {
         names
             .into_iter()
             .map(|name| &self.clusters[name])
+            .filter(|cluster| cluster.settings.protocol != mesh_api::config::Protocol::Udp)
             .find(|cluster| cluster.balancer.endpoints().iter().any(|e| e.addr == addr))
             .cloned()
     }

@@ -20,10 +20,11 @@ const TTL: Duration = Duration::from_secs(1);
 /// Polling and process scheduling on a busy machine, on top of TTL + 1 s.
 const SLACK: Duration = Duration::from_millis(500);
 
-/// A dnsmasq serving `*.test` from a hosts file it re-reads on SIGHUP.
-struct Dns {
-    proc: Proc,
-    port: u16,
+/// A dnsmasq serving `*.test` from a hosts file it re-reads on SIGHUP
+/// (also the UDP backends of `udp.rs`).
+pub(crate) struct Dns {
+    pub(crate) proc: Proc,
+    pub(crate) port: u16,
     hosts: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -32,7 +33,7 @@ impl Dns {
     /// Starts dnsmasq with `hosts` as its hosts file and `extra` flags
     /// (e.g. `--srv-host=...`). Names under `test` that it does not know
     /// get NXDOMAIN (`--local=/test/`).
-    fn start(hosts: &str, extra: &[String]) -> Dns {
+    pub(crate) fn start(hosts: &str, extra: &[String]) -> Dns {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hosts");
         std::fs::write(&file, hosts).unwrap();

@@ -14,6 +14,7 @@ mod http;
 mod mtls;
 mod tcp;
 mod transparent;
+mod udp;
 mod websocket;
 
 use std::net::{SocketAddr, TcpListener};

@@ -387,6 +387,12 @@ pub fn validate(
     });
     let inbound = config.inbound.as_ref().map(|inbound| {
         let app = errors.addr("inbound.app", &inbound.app);
+        if inbound.protocol == Protocol::Udp {
+            errors.push(
+                "inbound.protocol",
+                "udp is not supported on the inbound listener (UDP upstreams are outbound only)",
+            );
+        }
         let opaque =
             inbound.protocol == Protocol::Tcp || inbound.opaque_ports.contains(&app.port());
         InboundSettings {
@@ -440,6 +446,8 @@ pub fn validate(
         let mut settings =
             validate_upstream(&mut errors, &at, name, upstream, &mut claimed, &resolver);
         settings.tls = match (&identity, upstream.mtls) {
+            // No DTLS: UDP upstreams are always plaintext.
+            _ if upstream.protocol == Protocol::Udp => None,
             (Some(identity), true) => {
                 let expected = upstream
                     .identity
@@ -527,6 +535,9 @@ fn validate_upstream(
         }
     }
     let discovery = validate_discovery(errors, at, &upstream.discovery, resolver);
+    if upstream.protocol == Protocol::Udp {
+        check_udp_upstream(errors, at, upstream);
+    }
     UpstreamSettings {
         name: Arc::from(name),
         listen,
@@ -552,6 +563,47 @@ fn validate_upstream(
             .health
             .as_ref()
             .map(|health| validate_health(errors, &format!("{at}.health"), health)),
+    }
+}
+
+/// `protocol: udp`: a dedicated `listen` port is the only way in (no
+/// forward proxy or transparent path carries UDP), and what only TCP or
+/// HTTP can do is refused rather than silently ignored.
+fn check_udp_upstream(errors: &mut Errors<'_>, at: &str, upstream: &raw::Upstream) {
+    if upstream.listen.is_none() {
+        errors.push(
+            &format!("{at}.listen"),
+            "required with protocol: udp (UDP reaches an upstream only through its own listen port)",
+        );
+    }
+    if !upstream.hosts.is_empty() {
+        errors.push(
+            &format!("{at}.hosts"),
+            "not supported with protocol: udp (the forward proxy carries HTTP only)",
+        );
+    }
+    if parse_duration(&upstream.timeouts.idle).is_ok_and(|idle| idle.is_zero()) {
+        errors.push(
+            &format!("{at}.timeouts.idle"),
+            "must be more than 0 with protocol: udp (it is the flow idle timeout)",
+        );
+    }
+    if upstream.health.is_some() {
+        errors.push(
+            &format!("{at}.health"),
+            "not supported with protocol: udp (passive outlier ejection still applies)",
+        );
+    }
+    if let Balance::RingHash(ring) = &upstream.balance {
+        if ring.key != "source_ip" {
+            errors.push(
+                &format!("{at}.balance.ring_hash.key"),
+                format!(
+                    "only source_ip is supported with protocol: udp, got {:?}",
+                    ring.key
+                ),
+            );
+        }
     }
 }
 
@@ -954,24 +1006,27 @@ fn check_unique_listeners(
     transparent: Option<SocketAddr>,
     upstreams: &[UpstreamSettings],
 ) {
-    let mut seen: HashMap<SocketAddr, String> = HashMap::new();
-    let mut all = vec![("admin.listen".to_string(), admin)];
+    // A UDP and a TCP listener may share an address: the key holds the transport.
+    let mut seen: HashMap<(SocketAddr, bool), String> = HashMap::new();
+    let mut all = vec![("admin.listen".to_string(), admin, false)];
     all.extend(
         inbound
             .as_ref()
-            .map(|i| ("inbound.listen".to_string(), i.listen)),
+            .map(|i| ("inbound.listen".to_string(), i.listen, false)),
     );
-    all.extend(proxy.map(|p| ("outbound.proxy".to_string(), p)));
-    all.extend(transparent.map(|t| ("outbound.transparent".to_string(), t)));
+    all.extend(proxy.map(|p| ("outbound.proxy".to_string(), p, false)));
+    all.extend(transparent.map(|t| ("outbound.transparent".to_string(), t, false)));
     all.extend(upstreams.iter().filter_map(|u| {
-        u.listen
-            .map(|l| (format!("outbound.upstreams.{}.listen", u.name), l))
+        u.listen.map(|l| {
+            let path = format!("outbound.upstreams.{}.listen", u.name);
+            (path, l, u.protocol == Protocol::Udp)
+        })
     }));
-    for (path, addr) in all {
+    for (path, addr, udp) in all {
         if addr.port() == 0 {
             continue;
         }
-        if let Some(first) = seen.insert(addr, path.clone()) {
+        if let Some(first) = seen.insert((addr, udp), path.clone()) {
             errors.push(&path, format!("address {addr} is already used by {first}"));
         }
     }
@@ -1184,5 +1239,36 @@ mod tests {
             "{errors:#?}"
         );
         assert_eq!(errors[0].line, Some(6));
+    }
+
+    #[test]
+    fn udp_upstreams_need_a_listener_and_refuse_what_only_tcp_does() {
+        let text = "service: web\ninbound: { app: 127.0.0.1:8080, protocol: udp }\noutbound:\n  upstreams:\n    dns:\n      protocol: udp\n      hosts: [dns.local]\n      timeouts: { idle: 0s }\n      balance: { ring_hash: { key: header:x } }\n      health: { tcp: true }\n      discovery: { endpoints: [127.0.0.1:53] }\n";
+        let errors = load_str(text).expect_err("invalid");
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "inbound.protocol",
+                "outbound.upstreams.dns.listen",
+                "outbound.upstreams.dns.hosts",
+                "outbound.upstreams.dns.timeouts.idle",
+                "outbound.upstreams.dns.health",
+                "outbound.upstreams.dns.balance.ring_hash.key",
+            ],
+            "{errors:#?}"
+        );
+        assert_eq!(
+            errors[1].line,
+            Some(5),
+            "a missing key points at its parent"
+        );
+        // UDP may share a TCP listener's address; two UDP listeners may not.
+        let text = "service: web\noutbound:\n  upstreams:\n    dns:\n      listen: 127.0.0.1:5353\n      protocol: udp\n      discovery: { endpoints: [127.0.0.1:53] }\n    tcp-dns:\n      listen: 127.0.0.1:5353\n      protocol: tcp\n      discovery: { endpoints: [127.0.0.1:53] }\n";
+        let settings = load_str(text).expect("udp and tcp share a port");
+        assert!(settings.outbound.upstreams[0].tls.is_none());
+        let text = text.replace("protocol: tcp", "protocol: udp");
+        let errors = load_str(&text).expect_err("two udp listeners on one port");
+        assert_eq!(errors[0].path, "outbound.upstreams.tcp-dns.listen");
     }
 }

@@ -5,6 +5,8 @@
 //! The transparent listener (traffic redirected by `sidecar iptables`) first
 //! reads each connection's original destination (`SO_ORIGINAL_DST`); opaque
 //! connections go to the upstream owning that address, else straight to it.
+//! A `protocol: udp` upstream's listener is a UDP socket, served by
+//! `crate::udp` (same stop token, same reload rules).
 //! Reads: the running settings (detection timeout, opaque upstreams) and
 //! the route table, at each accept. Writes: connection metrics.
 
@@ -76,6 +78,8 @@ pub struct ListenerSpec {
     pub configured: SocketAddr,
     /// YAML path of the address, for errors.
     pub path: String,
+    /// A UDP socket (`protocol: udp` upstreams) rather than a TCP listener.
+    pub udp: bool,
 }
 
 impl ListenerSpec {
@@ -87,6 +91,7 @@ impl ListenerSpec {
                 kind: RouteKind::Inbound,
                 configured: inbound.listen,
                 path: "inbound.listen".into(),
+                udp: false,
             });
         }
         if let Some(transparent) = settings.outbound.transparent {
@@ -94,6 +99,7 @@ impl ListenerSpec {
                 kind: RouteKind::Transparent,
                 configured: transparent,
                 path: "outbound.transparent".into(),
+                udp: false,
             });
         }
         if let Some(proxy) = settings.outbound.proxy {
@@ -101,6 +107,7 @@ impl ListenerSpec {
                 kind: RouteKind::Proxy,
                 configured: proxy,
                 path: "outbound.proxy".into(),
+                udp: false,
             });
         }
         for upstream in &settings.outbound.upstreams {
@@ -109,10 +116,20 @@ impl ListenerSpec {
                     kind: RouteKind::Upstream(upstream.name.clone()),
                     configured: listen,
                     path: format!("outbound.upstreams.{}.listen", upstream.name),
+                    udp: upstream.protocol == Protocol::Udp,
                 });
             }
         }
         specs
+    }
+
+    /// Binds its address: a TCP listener, or a UDP socket.
+    pub fn bind(&self) -> std::io::Result<Bound> {
+        if self.udp {
+            crate::udp::bind(self.configured).map(Bound::Udp)
+        } else {
+            bind(self.configured).map(Bound::Tcp)
+        }
     }
 
     /// The metrics / log name: `inbound`, `proxy`, `outbound:<upstream>`.
@@ -126,6 +143,14 @@ impl ListenerSpec {
     }
 }
 
+/// A bound listener socket, not serving yet.
+pub enum Bound {
+    /// Accepts connections.
+    Tcp(TcpListener),
+    /// Receives datagrams (a `protocol: udp` upstream).
+    Udp(tokio::net::UdpSocket),
+}
+
 /// A listener that is accepting.
 pub struct Running {
     /// What was asked for.
@@ -136,7 +161,8 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting; connections already accepted go on.
+    /// Stops accepting; connections already accepted go on (UDP flows end:
+    /// their replies go out through the listener socket).
     pub fn stop(&self) {
         self.stop.cancel();
     }
@@ -181,14 +207,24 @@ pub struct Shared {
     pub tracker: TaskTracker,
 }
 
-/// Starts accepting on `listener`.
-pub fn start(
-    listener: TcpListener,
-    spec: ListenerSpec,
-    shared: &Shared,
-) -> std::io::Result<Running> {
-    let bound = listener.local_addr()?;
+/// Starts accepting on `listener` (or relaying datagrams on a UDP socket).
+pub fn start(listener: Bound, spec: ListenerSpec, shared: &Shared) -> std::io::Result<Running> {
     let stop = shared.drain.child_token();
+    let listener = match (listener, &spec.kind) {
+        (Bound::Tcp(listener), _) => listener,
+        (Bound::Udp(socket), RouteKind::Upstream(upstream)) => {
+            let bound = socket.local_addr()?;
+            crate::udp::spawn(socket, upstream.clone(), shared, stop.clone());
+            return Ok(Running { spec, bound, stop });
+        }
+        (Bound::Udp(_), _) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{}: only upstreams listen on UDP", spec.path),
+            ))
+        }
+    };
+    let bound = listener.local_addr()?;
     let name = spec.name();
     let service = match &spec.kind {
         RouteKind::Inbound => stack::inbound(&shared.runtime),

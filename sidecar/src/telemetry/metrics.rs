@@ -13,6 +13,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::connect::ConnectionMetrics;
+use crate::udp::FlowMetrics;
 
 /// Which way a request or connection travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +101,9 @@ pub struct Metrics {
     plaintext_refused: Counter,
     resilience: Family<DecisionLabels, Counter>,
     transparent_passthrough: Counter,
+    udp_flows: Family<UpstreamLabels, Counter>,
+    udp_flows_open: Family<UpstreamLabels, Gauge>,
+    udp_flows_refused: Family<UpstreamLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -202,8 +206,29 @@ impl Metrics {
             "Opaque connections the transparent listener sent straight to their original destination (no upstream has it)",
             transparent_passthrough.clone(),
         );
+        let udp_flows = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "udp_flows",
+            "UDP client flows opened to an upstream endpoint",
+            udp_flows.clone(),
+        );
+        let udp_flows_open = Family::<UpstreamLabels, Gauge>::default();
+        registry.register(
+            "udp_flows_open",
+            "UDP client flows open now",
+            udp_flows_open.clone(),
+        );
+        let udp_flows_refused = Family::<UpstreamLabels, Counter>::default();
+        registry.register(
+            "udp_flows_refused",
+            "UDP datagrams dropped because no flow could be opened (flow cap reached, no endpoint, socket error)",
+            udp_flows_refused.clone(),
+        );
         Self {
             registry,
+            udp_flows,
+            udp_flows_open,
+            udp_flows_refused,
             transparent_passthrough,
             resilience,
             cert_expiry,
@@ -272,6 +297,18 @@ impl Metrics {
         ConnectionMetrics {
             opened: self.upstream_opened.get_or_create(&labels).clone(),
             open: self.upstream_open.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Handles for a UDP listener's flow counters.
+    pub fn udp_flows(&self, upstream: &Arc<str>) -> FlowMetrics {
+        let labels = UpstreamLabels {
+            upstream: upstream.clone(),
+        };
+        FlowMetrics {
+            opened: self.udp_flows.get_or_create(&labels).clone(),
+            open: self.udp_flows_open.get_or_create(&labels).clone(),
+            refused: self.udp_flows_refused.get_or_create(&labels).clone(),
         }
     }
 

@@ -756,6 +756,9 @@ pub enum Protocol {
     Grpc,
     /// Opaque TCP, never sniffed.
     Tcp,
+    /// UDP datagrams, balanced per client flow (outbound upstreams with
+    /// `listen` only; a flow ends after `timeouts.idle` without traffic).
+    Udp,
 }
 
 impl Default for Admin {
