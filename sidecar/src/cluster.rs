@@ -10,7 +10,7 @@ use mesh_api::admin::{ClusterInfo, EndpointInfo};
 
 use crate::balance::Balancer;
 use crate::config::UpstreamSettings;
-use crate::connect::{Pool, UpstreamTls};
+use crate::connect::{ConnectionLimits, Pool, UpstreamTls};
 use crate::discovery::{DiscoveryStatus, EndpointSet};
 use crate::resilience::health::{self, HealthChecker};
 use crate::resilience::ClusterState;
@@ -57,6 +57,10 @@ impl Cluster {
             settings.idle_timeout,
             metrics.upstream_connections(&settings.name),
             tls,
+            ConnectionLimits {
+                max_connections: settings.resilience.max_connections,
+                max_pending: settings.resilience.max_pending,
+            },
         );
         let balancer = Arc::new(balancer);
         let health = settings.health.clone().map(|health| {

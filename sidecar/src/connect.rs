@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,6 +48,10 @@ pub enum ConnectError {
     /// A passthrough authority did not resolve.
     #[error("could not resolve {0}")]
     Resolve(String),
+    /// The cluster is at `limits.max_connections` or `limits.max_pending`:
+    /// no connection was tried (a circuit-breaker decision, not the endpoint's fault).
+    #[error("the upstream is at its connection limit")]
+    Overflow,
     /// The TLS handshake with the upstream proxy failed.
     #[error("TLS handshake with the endpoint failed: {0}")]
     Tls(#[source] std::io::Error),
@@ -73,6 +77,11 @@ impl Unsent {
             error,
             request: Mutex::new(Some(request)),
         }
+    }
+
+    /// Whether the proxy's own limits, not the endpoint, stopped it.
+    pub fn overflowed(&self) -> bool {
+        matches!(self.error, ConnectError::Overflow)
     }
 
     /// The unsent request, once.
@@ -189,6 +198,15 @@ pub enum Wire {
     Http2,
 }
 
+/// Circuit-breaker limits on a cluster's connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Connections open at once.
+    pub max_connections: u32,
+    /// Connections being opened at once.
+    pub max_pending: u32,
+}
+
 /// A cluster's connection pool.
 #[derive(Clone)]
 pub struct Pool(Arc<Inner>);
@@ -203,6 +221,11 @@ struct Inner {
     idle_timeout: Duration,
     metrics: ConnectionMetrics,
     tls: Option<UpstreamTls>,
+    limits: ConnectionLimits,
+    /// Connections open now (counted by `ConnectionGuard`).
+    open: Arc<AtomicU32>,
+    /// Connections being opened now.
+    connecting: AtomicU32,
     idle_h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
 }
@@ -214,12 +237,16 @@ impl Pool {
         idle_timeout: Duration,
         metrics: ConnectionMetrics,
         tls: Option<UpstreamTls>,
+        limits: ConnectionLimits,
     ) -> Self {
         let inner = Arc::new(Inner {
             connect_timeout,
             idle_timeout,
             metrics,
             tls,
+            limits,
+            open: Arc::new(AtomicU32::new(0)),
+            connecting: AtomicU32::new(0),
             idle_h1: Mutex::default(),
             h2: Mutex::default(),
         });
@@ -267,6 +294,26 @@ impl Pool {
 
     /// TCP to the endpoint, then mutual TLS offering `alpn` if the cluster uses it.
     async fn open(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        alpn: &'static [u8],
+    ) -> Result<UpstreamIo, ConnectError> {
+        let inner = &self.0;
+        // Connections being opened count toward both limits until they are open.
+        let pending = inner.connecting.fetch_add(1, Ordering::AcqRel);
+        let over = pending >= inner.limits.max_pending
+            || inner.open.load(Ordering::Acquire).saturating_add(pending)
+                >= inner.limits.max_connections;
+        let result = if over {
+            Err(ConnectError::Overflow)
+        } else {
+            self.connect(endpoint, alpn).await
+        };
+        inner.connecting.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    async fn connect(
         &self,
         endpoint: &Arc<EndpointState>,
         alpn: &'static [u8],
@@ -431,9 +478,11 @@ impl Pool {
         self.0.metrics.opened.inc();
         self.0.metrics.open.inc();
         endpoint.connections.fetch_add(1, Ordering::Relaxed);
+        self.0.open.fetch_add(1, Ordering::AcqRel);
         ConnectionGuard {
             endpoint: endpoint.clone(),
             open: self.0.metrics.open.clone(),
+            count: self.0.open.clone(),
         }
     }
 }
@@ -442,11 +491,13 @@ impl Pool {
 pub struct ConnectionGuard {
     endpoint: Arc<EndpointState>,
     open: Gauge,
+    count: Arc<AtomicU32>,
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.open.dec();
+        self.count.fetch_sub(1, Ordering::AcqRel);
         self.endpoint.connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -100,6 +100,7 @@ pub fn reason(err: &BoxError) -> Reason {
     {
         match err {
             connect::ConnectError::Identity(_) => Reason::UpstreamIdentity,
+            connect::ConnectError::Overflow => Reason::CircuitOpen,
             _ => Reason::UpstreamConnectFailed,
         }
     } else if let Some(connect::UpstreamError(err)) = err.downcast_ref::<connect::UpstreamError>() {

@@ -111,14 +111,18 @@ async fn forward(
     let mut response = match target.cluster.pool.send(&endpoint, wire, req).await {
         Ok(response) => response,
         Err(err) => {
-            // A failing endpoint answers fast: it must not look fast to the balancer.
-            endpoint.observe(FAILURE_PENALTY);
-            let outcome = if err.is::<crate::connect::Unsent>() {
-                Outcome::ConnectFailure
-            } else {
-                Outcome::ServerError
-            };
-            record(&target, &endpoint, outcome, &metrics);
+            let unsent = err.downcast_ref::<crate::connect::Unsent>();
+            // The proxy's own connection limits say nothing about the endpoint.
+            if !unsent.is_some_and(crate::connect::Unsent::overflowed) {
+                // A failing endpoint answers fast: it must not look fast to the balancer.
+                endpoint.observe(FAILURE_PENALTY);
+                let outcome = if unsent.is_some() {
+                    Outcome::ConnectFailure
+                } else {
+                    Outcome::ServerError
+                };
+                record(&target, &endpoint, outcome, &metrics);
+            }
             return Err(err);
         }
     };

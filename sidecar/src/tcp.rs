@@ -45,16 +45,16 @@ pub async fn serve<I>(
     };
     let _active = endpoint.start();
     let connected = cluster.pool.connect_opaque(&endpoint).await;
-    let outcome = match connected {
-        Ok(_) => crate::resilience::outlier::Outcome::Success,
-        Err(_) => crate::resilience::outlier::Outcome::ConnectFailure,
+    // The proxy's own connection limits say nothing about the endpoint.
+    let outcome = match &connected {
+        Ok(_) => Some(crate::resilience::outlier::Outcome::Success),
+        Err(crate::connect::ConnectError::Overflow) => None,
+        Err(_) => Some(crate::resilience::outlier::Outcome::ConnectFailure),
     };
-    if crate::resilience::outlier::observe(
-        &cluster.balancer,
-        &endpoint,
-        outcome,
-        &cluster.settings.resilience.outlier,
-    ) {
+    let outlier = &cluster.settings.resilience.outlier;
+    if outcome.is_some_and(|o| {
+        crate::resilience::outlier::observe(&cluster.balancer, &endpoint, o, outlier)
+    }) {
         metrics.resilience(cluster.name(), "ejected");
     }
     match connected {

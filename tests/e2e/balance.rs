@@ -320,3 +320,54 @@ fn an_endpoint_in_maintenance_gets_no_new_requests() {
     );
     assert_eq!(code, 404, "unknown endpoints are named as such");
 }
+
+#[test]
+fn the_connection_limit_fails_fast_without_blaming_the_endpoint() {
+    let apps = backends(&["slow"], &[]);
+    // HTTP/1.1 upstream: one connection per concurrent request.
+    let (sidecar, port) = sidecar(
+        &apps[0].1.to_string(),
+        "      protocol: http1\n      limits: { max_connections: 2 }\n",
+    );
+    let url = format!("http://{port}/slow?ms=1000");
+    let mut args = vec![
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "8",
+        "-w",
+        "%{http_code} %{time_total}\\n",
+    ];
+    for _ in 0..8 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    let lines: Vec<(String, f64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(' ')
+                .map(|(c, t)| (c.to_string(), t.parse().unwrap_or(99.0)))
+        })
+        .collect();
+    let served = lines.iter().filter(|(c, _)| c == "200").count();
+    let shed: Vec<f64> = lines
+        .iter()
+        .filter(|(c, _)| c == "503")
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(
+        served, 2,
+        "two connections, two slow requests served: {lines:?}"
+    );
+    assert_eq!(shed.len(), 6, "{lines:?}");
+    assert!(shed.iter().all(|t| *t < 0.5), "shed at once: {shed:?}");
+    assert_eq!(
+        state(&sidecar, apps[0].1),
+        "healthy",
+        "the proxy's own limit ejects nobody"
+    );
+    assert_eq!(
+        sidecar.metric("mesh_upstream_connections_total{upstream=\"web\"}"),
+        2.0
+    );
+}

@@ -217,6 +217,10 @@ pub struct ResilienceSettings {
     pub max_requests: u32,
     /// Retries in flight to the cluster.
     pub max_retries: u32,
+    /// Connections open to the cluster.
+    pub max_connections: u32,
+    /// Connections being opened at once.
+    pub max_pending: u32,
     /// Passive outlier ejection.
     pub outlier: OutlierSettings,
 }
@@ -755,7 +759,11 @@ fn validate_resilience(
             "must not be less than backoff.base",
         );
     }
-    for (field, value) in [("limits.max_requests", limits.max_requests)] {
+    for (field, value) in [
+        ("limits.max_requests", limits.max_requests),
+        ("limits.max_connections", limits.max_connections),
+        ("limits.max_pending", limits.max_pending),
+    ] {
         if value == 0 {
             errors.push(&join(field), "must be at least 1");
         }
@@ -782,6 +790,8 @@ fn validate_resilience(
         retry: policy,
         max_requests: limits.max_requests,
         max_retries: limits.max_retries,
+        max_connections: limits.max_connections,
+        max_pending: limits.max_pending,
         outlier,
     }
 }

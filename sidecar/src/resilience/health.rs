@@ -589,6 +589,10 @@ mod tests {
             Duration::from_secs(60),
             ConnectionMetrics::default(),
             None,
+            crate::connect::ConnectionLimits {
+                max_connections: 16,
+                max_pending: 16,
+            },
         )
     }
 

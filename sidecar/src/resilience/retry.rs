@@ -128,6 +128,8 @@ fn retry_reason(outcome: &Outcome, policy: &RetryPolicy, idempotent: bool) -> Op
         }
         Ok(_) => None,
         // Never sent: safe whatever the method.
+        // Over the cluster's own connection limits: retrying would only add load.
+        Err(err) if err.downcast_ref::<Unsent>().is_some_and(Unsent::overflowed) => None,
         Err(err) if err.is::<Unsent>() => policy.connect_failure.then_some("connect_failure"),
         Err(err) if err.is::<UpstreamError>() => (policy.reset && idempotent).then_some("reset"),
         Err(err) if err.is::<ResilienceError>() => {

@@ -609,6 +609,12 @@ fn default_percent() -> u8 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
+    /// Connections open to the cluster's endpoints.
+    #[serde(default = "default_limit")]
+    pub max_connections: u32,
+    /// Connections being opened at once (requests waiting for a connection).
+    #[serde(default = "default_limit")]
+    pub max_pending: u32,
     /// Requests in flight to the cluster.
     #[serde(default = "default_limit")]
     pub max_requests: u32,
@@ -697,6 +703,8 @@ impl Default for Budget {
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            max_connections: default_limit(),
+            max_pending: default_limit(),
             max_requests: default_limit(),
             max_retries: default_max_retries(),
         }
