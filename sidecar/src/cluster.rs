@@ -51,7 +51,8 @@ impl Cluster {
             endpoints,
             settings.balance.clone(),
             settings.resilience.outlier.panic_below_percent,
-        );
+        )
+        .with_locality(settings.locality.clone());
         let pool = Pool::new(
             settings.connect_timeout,
             settings.idle_timeout,

@@ -112,6 +112,7 @@ impl RouteTable {
                 connect_timeout: std::time::Duration::from_secs(1),
                 idle_timeout: std::time::Duration::from_secs(60),
                 tls: None,
+                locality: None,
             };
             table.passthrough = Some(reuse(&spec, previous.passthrough.as_ref()));
         }

@@ -371,3 +371,35 @@ fn the_connection_limit_fails_fast_without_blaming_the_endpoint() {
         2.0
     );
 }
+
+#[test]
+fn locality_keeps_traffic_in_the_zone_and_spills_when_it_empties() {
+    let apps = backends(&["a1", "a2", "b1"], &[]);
+    let endpoints = format!(
+        "{{ addr: {}, zone: a }}, {{ addr: {}, zone: a }}, {{ addr: {}, zone: b }}",
+        apps[0].1, apps[1].1, apps[2].1
+    );
+    let sidecar = Sidecar::start(&format!(
+        "service: client\nadmin: {{ listen: 127.0.0.1:0 }}\nlocality: {{ zone: a }}\noutbound:\n  upstreams:\n    web:\n      listen: 127.0.0.1:0\n      balance: round_robin\n      discovery: {{ endpoints: [{endpoints}] }}\n"
+    ));
+    let port = sidecar.listener("outbound", Some("web"));
+    let counts = spread(port, 40, 2);
+    assert_eq!(
+        counts.get("b1"),
+        None,
+        "zone b idle while zone a serves: {counts:?}"
+    );
+    for (_, addr) in &apps[..2] {
+        let (code, _) = mesh_tests::http(
+            sidecar.admin,
+            "POST",
+            &format!("/clusters/web/endpoints/{addr}/maintenance"),
+        );
+        assert_eq!(code, 200);
+    }
+    assert_eq!(
+        spread(port, 20, 2).get("b1"),
+        Some(&20),
+        "zone a drained: zone b takes over"
+    );
+}

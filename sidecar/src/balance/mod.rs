@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::config::LocalitySettings;
 use crate::discovery::{Endpoint, EndpointSet};
 use ewma::PeakEwma;
 
@@ -211,6 +212,7 @@ pub struct Balancer {
     set: EndpointSet,
     policy: Policy,
     panic_below_percent: u8,
+    locality: Option<LocalitySettings>,
     view: ArcSwap<View>,
     next: AtomicUsize,
 }
@@ -224,9 +226,16 @@ impl Balancer {
             set,
             policy,
             panic_below_percent,
+            locality: None,
             view: ArcSwap::from_pointee(view),
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// Prefers endpoints in this proxy's zone (see [`LocalitySettings`]).
+    pub fn with_locality(mut self, locality: Option<LocalitySettings>) -> Self {
+        self.locality = locality;
+        self
     }
 
     /// The endpoint for the next request, or `None` when there is none.
@@ -266,6 +275,28 @@ impl Balancer {
             let keep = |e: &&Arc<EndpointState>| !e.in_maintenance() && (panic || e.is_available());
             usable = every.iter().filter(keep).cloned().collect();
             &usable
+        };
+        // Locality: stay in this proxy's zone while enough of it is available.
+        let local: Vec<Arc<EndpointState>>;
+        let all = match &self.locality {
+            Some(locality) => {
+                let in_zone = |e: &Arc<EndpointState>| {
+                    locality
+                        .zones
+                        .iter()
+                        .any(|(addr, zone)| *addr == e.addr && *zone == locality.zone)
+                };
+                let zone_total = every.iter().filter(|e| in_zone(e)).count();
+                local = all.iter().filter(|e| in_zone(e)).cloned().collect();
+                let enough =
+                    local.len() * 100 >= zone_total * usize::from(locality.min_local_percent);
+                if !local.is_empty() && enough {
+                    &local
+                } else {
+                    all
+                }
+            }
+            None => all,
         };
         let fresh: Vec<Arc<EndpointState>>;
         let endpoints = if avoid.is_empty() {
@@ -531,6 +562,32 @@ mod tests {
             balancer.pick().is_none(),
             "everything drained: nothing to pick"
         );
+    }
+
+    #[test]
+    fn locality_keeps_traffic_in_zone_until_too_few_are_left() {
+        let zone = |port: u16, z: &str| (ep(port, 1).addr, Arc::from(z));
+        let locality = LocalitySettings {
+            zone: Arc::from("a"),
+            min_local_percent: 50,
+            zones: vec![zone(1, "a"), zone(2, "a"), zone(3, "b")],
+        };
+        let balancer = Balancer::new(
+            EndpointSet::fixed(vec![ep(1, 1), ep(2, 1), ep(3, 1)]),
+            Policy::RoundRobin,
+            0,
+        )
+        .with_locality(Some(locality));
+        assert_eq!(
+            share(&balancer, 60, 3),
+            0,
+            "zone b gets nothing while zone a is up"
+        );
+        let states = balancer.endpoints();
+        states[0].set_healthy(false);
+        assert_eq!(share(&balancer, 60, 3), 0, "half of zone a is still enough");
+        states[1].set_healthy(false);
+        assert_eq!(share(&balancer, 60, 3), 60, "zone a is down: spill over");
     }
 
     #[test]

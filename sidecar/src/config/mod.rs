@@ -162,6 +162,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Mutual TLS to the endpoints, and the SPIFFE ID they must present.
     pub tls: Option<Arc<str>>,
+    /// Prefer endpoints in this proxy's zone.
+    pub locality: Option<LocalitySettings>,
     /// Endpoint choice.
     pub balance: Policy,
     /// Timeouts for the response head, retries and limits.
@@ -202,6 +204,17 @@ pub enum HealthCheck {
     },
     /// A connection (and the mTLS handshake, for mesh upstreams).
     Tcp,
+}
+
+/// Locality preference of one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalitySettings {
+    /// This proxy's zone.
+    pub zone: Arc<str>,
+    /// Stay local while at least this share of local endpoints is available.
+    pub min_local_percent: u8,
+    /// Zones of the static endpoints that name one.
+    pub zones: Vec<(SocketAddr, Arc<str>)>,
 }
 
 /// Timeouts, retries and limits of one cluster.
@@ -418,6 +431,7 @@ pub fn validate(
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
                 tls: None,
+                locality: None,
                 balance: Policy::P2cEwma,
                 resilience: ResilienceSettings::defaults(),
                 health: None,
@@ -449,6 +463,16 @@ pub fn validate(
         let at = format!("outbound.upstreams.{name}");
         let mut settings =
             validate_upstream(&mut errors, &at, name, upstream, &mut claimed, &resolver);
+        settings.locality = config.locality.as_ref().map(|locality| LocalitySettings {
+            zone: Arc::from(locality.zone.as_str()),
+            min_local_percent: locality.min_local_percent,
+            zones: upstream
+                .discovery
+                .endpoints
+                .iter()
+                .filter_map(|e| Some((e.addr().parse().ok()?, Arc::from(e.zone()?))))
+                .collect(),
+        });
         settings.tls = match (&identity, upstream.mtls) {
             // No DTLS: UDP upstreams are always plaintext.
             _ if upstream.protocol == Protocol::Udp => None,
@@ -554,6 +578,7 @@ fn validate_upstream(
         ),
         idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
         tls: None,
+        locality: None,
         balance: validate_balance(errors, at, &upstream.balance),
         resilience: validate_resilience(
             errors,

@@ -39,6 +39,9 @@ pub struct Config {
     /// How DNS discovery resolves names.
     #[serde(default)]
     pub resolver: Resolver,
+    /// Prefer endpoints in this proxy's zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Locality>,
     /// This proxy's workload identity: omitted, traffic between proxies is plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
@@ -381,6 +384,21 @@ pub struct WeightedEndpoint {
     /// Relative share of traffic.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The endpoint's zone, for `locality` (DNS endpoints have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+}
+
+/// Locality preference: endpoints in this proxy's zone first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// This proxy's zone.
+    pub zone: String,
+    /// Stay in the zone while at least this share of its endpoints is
+    /// available; below it, every zone's endpoints are used.
+    #[serde(default = "default_percent")]
+    pub min_local_percent: u8,
 }
 
 /// Upstream connection timeouts.
@@ -833,6 +851,14 @@ impl EndpointSpec {
         match self {
             EndpointSpec::Addr(addr) => addr,
             EndpointSpec::Weighted(w) => &w.addr,
+        }
+    }
+
+    /// The endpoint's zone, if written.
+    pub fn zone(&self) -> Option<&str> {
+        match self {
+            EndpointSpec::Addr(_) => None,
+            EndpointSpec::Weighted(w) => w.zone.as_deref(),
         }
     }
 
