@@ -185,3 +185,26 @@ fn every_example_config_passes_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_readme_config_reference_passes_check() {
+    let readme = std::fs::read_to_string(mesh_tests::root().join("README.md")).unwrap();
+    let reference = &readme[readme
+        .find("## Config reference")
+        .expect("a config reference section")..];
+    let start = reference.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let end = start + reference[start..].find("```").expect("the block ends");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reference.yaml");
+    std::fs::write(&file, &reference[start..end]).unwrap();
+    let out = Command::new(bin("sidecar"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
