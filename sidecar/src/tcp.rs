@@ -39,29 +39,45 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let Some(endpoint) = cluster.balancer.pick() else {
-        debug!(upstream = %cluster.name(), "no endpoint for opaque connection");
-        return;
-    };
-    let _active = endpoint.start();
-    let connected = cluster.pool.connect_opaque(&endpoint).await;
-    // The proxy's own connection limits say nothing about the endpoint.
-    let outcome = match &connected {
-        Ok(_) => Some(crate::resilience::outlier::Outcome::Success),
-        Err(crate::connect::ConnectError::Overflow) => None,
-        Err(_) => Some(crate::resilience::outlier::Outcome::ConnectFailure),
-    };
-    let outlier = &cluster.settings.resilience.outlier;
-    if outcome.is_some_and(|o| {
-        crate::resilience::outlier::observe(&cluster.balancer, &endpoint, o, outlier)
-    }) {
-        metrics.resilience(cluster.name(), "ejected");
-    }
-    match connected {
-        Ok((upstream, _guard)) => {
-            let (received, sent) = relay(client, upstream).await;
-            metrics.tcp_bytes(listener, received, sent);
+    use crate::connect::ConnectError;
+    use crate::resilience::outlier::{observe, Outcome};
+    // Nothing has been relayed before a connect succeeds, so a failed connect
+    // is tried again on another endpoint: the client never sees it.
+    let attempts = 1 + cluster.settings.resilience.retry.attempts;
+    let mut tried = Vec::new();
+    for attempt in 1..=attempts {
+        let Some(endpoint) = cluster.balancer.pick_avoiding(&tried, None) else {
+            debug!(upstream = %cluster.name(), "no endpoint for opaque connection");
+            return;
+        };
+        tried.push(endpoint.addr);
+        let _active = endpoint.start();
+        let connected = cluster.pool.connect_opaque(&endpoint).await;
+        // The proxy's own connection limits say nothing about the endpoint.
+        let outcome = match &connected {
+            Ok(_) => Some(Outcome::Success),
+            Err(ConnectError::Overflow) => None,
+            Err(_) => Some(Outcome::ConnectFailure),
+        };
+        let outlier = &cluster.settings.resilience.outlier;
+        if outcome.is_some_and(|o| observe(&cluster.balancer, &endpoint, o, outlier)) {
+            metrics.resilience(cluster.name(), "ejected");
         }
-        Err(err) => debug!(endpoint = %endpoint.addr, error = %err, "opaque connect failed"),
+        match connected {
+            Ok((upstream, _guard)) => {
+                let (received, sent) = relay(client, upstream).await;
+                metrics.tcp_bytes(listener, received, sent);
+                return;
+            }
+            Err(ConnectError::Overflow) => {
+                return debug!(upstream = %cluster.name(), "opaque connection over the limit")
+            }
+            Err(err) => {
+                debug!(endpoint = %endpoint.addr, error = %err, "opaque connect failed");
+                if attempt < attempts {
+                    metrics.resilience(cluster.name(), "connect_failure");
+                }
+            }
+        }
     }
 }

@@ -106,3 +106,61 @@ fn server_speaks_first_on_an_opaque_port_without_waiting() {
         start.elapsed()
     );
 }
+
+/// An echo server that answers every connection until the returned flag is set.
+fn spawn_echo(
+    reply: &'static str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                // Closing the listener: the port refuses from now on.
+                return;
+            }
+            if let Ok(mut stream) = stream {
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        }
+    });
+    (addr, stop)
+}
+
+#[test]
+fn a_tcp_cluster_survives_one_endpoint_dying() {
+    let (a, stop_a) = spawn_echo("a");
+    let (b, _stop_b) = spawn_echo("b");
+    let sidecar = Sidecar::start(&format!(
+        "service: client\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  upstreams:\n    echo:\n      listen: 127.0.0.1:0\n      protocol: tcp\n      balance: round_robin\n      discovery: {{ endpoints: [{a}, {b}] }}\n"
+    ));
+    let port = sidecar.listener("outbound", Some("echo"));
+    let read = || {
+        let mut stream = TcpStream::connect(port).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+    let before: Vec<String> = (0..4).map(|_| read()).collect();
+    assert!(
+        before.contains(&"a".to_string()) && before.contains(&"b".to_string()),
+        "{before:?}"
+    );
+    // Stop a: the next accept sees the flag and drops the listener.
+    stop_a.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = TcpStream::connect(a);
+    std::thread::sleep(Duration::from_millis(100));
+    let after: Vec<String> = (0..10).map(|_| read()).collect();
+    assert!(
+        after.iter().all(|r| r == "b"),
+        "every connection reaches the survivor: {after:?}"
+    );
+}
