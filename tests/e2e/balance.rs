@@ -181,44 +181,70 @@ fn the_retry_budget_caps_extra_load_on_a_failing_cluster() {
     );
 }
 
-#[test]
-fn the_breaker_sheds_excess_requests_at_once() {
-    let apps = backends(&["slow"], &[]);
-    let (_sidecar, port) = sidecar(
-        &apps[0].1.to_string(),
-        "      limits: { max_requests: 5 }\n",
-    );
-    let url = format!("http://{port}/slow?ms=1500");
+/// `n` GETs of `url`, all at once; each answer's status and seconds taken.
+pub(crate) fn timed(url: &str, n: usize) -> Vec<(String, f64)> {
+    let parallel = n.to_string();
     let mut args = vec![
         "--parallel",
         "--parallel-immediate",
         "--parallel-max",
-        "20",
+        &parallel,
         "-w",
         "%{http_code} %{time_total}\\n",
     ];
-    for _ in 0..20 {
-        args.extend(["-o", "/dev/null", url.as_str()]);
+    for _ in 0..n {
+        args.extend(["-o", "/dev/null", url]);
     }
-    let out = curl(&args);
-    let lines: Vec<(String, f64)> = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&curl(&args).stdout)
         .lines()
         .filter_map(|l| {
             l.split_once(' ')
                 .map(|(c, t)| (c.to_string(), t.parse().unwrap_or(99.0)))
         })
+        .collect()
+}
+
+#[test]
+fn the_breaker_sheds_excess_requests_at_once() {
+    let apps = backends(&["slow"], &[]);
+    let (sidecar, port) = sidecar(
+        &apps[0].1.to_string(),
+        "      limits: { max_requests: 50 }\n",
+    );
+    let url = format!("http://{port}/slow?ms=1500");
+    // 500 at once, from two curls (one curl runs at most 300 transfers at a time).
+    let loads: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || timed(&url, 250))
+        })
         .collect();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let asked = std::time::Instant::now();
+    let (ready, _) = mesh_tests::http(sidecar.admin, "GET", "/ready");
+    let admin_took = asked.elapsed();
+    let lines: Vec<(String, f64)> = loads.into_iter().flat_map(|l| l.join().unwrap()).collect();
+    assert_eq!(lines.len(), 500, "{lines:?}");
+    let served = lines.iter().filter(|(c, _)| c == "200").count();
     let shed: Vec<f64> = lines
         .iter()
         .filter(|(c, _)| c == "503")
         .map(|(_, t)| *t)
         .collect();
-    let served = lines.iter().filter(|(c, _)| c == "200").count();
-    assert!(served >= 5, "{lines:?}");
-    assert!(shed.len() >= 10, "{lines:?}");
+    assert_eq!(served + shed.len(), 500, "only 200s and 503s");
     assert!(
-        shed.iter().all(|t| *t < 1.0),
-        "shed requests answered at once: {shed:?}"
+        (50..=100).contains(&served),
+        "about the limit served: {served}"
+    );
+    assert!(
+        shed.iter().all(|t| *t < 0.5),
+        "shed at once: the slowest took {:?}",
+        shed.iter().cloned().fold(0.0, f64::max)
+    );
+    assert_eq!(ready, 200);
+    assert!(
+        admin_took < std::time::Duration::from_millis(500),
+        "admin API answered in {admin_took:?} under load"
     );
 }
 
@@ -329,26 +355,7 @@ fn the_connection_limit_fails_fast_without_blaming_the_endpoint() {
         &apps[0].1.to_string(),
         "      protocol: http1\n      limits: { max_connections: 2 }\n",
     );
-    let url = format!("http://{port}/slow?ms=1000");
-    let mut args = vec![
-        "--parallel",
-        "--parallel-immediate",
-        "--parallel-max",
-        "8",
-        "-w",
-        "%{http_code} %{time_total}\\n",
-    ];
-    for _ in 0..8 {
-        args.extend(["-o", "/dev/null", url.as_str()]);
-    }
-    let out = curl(&args);
-    let lines: Vec<(String, f64)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            l.split_once(' ')
-                .map(|(c, t)| (c.to_string(), t.parse().unwrap_or(99.0)))
-        })
-        .collect();
+    let lines = timed(&format!("http://{port}/slow?ms=1000"), 8);
     let served = lines.iter().filter(|(c, _)| c == "200").count();
     let shed: Vec<f64> = lines
         .iter()
