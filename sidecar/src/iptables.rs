@@ -84,6 +84,11 @@ fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
+/// A rule that lets TCP to `port` through unredirected.
+fn return_port(port: u16) -> Vec<String> {
+    args(&["-p", "tcp", "--dport", &port.to_string(), "-j", "RETURN"])
+}
+
 /// The rules for `settings`.
 pub fn plan(settings: &Settings) -> Result<Plan, IptablesError> {
     let inbound = settings.inbound.as_ref().map(|i| i.listen.port());
@@ -109,14 +114,7 @@ pub fn plan(settings: &Settings) -> Result<Plan, IptablesError> {
                     }
                 }
                 for p in excluded {
-                    list.push(args(&[
-                        "-p",
-                        "tcp",
-                        "--dport",
-                        &p.to_string(),
-                        "-j",
-                        "RETURN",
-                    ]));
+                    list.push(return_port(p));
                 }
                 let to = port.to_string();
                 if rules.inbound_ports.is_empty() {
@@ -162,14 +160,7 @@ pub fn plan(settings: &Settings) -> Result<Plan, IptablesError> {
                 let loopback = if v6 { "::1/128" } else { "127.0.0.1/32" };
                 list.push(args(&["-d", loopback, "-j", "RETURN"]));
                 for p in &rules.exclude_outbound_ports {
-                    list.push(args(&[
-                        "-p",
-                        "tcp",
-                        "--dport",
-                        &p.to_string(),
-                        "-j",
-                        "RETURN",
-                    ]));
+                    list.push(return_port(*p));
                 }
                 for (addr, prefix) in &rules.exclude_outbound_cidrs {
                     if matches!(addr, IpAddr::V6(_)) == v6 {

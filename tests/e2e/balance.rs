@@ -22,6 +22,14 @@ fn backends(names: &[&str], extra: &[&str]) -> Vec<(Proc, SocketAddr)> {
         .collect()
 }
 
+/// The backends' addresses as YAML flow-list content.
+fn endpoint_list(apps: &[(Proc, SocketAddr)]) -> String {
+    apps.iter()
+        .map(|(_, a)| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A sidecar with one upstream `web` on its own port; `endpoints` is YAML
 /// flow list content and `extra` more upstream fields (6-space indent).
 pub(crate) fn sidecar(endpoints: &str, extra: &str) -> (Sidecar, SocketAddr) {
@@ -91,11 +99,7 @@ pub(crate) fn spread(port: SocketAddr, n: usize, parallel: usize) -> HashMap<Str
 #[test]
 fn round_robin_spreads_evenly_and_weights_split_traffic() {
     let apps = backends(&["b1", "b2", "b3"], &[]);
-    let list = apps
-        .iter()
-        .map(|(_, a)| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = endpoint_list(&apps);
     let (_sidecar, port) = sidecar(&list, "      balance: round_robin\n");
     let counts = spread(port, 300, 1);
     for name in ["b1", "b2", "b3"] {
@@ -118,11 +122,7 @@ fn round_robin_spreads_evenly_and_weights_split_traffic() {
 fn p2c_ewma_sends_little_to_a_slower_backend() {
     let mut apps = backends(&["fast1", "fast2"], &[]);
     apps.extend(backends(&["slow"], &["--delay-ms", "50"]));
-    let list = apps
-        .iter()
-        .map(|(_, a)| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = endpoint_list(&apps);
     let (_sidecar, port) = sidecar(&list, "");
     let counts = spread(port, 400, 8);
     let slow = counts.get("slow").copied().unwrap_or(0);
@@ -264,11 +264,7 @@ fn a_slow_upstream_gets_504_at_the_deadline() {
 #[test]
 fn a_killed_backend_is_ejected_and_clients_see_no_errors() {
     let mut apps = backends(&["b1", "b2", "b3"], &[]);
-    let list = apps
-        .iter()
-        .map(|(_, a)| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = endpoint_list(&apps);
     let (sidecar, port) = sidecar(&list, "      balance: round_robin\n");
     assert_eq!(spread(port, 30, 2).len(), 3, "all three serve at first");
     let victim = apps[0].1;
@@ -288,11 +284,7 @@ fn a_killed_backend_is_ejected_and_clients_see_no_errors() {
 #[test]
 fn sticky_sessions_by_cookie_and_by_source_ip() {
     let apps = backends(&["b1", "b2", "b3"], &[]);
-    let list = apps
-        .iter()
-        .map(|(_, a)| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = endpoint_list(&apps);
     let (_sidecar, port) = sidecar(
         &list,
         "      balance: { ring_hash: { key: \"cookie:mesh-sticky\" } }\n",
@@ -325,11 +317,7 @@ fn sticky_sessions_by_cookie_and_by_source_ip() {
 #[test]
 fn an_endpoint_in_maintenance_gets_no_new_requests() {
     let apps = backends(&["b1", "b2"], &[]);
-    let list = apps
-        .iter()
-        .map(|(_, a)| a.to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let list = endpoint_list(&apps);
     let (sidecar, port) = sidecar(&list, "      balance: round_robin\n");
     let path = format!("/clusters/web/endpoints/{}/maintenance", apps[0].1);
     let (code, body) = mesh_tests::http(sidecar.admin, "POST", &path);
