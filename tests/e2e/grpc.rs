@@ -102,3 +102,27 @@ fn grpc_deadlines_shrink_on_the_way_and_a_dead_endpoint_is_unavailable() {
     let result = python("grpc_orders.py", &[&target, "unary", "1"]);
     assert_eq!(result["code"], "UNAVAILABLE", "{result}");
 }
+
+#[test]
+fn unavailable_grpc_calls_are_retried_elsewhere_with_their_body() {
+    let (_app, app) = service("demo-grpc", &[]);
+    // An endpoint that answers every call with UNAVAILABLE: a sidecar whose app is gone.
+    let dead = crate::closed_port();
+    let broken = Sidecar::start(&format!(
+        "service: orders\nadmin: {{ listen: 127.0.0.1:0 }}\ninbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:{dead}\n  protocol: grpc\n"
+    ));
+    let broken_inbound = broken.listener("inbound", None);
+    let web = Sidecar::start(&format!(
+        "service: web\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  upstreams:\n    orders:\n      listen: 127.0.0.1:0\n      protocol: grpc\n      balance: round_robin\n      outlier: {{ consecutive_5xx: 0 }}\n      discovery: {{ endpoints: [{broken_inbound}, {app}] }}\n"
+    ));
+    let target = web.listener("outbound", Some("orders")).to_string();
+    for id in ["1", "2", "3", "4"] {
+        let result = python("grpc_orders.py", &[&target, "unary", id]);
+        assert_eq!(result["order"]["id"], id, "call {id}: {result}");
+    }
+    // Half the calls met the broken endpoint first: their bodies (no
+    // content-length in gRPC) were recorded and sent again.
+    assert!(
+        web.metric("mesh_resilience_total{upstream=\"orders\",decision=\"grpc_status\"}") >= 1.0
+    );
+}

@@ -43,7 +43,10 @@ pub(super) async fn run(
     let idempotent = policy.non_idempotent || is_idempotent(req.method());
     let mut req = req;
     req.extensions_mut().insert(TriedEndpoints::default());
-    let (mut next, replay) = keep_for_replay(req, policy.max_body, idempotent).await?;
+    // gRPC statuses are retried whatever the method (gRPC retry semantics):
+    // gRPC bodies are kept for replay too.
+    let replayable = idempotent || is_grpc(req.headers());
+    let (mut next, replay) = keep_for_replay(req, policy.max_body, replayable).await?;
     let mut tries = 0;
     let mut _retry_slot = None;
     loop {
@@ -56,7 +59,7 @@ pub(super) async fn run(
             .err()
             .and_then(|e| e.downcast_ref::<Unsent>())
             .and_then(Unsent::take_request);
-        let Some(again) = unsent.or_else(|| replay.as_ref().map(Replay::request)) else {
+        let Some(again) = unsent.or_else(|| replay.as_ref().and_then(Replay::request)) else {
             return outcome;
         };
         if tries >= policy.attempts {
@@ -106,11 +109,13 @@ async fn attempt(
 /// Why this outcome deserves another try, if it does.
 fn retry_reason(outcome: &Outcome, policy: &RetryPolicy, idempotent: bool) -> Option<&'static str> {
     match outcome {
-        Ok(response) if idempotent => {
+        Ok(response) => {
             let status = response.status().as_u16();
-            if policy.statuses.iter().any(|range| range.contains(&status)) {
+            if idempotent && policy.statuses.iter().any(|range| range.contains(&status)) {
                 return Some("status");
             }
+            // gRPC statuses (e.g. UNAVAILABLE: not processed) are retried
+            // whatever the method, as gRPC clients do.
             let grpc_status = is_grpc(response.headers())
                 .then(|| {
                     response
@@ -126,7 +131,6 @@ fn retry_reason(outcome: &Outcome, policy: &RetryPolicy, idempotent: bool) -> Op
                 .filter(|code| policy.grpc.contains(code))
                 .map(|_| "grpc_status")
         }
-        Ok(_) => None,
         // Never sent: safe whatever the method.
         // Over the cluster's own connection limits: retrying would only add load.
         Err(err) if err.downcast_ref::<Unsent>().is_some_and(Unsent::overflowed) => None,
@@ -156,57 +160,184 @@ fn backoff(policy: &RetryPolicy, tries: u32) -> Duration {
     ceiling.mul_f64(fastrand::f64())
 }
 
-/// A request kept whole so it can be sent again.
+/// A request kept so it can be sent again.
 struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
     extensions: http::Extensions,
-    body: Bytes,
+    body: Kept,
+}
+
+/// How a request's body is kept for replay.
+enum Kept {
+    /// Read whole before the first attempt (small, of known length).
+    Whole(Bytes),
+    /// Recorded while the first attempt streams it (length unknown, e.g. gRPC).
+    Recorded(Arc<Recording>),
 }
 
 impl Replay {
-    fn request(&self) -> Request<Body> {
-        let mut req = Request::new(full(self.body.clone()));
+    /// The request again, or `None` when its body could not be kept (too
+    /// large, or not fully sent yet).
+    fn request(&self) -> Option<Request<Body>> {
+        let body = match &self.body {
+            Kept::Whole(bytes) => bytes.clone(),
+            Kept::Recorded(recording) => recording.replay()?,
+        };
+        let mut req = Request::new(full(body));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
         *req.extensions_mut() = self.extensions.clone();
-        req
+        Some(req)
     }
 }
 
-/// Reads the body now when it is small and of known length (or empty), so
-/// the request can be replayed; otherwise leaves it streaming.
+/// A copy of a streamed body, up to a limit.
+struct Recording {
+    max: u64,
+    state: std::sync::Mutex<RecordingState>,
+}
+
+#[derive(Default)]
+struct RecordingState {
+    chunks: Vec<Bytes>,
+    size: u64,
+    complete: bool,
+    spoiled: bool,
+}
+
+impl Recording {
+    fn record(&self, frame: &http_body::Frame<Bytes>) {
+        let mut state = crate::lock(&self.state);
+        match frame.data_ref() {
+            Some(data) if !state.spoiled => {
+                state.size += data.len() as u64;
+                if state.size > self.max {
+                    state.spoiled = true;
+                    state.chunks.clear();
+                } else {
+                    state.chunks.push(data.clone());
+                }
+            }
+            Some(_) => {}
+            // Trailers are not replayed: such a body is not kept.
+            None => state.spoiled = true,
+        }
+    }
+
+    fn replay(&self) -> Option<Bytes> {
+        let state = crate::lock(&self.state);
+        (state.complete && !state.spoiled).then(|| state.chunks.concat().into())
+    }
+}
+
+/// The first attempt's body: streams as usual, recording as it goes.
+struct Tee {
+    inner: Body,
+    recording: Arc<Recording>,
+}
+
+impl http_body::Body for Tee {
+    type Data = Bytes;
+    type Error = crate::http::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                self.recording.record(frame);
+                // The last frame may be the last one polled: the sender can stop
+                // polling once the upstream answers (a unary gRPC call's one DATA
+                // frame carries END_STREAM).
+                if self.inner.is_end_stream() {
+                    crate::lock(&self.recording.state).complete = true;
+                }
+            }
+            std::task::Poll::Ready(None) => crate::lock(&self.recording.state).complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Keeps the body for replay: read now when small and of known length (or
+/// empty), recorded while it streams otherwise (up to `max_body`).
 async fn keep_for_replay(
     req: Request<Body>,
     max_body: u64,
-    idempotent: bool,
+    replayable: bool,
 ) -> Result<(Request<Body>, Option<Replay>), BoxError> {
-    let body = req.body();
-    let small = body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= max_body);
-    if !idempotent || !small {
+    if !replayable {
         return Ok((req, None));
     }
+    let body = req.body();
+    let small = body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= max_body);
     let (parts, body) = req.into_parts();
-    let body = body.collect().await?.to_bytes();
+    let (first, kept) = if small {
+        let bytes = body.collect().await?.to_bytes();
+        (full(bytes.clone()), Kept::Whole(bytes))
+    } else {
+        let recording = Arc::new(Recording {
+            max: max_body,
+            state: Default::default(),
+        });
+        let tee = Tee {
+            inner: body,
+            recording: recording.clone(),
+        };
+        (crate::http::boxed(tee), Kept::Recorded(recording))
+    };
+    let mut first_request = Request::new(first);
+    *first_request.method_mut() = parts.method.clone();
+    *first_request.uri_mut() = parts.uri.clone();
+    *first_request.version_mut() = parts.version;
+    *first_request.headers_mut() = parts.headers.clone();
+    *first_request.extensions_mut() = parts.extensions.clone();
     let replay = Replay {
         method: parts.method,
         uri: parts.uri,
         version: parts.version,
         headers: parts.headers,
         extensions: parts.extensions,
-        body,
+        body: kept,
     };
-    Ok((replay.request(), Some(replay)))
+    Ok((first_request, Some(replay)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::ResilienceSettings;
+
+    #[test]
+    fn a_recording_replays_only_a_complete_body_within_its_limit() {
+        let recording = Recording {
+            max: 8,
+            state: Default::default(),
+        };
+        recording.record(&http_body::Frame::data(Bytes::from_static(b"abc")));
+        assert!(recording.replay().is_none(), "not complete yet");
+        recording.record(&http_body::Frame::data(Bytes::from_static(b"de")));
+        crate::lock(&recording.state).complete = true;
+        assert_eq!(recording.replay().as_deref(), Some(&b"abcde"[..]));
+        recording.record(&http_body::Frame::data(Bytes::from_static(b"fghij")));
+        assert!(recording.replay().is_none(), "over the limit: not kept");
+    }
 
     #[test]
     fn backoff_stays_under_its_growing_ceiling() {
@@ -235,6 +366,10 @@ mod tests {
             .insert("grpc-status", "14".parse().unwrap());
         let outcome: Outcome = Ok(unavailable);
         assert_eq!(retry_reason(&outcome, &policy, true), Some("grpc_status"));
-        assert_eq!(retry_reason(&outcome, &policy, false), None);
+        assert_eq!(
+            retry_reason(&outcome, &policy, false),
+            Some("grpc_status"),
+            "gRPC retries whatever the method"
+        );
     }
 }
