@@ -577,6 +577,7 @@ mod tests {
             state: "healthy".into(),
             active_requests: 0,
             connections: 1,
+            latency_ms: 1.0,
         };
         ClusterInfo {
             name: "orders".into(),

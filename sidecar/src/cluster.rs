@@ -104,6 +104,7 @@ impl Cluster {
                     state: ep.state().into(),
                     active_requests: ep.active.load(Ordering::Relaxed),
                     connections: ep.connections.load(Ordering::Relaxed),
+                    latency_ms: ep.latency().as_secs_f64() * 1000.0,
                 })
                 .collect(),
             discovery: self.discovery.as_ref().map(DiscoveryStatus::snapshot),

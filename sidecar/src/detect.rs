@@ -112,11 +112,6 @@ impl<I> Rewind<I> {
     pub fn new(prefix: Bytes, inner: I) -> Self {
         Self { prefix, inner }
     }
-
-    /// The stream underneath (bytes still in the prefix are not in it).
-    pub fn get_ref(&self) -> &I {
-        &self.inner
-    }
 }
 
 impl<I: AsyncRead> AsyncRead for Rewind<I> {

@@ -31,7 +31,6 @@ use crate::http::{
 use crate::resilience::outlier::{self, Outcome};
 use crate::route::Target;
 use crate::telemetry::Metrics;
-use crate::telemetry::RequestInfo;
 use crate::BoxError;
 
 /// The endpoints earlier attempts of a retried request went to; retries
@@ -94,9 +93,6 @@ async fn forward(
     let tried = req.extensions().get::<TriedEndpoints>().cloned();
     let sticky = sticky::key(target.cluster.balancer.policy(), &req);
     let (endpoint, set_cookie) = choose(&target, tried.as_ref(), sticky).await?;
-    if let Some(info) = req.extensions().get::<RequestInfo>() {
-        info.set_endpoint(endpoint.addr);
-    }
     let active = endpoint.start();
     if req.method() == Method::CONNECT {
         return tunnel(&target, &endpoint, active, req).await;

@@ -123,9 +123,23 @@ fn p2c_ewma_sends_little_to_a_slower_backend() {
     let mut apps = backends(&["fast1", "fast2"], &[]);
     apps.extend(backends(&["slow"], &["--delay-ms", "50"]));
     let list = endpoint_list(&apps);
-    let (_sidecar, port) = sidecar(&list, "");
+    let (sidecar, port) = sidecar(&list, "");
     let counts = spread(port, 400, 8);
     let slow = counts.get("slow").copied().unwrap_or(0);
+    // The estimate the choice is made on is visible on /clusters.
+    let clusters = sidecar.admin_json("/clusters");
+    let slow_latency = clusters[0]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["addr"] == apps[2].1.to_string().as_str())
+        .unwrap()["latency_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        slow_latency >= 40.0,
+        "peak-EWMA of the slow backend: {slow_latency} ms"
+    );
     assert!(
         slow * 10 < 400,
         "the 50 ms slower backend got {slow} of 400: {counts:?}"

@@ -69,12 +69,16 @@ pub struct EndpointInfo {
     pub addr: String,
     /// Relative share of traffic.
     pub weight: u32,
-    /// `healthy` (more states come with health checking).
+    /// `healthy`, `unhealthy` (active checks), `ejected` (outlier
+    /// detection) or `maintenance` (drained by an operator).
     pub state: String,
     /// Requests in flight to this endpoint.
     pub active_requests: u64,
     /// Upstream connections open to this endpoint.
     pub connections: u64,
+    /// The balancer's peak-EWMA latency estimate, in milliseconds.
+    #[serde(default)]
+    pub latency_ms: f64,
 }
 
 /// `GET /config`: the effective config and the last reload outcome.

@@ -185,13 +185,6 @@ fn clock_ms() -> u64 {
 #[derive(Debug)]
 pub struct ActiveGuard(Arc<EndpointState>);
 
-impl ActiveGuard {
-    /// The endpoint this guard counts on.
-    pub fn endpoint(&self) -> &Arc<EndpointState> {
-        &self.0
-    }
-}
-
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);

@@ -88,6 +88,8 @@ type DurationFamily = Family<DurationLabels, Histogram, fn() -> Histogram>;
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
+    /// The upstream label of unrouted requests, made once.
+    no_upstream: Arc<str>,
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
     connections_open: Family<ListenerLabels, Gauge>,
@@ -226,6 +228,7 @@ impl Metrics {
         );
         Self {
             registry,
+            no_upstream: Arc::from(NO_UPSTREAM),
             udp_flows,
             udp_flows_open,
             udp_flows_refused,
@@ -253,7 +256,7 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let upstream = upstream.cloned().unwrap_or_else(|| Arc::from(NO_UPSTREAM));
+        let upstream = upstream.unwrap_or(&self.no_upstream).clone();
         let direction = direction.as_str();
         self.durations
             .get_or_create(&DurationLabels {

@@ -2,12 +2,11 @@
 //! process logs ([`logging`]), and the telemetry layer at the top of every
 //! HTTP stack, which sees every request, including the ones the proxy
 //! rejects, and records it once its response head is known.
-//! Reads: [`RequestInfo`], which lower layers fill (upstream, endpoint).
+//! Reads: [`RequestInfo`], which routing fills (the upstream).
 
 pub mod logging;
 pub mod metrics;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use http::Request;
@@ -20,14 +19,13 @@ use crate::http::{Body, HttpService};
 pub use metrics::{Direction, Metrics};
 
 /// Facts about one request that layers below the telemetry layer learn
-/// (which upstream, which endpoint) and that it reports.
+/// (which upstream) and that it reports.
 #[derive(Clone, Default, Debug)]
 pub struct RequestInfo(Arc<InfoInner>);
 
 #[derive(Default, Debug)]
 struct InfoInner {
     upstream: OnceLock<Arc<str>>,
-    endpoint: OnceLock<SocketAddr>,
 }
 
 impl RequestInfo {
@@ -36,19 +34,9 @@ impl RequestInfo {
         let _ = self.0.upstream.set(name);
     }
 
-    /// Records the endpoint the request was sent to.
-    pub fn set_endpoint(&self, addr: SocketAddr) {
-        let _ = self.0.endpoint.set(addr);
-    }
-
     /// The upstream, if routing got that far.
     pub fn upstream(&self) -> Option<&Arc<str>> {
         self.0.upstream.get()
-    }
-
-    /// The endpoint, if one was chosen.
-    pub fn endpoint(&self) -> Option<SocketAddr> {
-        self.0.endpoint.get().copied()
     }
 }
 
