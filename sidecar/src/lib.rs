@@ -6,11 +6,13 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod cidr;
 pub mod cluster;
 pub mod config;
 pub mod connect;
 pub mod detect;
 pub mod discovery;
+pub mod edge;
 pub mod errors;
 pub mod forward;
 pub mod http;

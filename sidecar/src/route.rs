@@ -48,6 +48,8 @@ pub enum RouteKind {
     Proxy,
     /// By authority, then original destination (iptables-redirected traffic).
     Transparent,
+    /// By the edge routes (`edge.routes`); the listener's index in `edge.listeners`.
+    Edge(usize),
 }
 
 /// Where a request goes, decided by routing, read by `forward`.
@@ -112,6 +114,7 @@ impl RouteTable {
                 connect_timeout: std::time::Duration::from_secs(1),
                 idle_timeout: std::time::Duration::from_secs(60),
                 tls: None,
+                public_tls: None,
                 locality: None,
             };
             table.passthrough = Some(reuse(&spec, previous.passthrough.as_ref()));
@@ -124,7 +127,7 @@ impl RouteTable {
         match kind {
             RouteKind::Inbound => self.inbound.clone(),
             RouteKind::Upstream(name) => self.clusters.get(name).cloned(),
-            RouteKind::Proxy | RouteKind::Transparent => None,
+            RouteKind::Proxy | RouteKind::Transparent | RouteKind::Edge(_) => None,
         }
     }
 

@@ -14,6 +14,16 @@ use std::time::Duration;
 use mesh_api::config::{self as raw, Balance, ConfigError, LineIndex, Protocol, TlsMode};
 use mesh_api::units::parse_duration;
 
+mod access_log;
+mod edge;
+mod edge_routes;
+mod limits;
+
+pub use access_log::{AccessLogSettings, AccessLogTarget, ACCESS_FIELDS};
+pub use edge::{EdgeListenerSettings, EdgeSettings, ServerCertSettings, ServerTlsSettings};
+pub use edge_routes::RouteSettings;
+pub use limits::LimitSettings;
+
 use crate::balance::{HashKey, Policy};
 use crate::discovery::{Endpoint, Source};
 
@@ -24,6 +34,14 @@ pub struct Settings {
     pub raw: raw::Config,
     /// This proxy's service name.
     pub service: String,
+    /// Sidecar or edge.
+    pub mode: raw::Mode,
+    /// Request limits of every HTTP listener.
+    pub limits: LimitSettings,
+    /// The access log.
+    pub access_log: AccessLogSettings,
+    /// The public gateway (`mode: edge`).
+    pub edge: Option<EdgeSettings>,
     /// Admin API address.
     pub admin: SocketAddr,
     /// How often to check the file for changes; `None`: no watching.
@@ -162,6 +180,8 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Mutual TLS to the endpoints, and the SPIFFE ID they must present.
     pub tls: Option<Arc<str>>,
+    /// TLS to an upstream outside the mesh (instead of mutual TLS).
+    pub public_tls: Option<UpstreamTlsSettings>,
     /// Prefer endpoints in this proxy's zone.
     pub locality: Option<LocalitySettings>,
     /// Endpoint choice.
@@ -170,6 +190,17 @@ pub struct UpstreamSettings {
     pub resilience: ResilienceSettings,
     /// Active health checks; `None`: endpoints are never checked.
     pub health: Option<HealthSettings>,
+}
+
+/// TLS to an upstream outside the mesh, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsSettings {
+    /// Trust anchors, PEM; `None`: the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Server name sent and verified.
+    pub sni: String,
+    /// Verify the certificate chain and name.
+    pub verify: bool,
 }
 
 /// Active health checking of one cluster, validated.
@@ -431,6 +462,7 @@ pub fn validate(
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(60),
                 tls: None,
+                public_tls: None,
                 locality: None,
                 balance: Policy::P2cEwma,
                 resilience: ResilienceSettings::defaults(),
@@ -459,10 +491,32 @@ pub fn validate(
     let resolver = Arc::new(validate_resolver(&mut errors, &config.resolver));
     let mut upstreams = Vec::new();
     let mut claimed: HashMap<String, String> = HashMap::new();
-    for (name, upstream) in &outbound.upstreams {
-        let at = format!("outbound.upstreams.{name}");
-        let mut settings =
-            validate_upstream(&mut errors, &at, name, upstream, &mut claimed, &resolver);
+    let edge_upstreams = config.edge.iter().flat_map(|edge| &edge.upstreams);
+    let all_upstreams = outbound
+        .upstreams
+        .iter()
+        .map(|(name, upstream)| (format!("outbound.upstreams.{name}"), name, upstream))
+        .chain(
+            edge_upstreams
+                .map(|(name, upstream)| (format!("edge.upstreams.{name}"), name, upstream)),
+        );
+    for (at, name, upstream) in all_upstreams {
+        if outbound.upstreams.contains_key(name) && at.starts_with("edge.") {
+            errors.push(
+                &at,
+                format!("upstream {name:?} is also defined in outbound.upstreams"),
+            );
+            continue;
+        }
+        let mut settings = validate_upstream(
+            &mut errors,
+            &at,
+            name,
+            upstream,
+            &mut claimed,
+            &resolver,
+            base,
+        );
         settings.locality = config.locality.as_ref().map(|locality| LocalitySettings {
             zone: Arc::from(locality.zone.as_str()),
             min_local_percent: locality.min_local_percent,
@@ -476,6 +530,16 @@ pub fn validate(
         settings.tls = match (&identity, upstream.mtls) {
             // No DTLS: UDP upstreams are always plaintext.
             _ if upstream.protocol == Protocol::Udp => None,
+            // Outside the mesh: public TLS instead.
+            _ if upstream.tls.is_some() => {
+                if upstream.identity.is_some() {
+                    errors.push(
+                        &format!("{at}.identity"),
+                        "an upstream with `tls` is outside the mesh: it has no SPIFFE identity",
+                    );
+                }
+                None
+            }
             (Some(identity), true) => {
                 let expected = upstream
                     .identity
@@ -500,12 +564,44 @@ pub fn validate(
         };
         upstreams.push(settings);
     }
-    check_unique_listeners(&mut errors, admin, &inbound, proxy, transparent, &upstreams);
+    let limits = limits::validate_limits(&mut errors, &config.limits);
+    let access_log = access_log::validate_access_log(&mut errors, &config.log, base);
+    let names: Vec<&str> = upstreams.iter().map(|u| &*u.name).collect();
+    let edge = config
+        .edge
+        .as_ref()
+        .map(|raw_edge| edge::validate_edge(&mut errors, raw_edge, &names, base));
+    match (config.mode, &edge) {
+        (raw::Mode::Edge, None) => errors.push("edge", "required with mode: edge"),
+        (raw::Mode::Edge, Some(edge)) if edge.listeners.is_empty() => {
+            errors.push("edge.listeners", "mode: edge needs at least one listener")
+        }
+        (raw::Mode::Sidecar, Some(_)) => errors.push("edge", "only with mode: edge"),
+        _ => {}
+    }
+    let edge_listeners: Vec<(String, SocketAddr)> = edge
+        .iter()
+        .flat_map(|e| &e.listeners)
+        .map(|l| (format!("{}.listen", l.path), l.listen))
+        .collect();
+    check_unique_listeners(
+        &mut errors,
+        admin,
+        &inbound,
+        proxy,
+        transparent,
+        &upstreams,
+        &edge_listeners,
+    );
     if !errors.list.is_empty() {
         return Err(errors.list);
     }
     Ok(Settings {
         service: config.service.clone(),
+        mode: config.mode,
+        limits,
+        access_log,
+        edge,
         admin,
         watch: config.reload.watch.then_some(interval),
         drain,
@@ -531,6 +627,7 @@ fn validate_upstream(
     upstream: &raw::Upstream,
     claimed: &mut HashMap<String, String>,
     resolver: &Arc<ResolverSettings>,
+    base: &Path,
 ) -> UpstreamSettings {
     if !valid_name(name) {
         errors.push(
@@ -566,6 +663,29 @@ fn validate_upstream(
     if upstream.protocol == Protocol::Udp {
         check_udp_upstream(errors, at, upstream);
     }
+    let public_tls = upstream.tls.as_ref().map(|tls| {
+        if upstream.protocol == Protocol::Udp {
+            errors.push(&format!("{at}.tls"), "not supported with protocol: udp");
+        }
+        let default_sni = upstream
+            .discovery
+            .dns
+            .as_deref()
+            .and_then(|dns| dns.rsplit_once(':').map(|(host, _)| host.to_string()))
+            .unwrap_or_else(|| name.to_string());
+        let sni = tls.sni.clone().unwrap_or(default_sni);
+        if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+            errors.push(
+                &format!("{at}.tls.sni"),
+                format!("invalid server name {sni:?}"),
+            );
+        }
+        UpstreamTlsSettings {
+            ca: tls.ca.as_ref().map(|ca| base.join(ca)),
+            sni,
+            verify: tls.verify,
+        }
+    });
     UpstreamSettings {
         name: Arc::from(name),
         listen,
@@ -578,6 +698,7 @@ fn validate_upstream(
         ),
         idle_timeout: errors.duration(&format!("{at}.timeouts.idle"), &upstream.timeouts.idle),
         tls: None,
+        public_tls,
         locality: None,
         balance: validate_balance(errors, at, &upstream.balance),
         resilience: validate_resilience(
@@ -1040,6 +1161,7 @@ fn check_unique_listeners(
     proxy: Option<SocketAddr>,
     transparent: Option<SocketAddr>,
     upstreams: &[UpstreamSettings],
+    edge_listeners: &[(String, SocketAddr)],
 ) {
     // A UDP and a TCP listener may share an address: the key holds the transport.
     let mut seen: HashMap<(SocketAddr, bool), String> = HashMap::new();
@@ -1051,6 +1173,11 @@ fn check_unique_listeners(
     );
     all.extend(proxy.map(|p| ("outbound.proxy".to_string(), p, false)));
     all.extend(transparent.map(|t| ("outbound.transparent".to_string(), t, false)));
+    all.extend(
+        edge_listeners
+            .iter()
+            .map(|(path, addr)| (path.clone(), *addr, false)),
+    );
     all.extend(upstreams.iter().filter_map(|u| {
         u.listen.map(|l| {
             let path = format!("outbound.upstreams.{}.listen", u.name);

@@ -3,6 +3,7 @@
 //! hygiene (hop-by-hop headers, malformed requests).
 //! Errors: [`RequestError`] for requests the proxy refuses to forward (400).
 
+pub mod hygiene;
 mod serve;
 
 use bytes::Bytes;
@@ -71,6 +72,13 @@ pub struct ConnInfo {
     /// Where the client meant to connect, for connections redirected to the
     /// transparent listener (`SO_ORIGINAL_DST`).
     pub original_dst: Option<std::net::SocketAddr>,
+    /// The client's connection is TLS this proxy terminated (edge HTTPS,
+    /// or mesh mTLS): `X-Forwarded-Proto: https`.
+    pub tls: bool,
+    /// The TLS server name (SNI) the client asked for.
+    pub server_name: Option<std::sync::Arc<str>>,
+    /// The listener's name on metrics and in the access log.
+    pub listener: Option<std::sync::Arc<str>>,
 }
 
 /// A request the proxy refuses before routing.

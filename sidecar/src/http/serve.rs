@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -17,10 +16,8 @@ use tower::ServiceExt;
 use tracing::debug;
 
 use super::{boxed, Body, ConnInfo, HttpService};
+use crate::config::LimitSettings;
 use crate::errors;
-
-/// How long a client may take to send request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves HTTP on `io` with `service` until the client leaves or `drain` fires.
 pub async fn serve<I>(
@@ -29,6 +26,7 @@ pub async fn serve<I>(
     service: HttpService,
     drain: CancellationToken,
     conn: ConnInfo,
+    limits: &LimitSettings,
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -47,7 +45,9 @@ pub async fn serve<I>(
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT);
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers);
         let conn = builder.serve_connection(io, hyper_service).with_upgrades();
         until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
     };

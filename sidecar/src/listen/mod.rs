@@ -139,6 +139,7 @@ impl ListenerSpec {
             RouteKind::Proxy => Arc::from("proxy"),
             RouteKind::Transparent => Arc::from("transparent"),
             RouteKind::Upstream(name) => Arc::from(format!("outbound:{name}")),
+            RouteKind::Edge(index) => Arc::from(format!("edge:{index}")),
         }
     }
 }
@@ -174,6 +175,7 @@ impl Running {
             RouteKind::Proxy => ("proxy", None),
             RouteKind::Transparent => ("transparent", None),
             RouteKind::Upstream(name) => ("outbound", Some(name.to_string())),
+            RouteKind::Edge(_) => ("edge", None),
         };
         ListenerInfo {
             kind: kind.into(),
@@ -335,7 +337,7 @@ impl Accept {
                     .any(|u| u.name == *name && u.protocol == Protocol::Tcp);
                 (tcp, outbound)
             }
-            RouteKind::Proxy | RouteKind::Transparent => (false, outbound),
+            RouteKind::Proxy | RouteKind::Transparent | RouteKind::Edge(_) => (false, outbound),
         }
     }
 
@@ -370,9 +372,10 @@ impl Accept {
                     protocol,
                     io,
                     ConnInfo {
-                        peer_identity: None,
                         peer: Some(peer),
                         original_dst,
+                        listener: Some(self.name.clone()),
+                        ..Default::default()
                     },
                 )
                 .await
@@ -398,7 +401,9 @@ impl Accept {
         let conn = ConnInfo {
             peer_identity,
             peer: Some(peer),
-            original_dst: None,
+            tls: true,
+            listener: Some(self.name.clone()),
+            ..Default::default()
         };
         match alpn.as_deref() {
             Some(tls::ALPN_H2) => self.dispatch(detect::Protocol::Http2, stream, conn).await,
@@ -419,12 +424,13 @@ impl Accept {
     {
         let drain = self.shared.drain.clone();
         let service = self.service.clone();
+        let limits = self.shared.runtime.settings.load().limits.clone();
         match protocol {
             detect::Protocol::Http1 => {
-                crate::http::serve(io, Version::HTTP_11, service, drain, conn).await
+                crate::http::serve(io, Version::HTTP_11, service, drain, conn, &limits).await
             }
             detect::Protocol::Http2 => {
-                crate::http::serve(io, Version::HTTP_2, service, drain, conn).await
+                crate::http::serve(io, Version::HTTP_2, service, drain, conn, &limits).await
             }
             detect::Protocol::Tls | detect::Protocol::Opaque => {
                 if !self.tcp_allowed(&conn) {

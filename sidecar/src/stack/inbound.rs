@@ -3,7 +3,7 @@
 use tower::ServiceBuilder;
 
 use super::Runtime;
-use crate::http::HttpService;
+use crate::http::{hygiene, HttpService};
 use crate::route::RouteKind;
 use crate::telemetry::Direction;
 use crate::{errors, forward, policy, resilience, route, telemetry};
@@ -13,6 +13,7 @@ pub fn inbound(rt: &Runtime) -> HttpService {
     ServiceBuilder::new()
         .layer(telemetry::layer(rt.metrics.clone(), Direction::Inbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
+        .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before policy and routing
         .layer(policy::layer(rt.settings.clone())) // verified caller identity to the app; authz before anything is sent
         .layer(route::layer(rt.routes.clone(), RouteKind::Inbound)) // the local app, with the caller's authority
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer, so a retry may pick another endpoint

@@ -1,7 +1,8 @@
 //! The HTTP stacks, one function per listener kind, each composing the
 //! layers in data-flow order so the whole pipeline reads in one screen.
-//! Edge mode will be the same building blocks with more layers on.
+//! Edge mode is the same building blocks with more layers on.
 
+mod edge;
 mod inbound;
 mod outbound;
 
@@ -14,6 +15,7 @@ use crate::route::RouteTable;
 use crate::telemetry::Metrics;
 use crate::tls::IdentityStore;
 
+pub use edge::edge;
 pub use inbound::inbound;
 pub use outbound::outbound;
 

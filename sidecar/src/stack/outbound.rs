@@ -4,7 +4,7 @@
 use tower::ServiceBuilder;
 
 use super::Runtime;
-use crate::http::HttpService;
+use crate::http::{hygiene, HttpService};
 use crate::route::RouteKind;
 use crate::telemetry::Direction;
 use crate::{errors, forward, resilience, route, telemetry};
@@ -14,6 +14,7 @@ pub fn outbound(rt: &Runtime, kind: RouteKind) -> HttpService {
     ServiceBuilder::new()
         .layer(telemetry::layer(rt.metrics.clone(), Direction::Outbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
+        .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before policy and routing
         .layer(route::layer(rt.routes.clone(), kind)) // pick the upstream cluster (port, or authority)
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer, so a retry may pick another endpoint
         .service(forward::service(rt.metrics.clone())) // balance over endpoints, pooled connection, upgrades and CONNECT

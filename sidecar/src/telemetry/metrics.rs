@@ -22,6 +22,8 @@ pub enum Direction {
     Inbound,
     /// The local app → other services.
     Outbound,
+    /// Public clients → the mesh, through the edge.
+    Edge,
 }
 
 impl Direction {
@@ -30,6 +32,7 @@ impl Direction {
         match self {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
+            Direction::Edge => "edge",
         }
     }
 }

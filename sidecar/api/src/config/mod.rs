@@ -7,12 +7,14 @@
 //! [`load`] reads a file's text and lists every structural error with its
 //! YAML path and line.
 
+mod edge;
 mod yaml;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use edge::*;
 pub use yaml::{load, ConfigError, LineIndex};
 
 /// The whole config file.
@@ -21,7 +23,7 @@ pub use yaml::{load, ConfigError, LineIndex};
 pub struct Config {
     /// This proxy's service name (required).
     pub service: String,
-    /// `sidecar` (the only mode so far).
+    /// `sidecar` or `edge` (the public gateway: the `edge` section).
     #[serde(default)]
     pub mode: Mode,
     /// The admin API: health, config, listeners, clusters, metrics.
@@ -51,6 +53,12 @@ pub struct Config {
     /// Traffic that leaves the service.
     #[serde(default)]
     pub outbound: Outbound,
+    /// Request limits every HTTP listener enforces (431, 414, 413, header timeout).
+    #[serde(default)]
+    pub limits: RequestLimits,
+    /// The public gateway (`mode: edge` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<Edge>,
     /// The NAT rules `sidecar iptables` writes (transparent interception);
     /// omitted: the defaults of [`Interception`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +117,8 @@ pub enum Mode {
     /// Next to one service: inbound and outbound listeners.
     #[default]
     Sidecar,
+    /// The public gateway: the `edge` section's listeners and routes.
+    Edge,
 }
 
 /// The admin API listener.
@@ -132,6 +142,13 @@ pub struct Log {
     /// `MESH_LOG` overrides it.
     #[serde(default = "default_log_level")]
     pub level: String,
+    /// The access log, one JSON line per request or TCP connection:
+    /// `off`, `stdout`, `stderr`, or a file path (appended to).
+    #[serde(default = "default_access_log")]
+    pub access: String,
+    /// Fields of each access log line; empty: all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_fields: Vec<String>,
 }
 
 /// Process log format.
@@ -279,6 +296,10 @@ pub struct Upstream {
     /// (`false`: plaintext, for services outside the mesh).
     #[serde(default = "default_true")]
     pub mtls: bool,
+    /// TLS to an upstream outside the mesh (public or private CA), instead
+    /// of mesh mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
     /// The SPIFFE ID the upstream must present; default
     /// `spiffe://<trust_domain>/svc/<upstream name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -800,6 +821,8 @@ impl Default for Log {
         Self {
             format: LogFormat::default(),
             level: default_log_level(),
+            access: default_access_log(),
+            access_fields: Vec::new(),
         }
     }
 }
@@ -874,6 +897,10 @@ impl EndpointSpec {
 fn default_admin_listen() -> String {
     "127.0.0.1:15000".into()
 }
+fn default_access_log() -> String {
+    "off".into()
+}
+
 fn default_log_level() -> String {
     "info".into()
 }

@@ -1,0 +1,20 @@
+//! Edge: public clients reach the mesh through us.
+
+use tower::ServiceBuilder;
+
+use super::Runtime;
+use crate::http::{hygiene, HttpService};
+use crate::telemetry::Direction;
+use crate::{edge, errors, forward, resilience, telemetry};
+
+/// The edge HTTP stack.
+pub fn edge(rt: &Runtime) -> HttpService {
+    ServiceBuilder::new()
+        .layer(telemetry::layer(rt.metrics.clone(), Direction::Edge)) // see every request, even rejected ones
+        .layer(errors::layer()) // every failure below becomes the status the caller sees
+        .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before anything reads the request
+        .layer(edge::front_layer(rt.settings.clone())) // the client's address (trusted proxies), X-Forwarded-*, Forwarded, X-Request-Id
+        .layer(edge::route_layer(rt.routes.clone())) // first matching route: allow / deny, redirect, rewrites, header changes, split
+        .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer
+        .service(forward::service(rt.metrics.clone())) // balance over endpoints, pooled connection (mTLS into the mesh, or public TLS), upgrades
+}
