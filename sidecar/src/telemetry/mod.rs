@@ -26,6 +26,9 @@ pub struct RequestInfo(Arc<InfoInner>);
 #[derive(Default, Debug)]
 struct InfoInner {
     upstream: OnceLock<Arc<str>>,
+    route: OnceLock<Arc<str>>,
+    client: OnceLock<std::net::IpAddr>,
+    request_id: OnceLock<Arc<str>>,
 }
 
 impl RequestInfo {
@@ -37,6 +40,37 @@ impl RequestInfo {
     /// The upstream, if routing got that far.
     pub fn upstream(&self) -> Option<&Arc<str>> {
         self.0.upstream.get()
+    }
+
+    /// Records the edge route that matched.
+    pub fn set_route(&self, name: Arc<str>) {
+        let _ = self.0.route.set(name);
+    }
+
+    /// The edge route, if one matched.
+    pub fn route(&self) -> Option<&Arc<str>> {
+        self.0.route.get()
+    }
+
+    /// Records the client's address as the front layer worked it out
+    /// (PROXY protocol, trusted proxies' `X-Forwarded-For`).
+    pub fn set_client(&self, ip: std::net::IpAddr) {
+        let _ = self.0.client.set(ip);
+    }
+
+    /// The client's address, if the front layer set it.
+    pub fn client(&self) -> Option<std::net::IpAddr> {
+        self.0.client.get().copied()
+    }
+
+    /// Records the request ID (`X-Request-Id`) the request carries upstream.
+    pub fn set_request_id(&self, id: Arc<str>) {
+        let _ = self.0.request_id.set(id);
+    }
+
+    /// The request ID, if set.
+    pub fn request_id(&self) -> Option<&Arc<str>> {
+        self.0.request_id.get()
     }
 }
 
