@@ -18,7 +18,30 @@ pub fn init(trust_domain: &str, out: &Path, force: bool) -> Report {
 /// `mesh-ctl ca issue`: a workload certificate for `service`, signed by the
 /// CA in `ca_dir`, valid for `ttl`, written in `out`.
 pub fn issue(ca_dir: &Path, service: &str, ttl: Duration, out: &Path, force: bool) -> Report {
-    outcome(ca::issue(ca_dir, service, ttl, out, force).map(|issued| issue_text(&issued, ttl)))
+    outcome(
+        ca::issue(ca_dir, service, ttl, out, force)
+            .map(|issued| issue_text(&issued.spiffe_id, &issued, ttl)),
+    )
+}
+
+/// `mesh-ctl ca issue --host ...`: a server certificate for DNS names
+/// (public TLS on edge listeners), signed by the CA in `ca_dir`.
+pub fn issue_server(
+    ca_dir: &Path,
+    hosts: &[String],
+    ttl: Duration,
+    out: &Path,
+    force: bool,
+) -> Report {
+    outcome(
+        ca::issue_server(ca_dir, hosts, ttl, out, force).map(|issued| {
+            issue_text(
+                &format!("server certificate for {}", hosts.join(", ")),
+                &issued,
+                ttl,
+            )
+        }),
+    )
 }
 
 fn outcome(result: Result<String, CaError>) -> Report {
@@ -59,8 +82,8 @@ fn init_text(trust_domain: &str, out: &Path, paths: &CaPaths) -> String {
     text
 }
 
-fn issue_text(issued: &IssuedPaths, ttl: Duration) -> String {
-    let mut text = format!("issued {}\n", issued.spiffe_id);
+fn issue_text(what: &str, issued: &IssuedPaths, ttl: Duration) -> String {
+    let mut text = format!("issued {what}\n");
     for (what, value) in [
         ("serial", issued.serial.clone()),
         (
@@ -113,6 +136,22 @@ mod tests {
                 web.join("key.pem").display()
             )
         );
+
+        let api = dir.path().join("api");
+        let hosts = ["api.example.test".to_string(), "*.example.test".to_string()];
+        let report = issue_server(&ca_dir, &hosts, Duration::from_secs(3600), &api, false);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert!(report
+            .stdout
+            .starts_with("issued server certificate for api.example.test, *.example.test\n"));
+        let bad = issue_server(
+            &ca_dir,
+            &["bad name".to_string()],
+            Duration::from_secs(3600),
+            &api,
+            true,
+        );
+        assert_eq!(bad.problems.len(), 1);
 
         // Again without --force: refused, exit status 1.
         let report = issue(&ca_dir, "web", Duration::from_secs(86_400), &web, false);

@@ -127,14 +127,23 @@ enum CaCommand {
         force: bool,
     },
     /// Issue a workload certificate with the SPIFFE ID
-    /// spiffe://<trust-domain>/svc/<service>, signed by the intermediate.
+    /// spiffe://<trust-domain>/svc/<service>, signed by the intermediate;
+    /// or, with --host, a server certificate for public TLS (edge listeners).
     ///
     /// Writes cert.pem (leaf, then intermediate), key.pem (mode 0600) and
     /// bundle.pem in DIR.
     Issue {
         /// The service the certificate names (a-z, 0-9, '-' and '.').
-        #[arg(long, value_name = "NAME")]
-        service: String,
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_unless_present = "hosts",
+            conflicts_with = "hosts"
+        )]
+        service: Option<String>,
+        /// A DNS name of a server certificate instead (repeat; `*.example.test` allowed).
+        #[arg(long = "host", value_name = "NAME")]
+        hosts: Vec<String>,
         /// How long the certificate is valid (e.g. 1h, 24h, 7d).
         #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_positive_duration)]
         ttl: Duration,
@@ -242,12 +251,21 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
                 force,
             } => ca::init(&trust_domain, &out, force),
             CaCommand::Issue {
-                service,
+                service: Some(service),
                 ttl,
                 ca_dir,
                 out,
                 force,
+                ..
             } => ca::issue(&ca_dir, &service, ttl, &out, force),
+            CaCommand::Issue {
+                service: None,
+                hosts,
+                ttl,
+                ca_dir,
+                out,
+                force,
+            } => ca::issue_server(&ca_dir, &hosts, ttl, &out, force),
         },
     }
 }
@@ -390,12 +408,13 @@ mod tests {
                     ca_dir,
                     out,
                     force,
+                    ..
                 },
         } = issue(&[]).expect("valid command line").command
         else {
             panic!("ca issue");
         };
-        assert_eq!(service, "web");
+        assert_eq!(service.as_deref(), Some("web"));
         assert_eq!(ttl, Duration::from_secs(86_400), "default ttl is 24h");
         assert_eq!(ca_dir, PathBuf::from("/tmp/ca"));
         assert_eq!(out, PathBuf::from("/tmp/web"));
@@ -414,6 +433,30 @@ mod tests {
         assert!(issue(&["--ttl", "soon"]).is_err());
         // Every flag but --force and --ttl is required.
         assert!(Cli::try_parse_from(["mesh-ctl", "ca", "issue", "--service", "web"]).is_err());
+        // A service or host names, not both.
+        assert!(issue(&["--host", "api.example.test"]).is_err());
+        let server = [
+            "mesh-ctl",
+            "ca",
+            "issue",
+            "--host",
+            "api.example.test",
+            "--host",
+            "*.example.test",
+            "--ca",
+            "/tmp/ca",
+            "--out",
+            "/tmp/api",
+        ];
+        let Command::Ca {
+            command: CaCommand::Issue { service, hosts, .. },
+        } = Cli::try_parse_from(server)
+            .expect("valid command line")
+            .command
+        else {
+            panic!("ca issue");
+        };
+        assert_eq!((service, hosts.len()), (None, 2));
         assert!(Cli::try_parse_from(["mesh-ctl", "ca", "init", "--out", "/tmp/ca"]).is_err());
         assert!(Cli::try_parse_from(["mesh-ctl", "ca"]).is_err());
     }

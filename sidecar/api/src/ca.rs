@@ -83,7 +83,7 @@ pub struct IssuedPaths {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub bundle: PathBuf,
-    /// `spiffe://<trust-domain>/svc/<service>`.
+    /// `spiffe://<trust-domain>/svc/<service>` (empty for [`issue_server`]).
     pub spiffe_id: String,
     /// Serial number, lower-case hex.
     pub serial: String,
@@ -298,10 +298,66 @@ pub fn issue(
     force: bool,
 ) -> Result<IssuedPaths, CaError> {
     validate_service(service)?;
+    let ca = SigningCa::load(ca_dir)?;
+    let id = spiffe_id(&ca.trust_domain, service);
+    let leaf = Leaf {
+        common_name: service,
+        uri: Some(&id),
+        hosts: &[service.to_string()],
+        client_auth: true,
+    };
+    let issued = issue_leaf(ca, &leaf, ttl, out, force)?;
+    Ok(IssuedPaths {
+        spiffe_id: id,
+        ..issued
+    })
+}
+
+/// Issues a server certificate for the DNS names `hosts` (`*.example.test`
+/// allowed), for public TLS listeners (the edge) in demos and tests: no
+/// SPIFFE ID, server authentication only. Same CA, files and rules as [`issue`].
+pub fn issue_server(
+    ca_dir: &Path,
+    hosts: &[String],
+    ttl: Duration,
+    out: &Path,
+    force: bool,
+) -> Result<IssuedPaths, CaError> {
+    let first = hosts.first().ok_or_else(|| CaError::InvalidService {
+        value: String::new(),
+        reason: "at least one host name is required".into(),
+    })?;
+    for host in hosts {
+        validate_service(host.strip_prefix("*.").unwrap_or(host))?;
+    }
+    let ca = SigningCa::load(ca_dir)?;
+    let leaf = Leaf {
+        common_name: first,
+        uri: None,
+        hosts,
+        client_auth: false,
+    };
+    issue_leaf(ca, &leaf, ttl, out, force)
+}
+
+/// What a leaf certificate names.
+struct Leaf<'a> {
+    common_name: &'a str,
+    uri: Option<&'a str>,
+    hosts: &'a [String],
+    client_auth: bool,
+}
+
+fn issue_leaf(
+    ca: SigningCa,
+    leaf: &Leaf<'_>,
+    ttl: Duration,
+    out: &Path,
+    force: bool,
+) -> Result<IssuedPaths, CaError> {
     if ttl.as_secs() == 0 {
         return Err(CaError::InvalidTtl("must be at least 1s".into()));
     }
-    let ca = SigningCa::load(ca_dir)?;
     let cert = out.join(WORKLOAD_CERT);
     let key = out.join(WORKLOAD_KEY);
     let bundle = out.join(BUNDLE);
@@ -316,7 +372,6 @@ pub fn issue(
             ca: utc(ca.not_after),
         });
     }
-    let id = spiffe_id(&ca.trust_domain, service);
     let (serial, serial_hex) = random_serial(&SystemRandom::new())?;
     let generate = |source| CaError::Generate {
         what: "workload certificate",
@@ -327,17 +382,23 @@ pub fn issue(
     params.distinguished_name = DistinguishedName::new();
     params
         .distinguished_name
-        .push(DnType::CommonName, service.to_string());
-    params.subject_alt_names = vec![
-        SanType::URI(id.clone().try_into().map_err(generate)?),
-        SanType::DnsName(service.to_string().try_into().map_err(generate)?),
-    ];
+        .push(DnType::CommonName, leaf.common_name.to_string());
+    let mut sans = Vec::new();
+    if let Some(uri) = leaf.uri {
+        sans.push(SanType::URI(uri.to_string().try_into().map_err(generate)?));
+    }
+    for host in leaf.hosts {
+        sans.push(SanType::DnsName(host.clone().try_into().map_err(generate)?));
+    }
+    params.subject_alt_names = sans;
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    if leaf.client_auth {
+        params
+            .extended_key_usages
+            .push(ExtendedKeyUsagePurpose::ClientAuth);
+    }
     params.use_authority_key_identifier_extension = true;
     params.serial_number = Some(serial);
     set_validity(&mut params, now, not_after)?;
@@ -352,13 +413,13 @@ pub fn issue(
             path: ca.cert_path.clone(),
             reason: source.to_string(),
         })?;
-    let leaf = params.signed_by(&workload_key, &issuer).map_err(generate)?;
+    let signed = params.signed_by(&workload_key, &issuer).map_err(generate)?;
 
     fs::create_dir_all(out).map_err(|source| CaError::Write {
         path: out.to_path_buf(),
         source,
     })?;
-    let chain = format!("{}{}\n", leaf.pem(), ca.cert_pem.trim());
+    let chain = format!("{}{}\n", signed.pem(), ca.cert_pem.trim());
     write_file(&key, &workload_key.serialize_pem(), PRIVATE_MODE, force)?;
     write_file(&cert, &chain, PUBLIC_MODE, force)?;
     write_file(&bundle, &ca.bundle, PUBLIC_MODE, force)?;
@@ -367,7 +428,7 @@ pub fn issue(
         cert,
         key,
         bundle,
-        spiffe_id: id,
+        spiffe_id: String::new(),
         serial: serial_hex,
         not_after: to_system_time(not_after),
     })
