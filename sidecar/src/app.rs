@@ -8,7 +8,8 @@
 //!
 //! Drain (SIGTERM / SIGINT): `/ready` turns 503 at once; after
 //! `drain.delay` listeners stop accepting and HTTP connections shut down
-//! gracefully; in-flight work gets `drain.deadline`; then the process exits.
+//! gracefully; in-flight work gets `drain.deadline`; then the access log
+//! writer flushes what is left and the process exits.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -204,6 +205,14 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
         metrics,
         identity,
     });
+    // Outlives the drain, so requests finishing during it are logged; ends
+    // when `run` returns, whichever way.
+    let access_log_stop = CancellationToken::new();
+    let _access_log_guard = access_log_stop.clone().drop_guard();
+    let access_log = runtime
+        .metrics
+        .access_log()
+        .spawn_writer(runtime.settings.clone(), access_log_stop.clone());
     let shared = Shared {
         runtime,
         drain: CancellationToken::new(),
@@ -255,6 +264,10 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
         warn!("drain deadline passed; closing what is left");
     } else {
         info!("drained");
+    }
+    access_log_stop.cancel();
+    if let Some(writer) = access_log {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use mesh_api::admin::{ClusterInfo, EndpointInfo};
 
 use crate::balance::Balancer;
 use crate::config::UpstreamSettings;
-use crate::connect::{ConnectionLimits, Pool, UpstreamTls};
+use crate::connect::{ConnectionLimits, Pool, Security, UpstreamTls};
 use crate::discovery::{DiscoveryStatus, EndpointSet};
 use crate::resilience::health::{self, HealthChecker};
 use crate::resilience::ClusterState;
@@ -40,10 +40,17 @@ impl Cluster {
         metrics: &Metrics,
         identity: &Arc<IdentityStore>,
     ) -> Self {
-        let tls = settings.tls.clone().map(|expected| UpstreamTls {
-            identity: identity.clone(),
-            expected,
-        });
+        // Mesh mTLS, or public TLS (its configs built here, once per cluster).
+        let tls = match (&settings.tls, &settings.public_tls) {
+            (Some(expected), _) => Some(Security::Mesh(UpstreamTls {
+                identity: identity.clone(),
+                expected: expected.clone(),
+            })),
+            (None, Some(public)) => Some(Security::Public(Arc::new(
+                crate::tls::upstream::PublicTls::new(public, &settings.name),
+            ))),
+            (None, None) => None,
+        };
         // A DNS source's resolver task lives as long as this set (in the balancer).
         let (endpoints, discovery) =
             EndpointSet::discover(&settings.discovery, &settings.name, metrics);

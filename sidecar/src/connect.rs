@@ -4,6 +4,9 @@
 //! multiplexed connection per endpoint, re-made when it closes. A request
 //! that a pooled connection could not even start (it closed while idle) is
 //! sent again on another connection; any other failure is the caller's.
+//! Connections are plaintext, mutual TLS to mesh upstreams (ALPN of the
+//! wire), or server-verified TLS to upstreams outside the mesh
+//! (`tls::upstream`, configs built once per cluster).
 //! Writes: per-endpoint and per-cluster connection counts.
 //! Errors: [`ConnectError`] (no connection), [`UpstreamError`] (the
 //! upstream failed the request before its response head).
@@ -29,6 +32,7 @@ use tracing::{debug, Instrument};
 
 use crate::balance::EndpointState;
 use crate::http::Body;
+use crate::tls::upstream::{PublicTls, PublicTlsError};
 use crate::tls::verify::IdentityMismatch;
 use crate::tls::IdentityStore;
 use crate::{lock, BoxError};
@@ -58,6 +62,9 @@ pub enum ConnectError {
     /// The upstream proxy proved an identity other than the one it must have.
     #[error("{0}")]
     Identity(#[from] IdentityMismatch),
+    /// TLS with an upstream outside the mesh failed (not trusted, wrong name).
+    #[error("{0}")]
+    PublicTls(#[from] PublicTlsError),
 }
 
 /// No connection could be made, so the request was never sent: it travels
@@ -99,11 +106,21 @@ pub struct UpstreamTls {
     pub expected: Arc<str>,
 }
 
-/// A connection to an endpoint: plaintext, or mutual TLS between proxies.
+/// How a cluster's connections are secured (none: plaintext).
+#[derive(Clone)]
+pub enum Security {
+    /// Mutual TLS between proxies, the upstream's SPIFFE ID checked.
+    Mesh(UpstreamTls),
+    /// TLS to an upstream outside the mesh, its certificate and name checked.
+    Public(Arc<PublicTls>),
+}
+
+/// A connection to an endpoint: plaintext, or TLS (between proxies, or to
+/// an upstream outside the mesh).
 pub enum UpstreamIo {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS 1.3 with both sides authenticated.
+    /// TLS: mutual between proxies, or server-verified outside the mesh.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
@@ -220,7 +237,7 @@ struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
     metrics: ConnectionMetrics,
-    tls: Option<UpstreamTls>,
+    tls: Option<Security>,
     limits: ConnectionLimits,
     /// Connections open now (counted by `ConnectionGuard`).
     open: Arc<AtomicU32>,
@@ -236,7 +253,7 @@ impl Pool {
         connect_timeout: Duration,
         idle_timeout: Duration,
         metrics: ConnectionMetrics,
-        tls: Option<UpstreamTls>,
+        tls: Option<Security>,
         limits: ConnectionLimits,
     ) -> Self {
         let inner = Arc::new(Inner {
@@ -282,7 +299,7 @@ impl Pool {
     }
 
     /// A new connection to `endpoint` for an active health check: TCP, then
-    /// mutual TLS offering `alpn` for mesh upstreams, as real traffic does.
+    /// TLS offering `alpn` when the cluster uses TLS, as real traffic does.
     /// Neither pooled nor counted in the connection metrics.
     pub async fn probe(
         &self,
@@ -292,7 +309,7 @@ impl Pool {
         self.open(endpoint, alpn).await
     }
 
-    /// TCP to the endpoint, then mutual TLS offering `alpn` if the cluster uses it.
+    /// TCP to the endpoint, then TLS offering `alpn` if the cluster uses it.
     async fn open(
         &self,
         endpoint: &Arc<EndpointState>,
@@ -319,22 +336,28 @@ impl Pool {
         alpn: &'static [u8],
     ) -> Result<UpstreamIo, ConnectError> {
         let stream = tcp(endpoint.addr, self.0.connect_timeout).await?;
-        let Some(tls) = &self.0.tls else {
-            return Ok(UpstreamIo::Plain(stream));
+        let (config, name, failed): (_, _, fn(std::io::Error) -> ConnectError) = match &self.0.tls {
+            None => return Ok(UpstreamIo::Plain(stream)),
+            Some(Security::Mesh(tls)) => {
+                let config = tls
+                    .identity
+                    .client_config(&tls.expected, alpn)
+                    .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
+                // Mesh certificates carry a SPIFFE ID, not a host name: the
+                // verifier ignores this name and checks the ID.
+                let name = ServerName::try_from("mesh-upstream")
+                    .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
+                (config, name, tls_error)
+            }
+            Some(Security::Public(tls)) => (tls.config(alpn)?, tls.server_name(), |err| {
+                PublicTlsError::Handshake(err).into()
+            }),
         };
-        let config = tls
-            .identity
-            .client_config(&tls.expected, alpn)
-            .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
-        // Mesh certificates carry a SPIFFE ID, not a host name: the verifier
-        // ignores this name and checks the ID.
-        let name = ServerName::try_from("mesh-upstream")
-            .map_err(|e| ConnectError::Tls(std::io::Error::other(e)))?;
         let handshake = tokio_rustls::TlsConnector::from(config).connect(name, stream);
         let stream = tokio::time::timeout(self.0.connect_timeout, handshake)
             .await
             .map_err(|_| ConnectError::Timeout)?
-            .map_err(tls_error)?;
+            .map_err(failed)?;
         Ok(UpstreamIo::Tls(Box::new(stream)))
     }
 

@@ -12,8 +12,9 @@ use tower::layer::layer_fn;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
+use crate::http::hygiene::HygieneError;
 use crate::http::{full, Body, HttpService, RequestError};
-use crate::{connect, forward, policy, resilience, route, BoxError};
+use crate::{connect, edge, forward, policy, resilience, route, BoxError};
 
 /// Response header naming why the proxy itself answered.
 pub const REASON_HEADER: &str = "x-mesh-error";
@@ -23,12 +24,22 @@ pub const REASON_HEADER: &str = "x-mesh-error";
 pub enum Reason {
     /// The request is malformed.
     BadRequest,
+    /// The request line and headers are over `limits` (431).
+    HeaderTooLarge,
+    /// The request target is over `limits.max_uri` (414).
+    UriTooLong,
     /// Authorization denied the caller.
     Forbidden,
     /// The upstream proxy proved another identity than the one it must have.
     UpstreamIdentity,
+    /// TLS with an upstream outside the mesh failed (untrusted, wrong name).
+    UpstreamTls,
     /// No upstream is configured for the request's target.
     NoRoute,
+    /// No edge route matches the request (404, reason `no_route`).
+    NoEdgeRoute,
+    /// The request body is larger than the route accepts.
+    BodyTooLarge,
     /// The cluster has no endpoint to send to.
     NoHealthyEndpoints,
     /// The cluster is at a circuit-breaker limit.
@@ -50,9 +61,13 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::BadRequest => "bad_request",
+            Reason::HeaderTooLarge => "header_too_large",
+            Reason::UriTooLong => "uri_too_long",
             Reason::Forbidden => "forbidden",
             Reason::UpstreamIdentity => "upstream_identity",
-            Reason::NoRoute => "no_route",
+            Reason::UpstreamTls => "upstream_tls",
+            Reason::NoRoute | Reason::NoEdgeRoute => "no_route",
+            Reason::BodyTooLarge => "body_too_large",
             Reason::NoHealthyEndpoints => "no_healthy_endpoints",
             Reason::CircuitOpen => "circuit_open",
             Reason::UpstreamTimeout => "upstream_timeout",
@@ -66,9 +81,14 @@ impl Reason {
     fn status(self) -> StatusCode {
         match self {
             Reason::BadRequest => StatusCode::BAD_REQUEST,
+            Reason::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Reason::UriTooLong => StatusCode::URI_TOO_LONG,
             Reason::Forbidden => StatusCode::FORBIDDEN,
+            Reason::NoEdgeRoute => StatusCode::NOT_FOUND,
+            Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::NoRoute
             | Reason::UpstreamIdentity
+            | Reason::UpstreamTls
             | Reason::UpstreamConnectFailed
             | Reason::UpstreamReset
             | Reason::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
@@ -81,10 +101,22 @@ impl Reason {
 
 /// Classifies an error by its type.
 pub fn reason(err: &BoxError) -> Reason {
-    if err.downcast_ref::<RequestError>().is_some() {
+    if let Some(err) = hygiene_error(err) {
+        match err {
+            HygieneError::HeaderTooLarge | HygieneError::TooManyHeaders => Reason::HeaderTooLarge,
+            HygieneError::UriTooLong => Reason::UriTooLong,
+            HygieneError::BodyTooLarge => Reason::BodyTooLarge,
+            _ => Reason::BadRequest,
+        }
+    } else if err.downcast_ref::<RequestError>().is_some() {
         Reason::BadRequest
     } else if err.downcast_ref::<route::RouteError>().is_some() {
         Reason::NoRoute
+    } else if let Some(err) = err.downcast_ref::<edge::EdgeError>() {
+        match err {
+            edge::EdgeError::NoRoute => Reason::NoEdgeRoute,
+            edge::EdgeError::InvalidRewrite => Reason::Internal,
+        }
     } else if let Some(err) = err.downcast_ref::<resilience::ResilienceError>() {
         match err {
             resilience::ResilienceError::CircuitOpen | resilience::ResilienceError::RetryLimit => {
@@ -100,6 +132,7 @@ pub fn reason(err: &BoxError) -> Reason {
     {
         match err {
             connect::ConnectError::Identity(_) => Reason::UpstreamIdentity,
+            connect::ConnectError::PublicTls(_) => Reason::UpstreamTls,
             connect::ConnectError::Overflow => Reason::CircuitOpen,
             _ => Reason::UpstreamConnectFailed,
         }
@@ -116,6 +149,19 @@ pub fn reason(err: &BoxError) -> Reason {
     } else {
         Reason::Internal
     }
+}
+
+/// A hygiene refusal, also when it failed the request body under another
+/// error (a body cut at `max_body` while it was being sent upstream).
+fn hygiene_error(err: &BoxError) -> Option<&HygieneError> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(err) = next {
+        if let Some(found) = err.downcast_ref::<HygieneError>() {
+            return Some(found);
+        }
+        next = err.source();
+    }
+    None
 }
 
 /// The layer that turns every error below it into a response, so layers
@@ -155,9 +201,21 @@ pub fn response(err: &BoxError, grpc: bool) -> Response<Body> {
 /// What the caller may read: the error's own text for requests it sent,
 /// a fixed sentence for everything that concerns the proxy's insides.
 fn public_message(reason: Reason, err: &BoxError) -> String {
+    if let Some(err) = hygiene_error(err) {
+        return err.to_string();
+    }
     match reason {
-        Reason::BadRequest | Reason::NoRoute | Reason::Forbidden => err.to_string(),
+        Reason::BadRequest
+        | Reason::HeaderTooLarge
+        | Reason::UriTooLong
+        | Reason::NoRoute
+        | Reason::NoEdgeRoute
+        | Reason::BodyTooLarge
+        | Reason::Forbidden => err.to_string(),
         Reason::UpstreamIdentity => "the upstream did not prove the expected identity".into(),
+        Reason::UpstreamTls => {
+            "TLS with the upstream failed (certificate not trusted or not for its name)".into()
+        }
         Reason::NoHealthyEndpoints => "no endpoint of the upstream is available".into(),
         Reason::CircuitOpen => "the upstream is at its request limit".into(),
         Reason::UpstreamTimeout => "the upstream did not answer in time".into(),
@@ -173,6 +231,7 @@ fn grpc_code(reason: Reason) -> u8 {
     match reason.status() {
         StatusCode::BAD_REQUEST => 13,    // INTERNAL
         StatusCode::FORBIDDEN => 7,       // PERMISSION_DENIED
+        StatusCode::NOT_FOUND => 12,      // UNIMPLEMENTED
         StatusCode::GATEWAY_TIMEOUT => 4, // DEADLINE_EXCEEDED
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
         _ => 2,                           // UNKNOWN
@@ -240,6 +299,26 @@ mod tests {
             response(&err, false).status(),
             StatusCode::INTERNAL_SERVER_ERROR
         );
+    }
+
+    #[test]
+    fn hygiene_refusals_map_to_their_status() {
+        let status = |err: HygieneError| response(&BoxError::from(err), false);
+        let res = status(HygieneError::HeaderTooLarge);
+        assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(res.headers()[REASON_HEADER], "header_too_large");
+        let res = status(HygieneError::UriTooLong);
+        assert_eq!(res.status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(res.headers()[REASON_HEADER], "uri_too_long");
+        let res = status(HygieneError::ContentLengthWithTransferEncoding);
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(res.headers()[REASON_HEADER], "bad_request");
+        // A body cut at the limit while being sent, under other errors.
+        let cut = crate::http::BodyError(Box::new(HygieneError::BodyTooLarge));
+        let err: BoxError = Box::new(std::io::Error::other(cut));
+        let res = response(&err, false);
+        assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(res.headers()[REASON_HEADER], "body_too_large");
     }
 
     #[test]

@@ -93,6 +93,9 @@ async fn forward(
     let tried = req.extensions().get::<TriedEndpoints>().cloned();
     let sticky = sticky::key(target.cluster.balancer.policy(), &req);
     let (endpoint, set_cookie) = choose(&target, tried.as_ref(), sticky).await?;
+    if let Some(info) = req.extensions().get::<crate::telemetry::RequestInfo>() {
+        info.record_attempt(endpoint.addr);
+    }
     let active = endpoint.start();
     if req.method() == Method::CONNECT {
         return tunnel(&target, &endpoint, active, req).await;
@@ -235,11 +238,14 @@ fn prepare(
             req.headers_mut().insert(HOST, host);
         }
         Wire::Http2 => {
-            let scheme = req
-                .uri()
-                .scheme()
-                .cloned()
-                .unwrap_or(http::uri::Scheme::HTTP);
+            let scheme = match &target.cluster.settings.public_tls {
+                Some(_) => http::uri::Scheme::HTTPS,
+                None => req
+                    .uri()
+                    .scheme()
+                    .cloned()
+                    .unwrap_or(http::uri::Scheme::HTTP),
+            };
             *req.uri_mut() = Uri::builder()
                 .scheme(scheme)
                 .authority(target.authority.clone())

@@ -72,6 +72,8 @@ pub struct RouteTable {
     passthrough: Option<Arc<Cluster>>,
     /// Whether the forward proxy may use `passthrough` (the transparent listener always may).
     proxy_passthrough: bool,
+    /// The edge routes, their upstreams resolved to these clusters.
+    edge: crate::edge::EdgeRoutes,
 }
 
 impl RouteTable {
@@ -101,6 +103,10 @@ impl RouteTable {
             .as_ref()
             .map(|i| reuse(&i.app, previous.inbound.as_ref()));
         table.proxy_passthrough = settings.outbound.passthrough;
+        if let Some(edge) = &settings.edge {
+            table.edge =
+                crate::edge::EdgeRoutes::build(edge, |name| table.clusters.get(name).cloned());
+        }
         if settings.outbound.passthrough || settings.outbound.transparent.is_some() {
             let spec = UpstreamSettings {
                 name: Arc::from("passthrough"),
@@ -120,6 +126,11 @@ impl RouteTable {
             table.passthrough = Some(reuse(&spec, previous.passthrough.as_ref()));
         }
         table
+    }
+
+    /// The edge routes (empty outside edge mode).
+    pub fn edge_routes(&self) -> &crate::edge::EdgeRoutes {
+        &self.edge
     }
 
     /// The cluster a whole listener is bound to (inbound or an upstream's port).

@@ -192,14 +192,21 @@ fn the_readme_config_reference_passes_check() {
     let reference = &readme[readme
         .find("## Config reference")
         .expect("a config reference section")..];
-    let start = reference.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
-    let end = start + reference[start..].find("```").expect("the block ends");
+    let section = &reference[..reference[3..]
+        .find("\n## ")
+        .map_or(reference.len(), |end| end + 3)];
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("reference.yaml");
-    std::fs::write(&file, &reference[start..end]).unwrap();
+    let mut files = Vec::new();
+    for (i, block) in section.split("```yaml\n").skip(1).enumerate() {
+        let end = block.find("```").expect("the block ends");
+        let file = dir.path().join(format!("reference-{i}.yaml"));
+        std::fs::write(&file, &block[..end]).unwrap();
+        files.push(file);
+    }
+    assert!(files.len() >= 2, "a sidecar and an edge block: {files:?}");
     let out = Command::new(bin("sidecar"))
         .arg("check")
-        .arg(&file)
+        .args(&files)
         .output()
         .unwrap();
     assert!(

@@ -3,18 +3,24 @@
 //! and always stopped.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_log;
 mod balance;
 mod config;
 mod demo;
 mod discovery;
 mod drain;
+mod edge_front;
+mod edge_routes;
+mod edge_tls;
 mod grpc;
 mod health;
 mod http;
+mod hygiene;
 mod mtls;
 mod tcp;
 mod transparent;
 mod udp;
+mod upstream_tls;
 mod websocket;
 
 use std::net::{SocketAddr, TcpListener};

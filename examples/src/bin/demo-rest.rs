@@ -46,6 +46,7 @@ const ROUTES: &[&str] = &[
     "GET /stats",
     "GET /status/{code}",
     "GET /orders/{id}",
+    "ANY /echo-request[/...]",
 ];
 
 /// HTTP demo service (HTTP/1.1 and h2c on one port).
@@ -177,6 +178,9 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Response<Body>, 
         (&Method::GET, path) if path.starts_with("/orders/") => {
             order(app, &path["/orders/".len()..]).await
         }
+        (_, path) if path == "/echo-request" || path.starts_with("/echo-request/") => {
+            Ok(echo_request(app, &parts))
+        }
         (method, path) => Err(RouteError::NoRoute {
             method: method.clone(),
             path: path.to_owned(),
@@ -201,6 +205,35 @@ fn headers(parts: &Parts) -> serde_json::Map<String, serde_json::Value> {
     out.insert("_uri".to_owned(), parts.uri.to_string().into());
     out.insert("_version".to_owned(), format!("{:?}", parts.version).into());
     out
+}
+
+/// What the service saw of the request (its name, method, path, query and
+/// headers), with the `Server` and `X-Powered-By` headers an app
+/// typically sends (so a gateway in front can be seen removing them).
+fn echo_request(app: &App, parts: &Parts) -> Response<Body> {
+    let mut response = json(
+        StatusCode::OK,
+        &json_value!({
+            "service": app.name,
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "headers": headers(parts),
+        }),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        "server",
+        hyper::header::HeaderValue::from_static("demo-rest"),
+    );
+    headers.insert(
+        "x-powered-by",
+        hyper::header::HeaderValue::from_static("demo"),
+    );
+    if let Ok(name) = hyper::header::HeaderValue::from_str(&app.name) {
+        headers.insert("x-service", name);
+    }
+    response
 }
 
 async fn slow(query: Option<&str>) -> Result<Response<Body>, RouteError> {

@@ -680,8 +680,13 @@ fn validate_upstream(
                 format!("invalid server name {sni:?}"),
             );
         }
+        let ca = tls.ca.as_ref().map(|ca| base.join(ca));
+        // A CA file that cannot be used is a config error now, not a 502 later.
+        if let Some(Err(message)) = ca.as_deref().map(crate::tls::upstream::load_roots) {
+            errors.push(&format!("{at}.tls.ca"), message);
+        }
         UpstreamTlsSettings {
-            ca: tls.ca.as_ref().map(|ca| base.join(ca)),
+            ca,
             sni,
             verify: tls.verify,
         }

@@ -1,29 +1,14 @@
 //! Edge mode's own layers: the front (who the client is: trusted proxies,
 //! `X-Forwarded-*`, `Forwarded`, `X-Request-Id`) and the edge routes
 //! (match, allow / deny, redirect, rewrite, header changes, weighted split).
+//! Their compiled parts (`matcher`, `rewrite`, `action`) are built by
+//! config validation, never per request.
 
-use std::sync::Arc;
+pub mod action;
+mod front;
+pub mod matcher;
+pub mod rewrite;
+mod route;
 
-use arc_swap::ArcSwap;
-use tower::layer::layer_fn;
-use tower::Layer;
-
-use crate::config::Settings;
-use crate::http::HttpService;
-use crate::route::RouteTable;
-
-/// Who the client is, and the forwarding headers that say so upstream.
-pub fn front_layer(
-    settings: Arc<ArcSwap<Settings>>,
-) -> impl Layer<HttpService, Service = HttpService> + Clone {
-    let _ = settings;
-    layer_fn(|inner: HttpService| inner)
-}
-
-/// The edge routes: the first route that matches decides.
-pub fn route_layer(
-    routes: Arc<ArcSwap<RouteTable>>,
-) -> impl Layer<HttpService, Service = HttpService> + Clone {
-    let _ = routes;
-    layer_fn(|inner: HttpService| inner)
-}
+pub use front::{front_layer, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+pub use route::{route_layer, EdgeError, EdgeRoutes};

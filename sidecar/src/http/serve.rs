@@ -2,6 +2,10 @@
 //! HTTP/1 or HTTP/2. On drain the connection is shut down gracefully:
 //! HTTP/1 finishes the request in flight then closes, HTTP/2 sends GOAWAY and
 //! lets open streams finish.
+//! `limits` bound the request head here, in hyper (431, the header read
+//! timeout); HTTP/1 reads are watched for each head's framing headers as
+//! sent ([`WatchHeads`]), which hyper's parsed request no longer shows and
+//! `hygiene` checks.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,9 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
+use super::hygiene::{RawHeads, WatchHeads};
 use super::{boxed, Body, ConnInfo, HttpService};
 use crate::config::LimitSettings;
 use crate::errors;
+
+/// The smallest read buffer hyper's HTTP/1 server accepts.
+const MIN_BUF_SIZE: usize = 8 * 1024;
 
 /// Serves HTTP on `io` with `service` until the client leaves or `drain` fires.
 pub async fn serve<I>(
@@ -30,24 +38,37 @@ pub async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // HTTP/1 request heads as sent, for what hyper's parsed request no longer shows.
+    let heads = (version != Version::HTTP_2).then(RawHeads::default);
+    let raw_heads = heads.clone();
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(conn.clone());
+        if let Some(raw) = raw_heads.as_ref().and_then(RawHeads::next) {
+            req.extensions_mut().insert(raw);
+        }
         let service = service.clone();
         async move { Ok::<_, Infallible>(call(service, req.map(boxed)).await) }
     });
-    let io = TokioIo::new(io);
     let result = if version == Version::HTTP_2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        let conn = builder.serve_connection(io, hyper_service);
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+        let conn = builder.serve_connection(TokioIo::new(io), hyper_service);
         until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .max_buf_size(limits.max_header_bytes)
+            .max_header_size(limits.max_header_bytes)
+            .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
             .max_headers(limits.max_headers);
+        let io = TokioIo::new(WatchHeads::new(
+            io,
+            heads.unwrap_or_default(),
+            limits.max_header_bytes,
+        ));
         let conn = builder.serve_connection(io, hyper_service).with_upgrades();
         until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
     };

@@ -6,9 +6,14 @@
 //! reads each connection's original destination (`SO_ORIGINAL_DST`); opaque
 //! connections go to the upstream owning that address, else straight to it.
 //! A `protocol: udp` upstream's listener is a UDP socket, served by
-//! `crate::udp` (same stop token, same reload rules).
+//! `crate::udp` (same stop token, same reload rules). Edge listeners
+//! (`edge.rs`) first admit the connection (limits, PROXY protocol,
+//! allow / deny), then terminate public TLS or answer HTTPS redirects.
 //! Reads: the running settings (detection timeout, opaque upstreams) and
 //! the route table, at each accept. Writes: connection metrics.
+
+mod edge;
+mod proxy_protocol;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -120,6 +125,15 @@ impl ListenerSpec {
                 });
             }
         }
+        let edge_listeners = settings.edge.iter().flat_map(|e| &e.listeners);
+        for (i, listener) in edge_listeners.enumerate() {
+            specs.push(ListenerSpec {
+                kind: RouteKind::Edge(i),
+                configured: listener.listen,
+                path: format!("{}.listen", listener.path),
+                udp: false,
+            });
+        }
         specs
     }
 
@@ -230,7 +244,18 @@ pub fn start(listener: Bound, spec: ListenerSpec, shared: &Shared) -> std::io::R
     let name = spec.name();
     let service = match &spec.kind {
         RouteKind::Inbound => stack::inbound(&shared.runtime),
+        RouteKind::Edge(_) => stack::edge(&shared.runtime),
         kind => stack::outbound(&shared.runtime, kind.clone()),
+    };
+    let edge = match spec.kind {
+        RouteKind::Edge(index) => Some(edge::EdgeListener::start(
+            index,
+            &shared.runtime.settings.load(),
+            &name,
+            &shared.tracker,
+            &stop,
+        )?),
+        _ => None,
     };
     let accept = Accept {
         listener,
@@ -238,6 +263,7 @@ pub fn start(listener: Bound, spec: ListenerSpec, shared: &Shared) -> std::io::R
         name: name.clone(),
         service,
         shared: shared.clone(),
+        edge,
     };
     shared.tracker.spawn(
         accept
@@ -253,6 +279,8 @@ struct Accept {
     name: Arc<str>,
     service: HttpService,
     shared: Shared,
+    /// Admission, PROXY protocol and public TLS state of an edge listener.
+    edge: Option<Arc<edge::EdgeListener>>,
 }
 
 impl Accept {
@@ -282,6 +310,9 @@ impl Accept {
     }
 
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        if let Some(edge) = self.edge.clone() {
+            return self.edge_connection(edge, stream, peer).await;
+        }
         let _ = stream.set_nodelay(true);
         let original_dst = match self.kind {
             RouteKind::Transparent => match original_dst(&stream) {
@@ -447,8 +478,8 @@ impl Accept {
                 drop(routes);
                 match cluster {
                     Some(cluster) => {
-                        crate::tcp::serve(io, &cluster, &self.shared.runtime.metrics, &self.name)
-                            .await
+                        let runtime = &self.shared.runtime;
+                        crate::tcp::serve(io, &cluster, runtime, &self.name, &conn).await
                     }
                     None => debug!("not HTTP, and this listener routes only HTTP: closing"),
                 }

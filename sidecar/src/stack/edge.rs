@@ -10,7 +10,7 @@ use crate::{edge, errors, forward, resilience, telemetry};
 /// The edge HTTP stack.
 pub fn edge(rt: &Runtime) -> HttpService {
     ServiceBuilder::new()
-        .layer(telemetry::layer(rt.metrics.clone(), Direction::Edge)) // see every request, even rejected ones
+        .layer(telemetry::layer(rt, Direction::Edge)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before anything reads the request
         .layer(edge::front_layer(rt.settings.clone())) // the client's address (trusted proxies), X-Forwarded-*, Forwarded, X-Request-Id

@@ -11,7 +11,7 @@ use crate::{errors, forward, policy, resilience, route, telemetry};
 /// The inbound HTTP stack.
 pub fn inbound(rt: &Runtime) -> HttpService {
     ServiceBuilder::new()
-        .layer(telemetry::layer(rt.metrics.clone(), Direction::Inbound)) // see every request, even rejected ones
+        .layer(telemetry::layer(rt, Direction::Inbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before policy and routing
         .layer(policy::layer(rt.settings.clone())) // verified caller identity to the app; authz before anything is sent

@@ -12,7 +12,7 @@ use crate::{errors, forward, resilience, route, telemetry};
 /// The outbound HTTP stack of a listener routing by `kind`.
 pub fn outbound(rt: &Runtime, kind: RouteKind) -> HttpService {
     ServiceBuilder::new()
-        .layer(telemetry::layer(rt.metrics.clone(), Direction::Outbound)) // see every request, even rejected ones
+        .layer(telemetry::layer(rt, Direction::Outbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before policy and routing
         .layer(route::layer(rt.routes.clone(), kind)) // pick the upstream cluster (port, or authority)

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::access_log::AccessLog;
 use crate::connect::ConnectionMetrics;
 use crate::udp::FlowMetrics;
 
@@ -37,17 +38,45 @@ impl Direction {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// `route` is written only when a route matched (an absent label and an
+/// empty one are the same series to Prometheus); route names come from the
+/// config, so the label stays bounded.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct RequestLabels {
     direction: &'static str,
     upstream: Arc<str>,
+    route: Arc<str>,
     status: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("direction", self.direction).encode(encoder.encode_label())?;
+        ("upstream", &*self.upstream).encode(encoder.encode_label())?;
+        if !self.route.is_empty() {
+            ("route", &*self.route).encode(encoder.encode_label())?;
+        }
+        ("status", self.status).encode(encoder.encode_label())
+    }
+}
+
+/// `route` as in [`RequestLabels`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct DurationLabels {
     direction: &'static str,
     upstream: Arc<str>,
+    route: Arc<str>,
+}
+
+impl EncodeLabelSet for DurationLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("direction", self.direction).encode(encoder.encode_label())?;
+        ("upstream", &*self.upstream).encode(encoder.encode_label())?;
+        if !self.route.is_empty() {
+            ("route", &*self.route).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -59,6 +88,13 @@ struct ListenerLabels {
 struct ConnectionLabels {
     listener: Arc<str>,
     protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    listener: Arc<str>,
+    /// `deny`, `listener_limit`, `ip_limit`, `global_limit` or `proxy_protocol`.
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -93,10 +129,15 @@ pub struct Metrics {
     registry: Registry,
     /// The upstream label of unrouted requests, made once.
     no_upstream: Arc<str>,
+    /// The route label of requests no edge route matched (empty), made once.
+    no_route: Arc<str>,
+    /// The access log's line queue; its writer task is `access_log::AccessLog::spawn_writer`.
+    access_log: AccessLog,
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
     connections_open: Family<ListenerLabels, Gauge>,
     connections: Family<ConnectionLabels, Counter>,
+    connections_refused: Family<RefusedLabels, Counter>,
     upstream_opened: Family<UpstreamLabels, Counter>,
     upstream_open: Family<UpstreamLabels, Gauge>,
     tcp_bytes: Family<BytesLabels, Counter>,
@@ -154,6 +195,12 @@ impl Metrics {
             "connections",
             "Downstream connections accepted, by listener and detected protocol",
             connections.clone(),
+        );
+        let connections_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Downstream connections closed at accept by edge admission, by listener and reason",
+            connections_refused.clone(),
         );
         let upstream_opened = Family::<UpstreamLabels, Counter>::default();
         registry.register(
@@ -229,9 +276,17 @@ impl Metrics {
             "UDP datagrams dropped because no flow could be opened (flow cap reached, no endpoint, socket error)",
             udp_flows_refused.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind or could not write",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
             no_upstream: Arc::from(NO_UPSTREAM),
+            no_route: Arc::from(""),
+            access_log: AccessLog::new(access_log_dropped),
             udp_flows,
             udp_flows_open,
             udp_flows_refused,
@@ -243,6 +298,7 @@ impl Metrics {
             durations,
             connections_open,
             connections,
+            connections_refused,
             upstream_opened,
             upstream_open,
             tcp_bytes,
@@ -251,29 +307,39 @@ impl Metrics {
         }
     }
 
-    /// One finished request (its response head known).
+    /// One finished request (its response head known), under its upstream
+    /// and edge route.
     pub fn record_request(
         &self,
         direction: Direction,
         upstream: Option<&Arc<str>>,
+        route: Option<&Arc<str>>,
         status: u16,
         elapsed: Duration,
     ) {
         let upstream = upstream.unwrap_or(&self.no_upstream).clone();
+        let route = route.unwrap_or(&self.no_route).clone();
         let direction = direction.as_str();
         self.durations
             .get_or_create(&DurationLabels {
                 direction,
                 upstream: upstream.clone(),
+                route: route.clone(),
             })
             .observe(elapsed.as_secs_f64());
         self.requests
             .get_or_create(&RequestLabels {
                 direction,
                 upstream,
+                route,
                 status,
             })
             .inc();
+    }
+
+    /// The access log's line queue.
+    pub fn access_log(&self) -> &AccessLog {
+        &self.access_log
     }
 
     /// The open-connections gauge of a listener.
@@ -291,6 +357,16 @@ impl Metrics {
             .get_or_create(&ConnectionLabels {
                 listener: listener.clone(),
                 protocol,
+            })
+            .inc();
+    }
+
+    /// Counts a connection closed at accept (edge admission).
+    pub fn connection_refused(&self, listener: &Arc<str>, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&RefusedLabels {
+                listener: listener.clone(),
+                reason,
             })
             .inc();
     }

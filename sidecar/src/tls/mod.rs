@@ -6,9 +6,12 @@
 //! per-upstream `ClientConfig`s that present this proxy's certificate and
 //! verify the upstream's SPIFFE ID ([`verify`]). ALPN tells the inbound
 //! side what is inside, so it needs no sniffing.
+//! Upstreams outside the mesh get server-verified TLS instead ([`upstream`]).
 //! Writes: the cert-expiry gauge; `/certs`.
 //! Errors: [`TlsError`] (files), `verify::IdentityMismatch` (handshakes).
 
+pub mod public;
+pub mod upstream;
 pub mod verify;
 
 use std::collections::HashMap;

@@ -159,11 +159,18 @@ pub struct Route {
     #[serde(default)]
     pub encoded_slashes: EncodedSlashes,
     /// Largest request body on this route (`10MiB`), instead of `limits.max_body`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "super::optional_size"
+    )]
     pub max_body: Option<String>,
 }
 
-/// What a route matches. Every condition set must hold.
+/// What a route matches. Every condition set must hold. At most one of
+/// `path`, `path_prefix`, `path_regex` and `path_template` (two path
+/// conditions on one route are refused: split them into two routes).
+/// Paths are matched in their normalised, decoded form.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
@@ -390,16 +397,16 @@ pub enum EncodedSlashes {
 #[serde(deny_unknown_fields)]
 pub struct RequestLimits {
     /// Request line and headers together (431 beyond; at least 8KiB).
-    #[serde(default = "default_max_header_bytes")]
+    #[serde(default = "default_max_header_bytes", deserialize_with = "super::size")]
     pub max_header_bytes: String,
     /// Header fields (431 beyond).
     #[serde(default = "default_max_headers")]
     pub max_headers: u32,
     /// Request target length (414 beyond).
-    #[serde(default = "default_max_uri")]
+    #[serde(default = "default_max_uri", deserialize_with = "super::size")]
     pub max_uri: String,
     /// Request body (413 beyond); `0`: no limit.
-    #[serde(default = "default_max_body")]
+    #[serde(default = "default_max_body", deserialize_with = "super::size")]
     pub max_body: String,
     /// Time a client has to send the request head; the connection is
     /// closed after it (slowloris).

@@ -557,7 +557,7 @@ pub struct Retry {
     #[serde(default)]
     pub non_idempotent: bool,
     /// Bodies up to this size are kept for replay; larger ones are not retried.
-    #[serde(default = "default_retry_max_body")]
+    #[serde(default = "default_retry_max_body", deserialize_with = "size")]
     pub max_body: String,
     /// Exponential backoff with full jitter between attempts.
     #[serde(default)]
@@ -897,6 +897,27 @@ impl EndpointSpec {
 fn default_admin_listen() -> String {
     "127.0.0.1:15000".into()
 }
+/// A size as written: `64KiB`, or a bare number of bytes (`512`, `0`).
+fn size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    Ok(match Size::deserialize(deserializer)? {
+        Size::Bytes(bytes) => bytes.to_string(),
+        Size::Text(text) => text,
+    })
+}
+
+/// [`size`], optional.
+fn optional_size<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    size(deserializer).map(Some)
+}
+
 fn default_access_log() -> String {
     "off".into()
 }
