@@ -1,21 +1,26 @@
 //! `mesh-demo`: the demo mesh on loopback in one command. Makes a fresh mesh
 //! CA and a certificate per service, starts the three demo apps (on free
 //! ports), then a sidecar in front of each with a config generated into
-//! `--dir`, prints what runs where and what to try, and stops everything on
-//! Ctrl-C / SIGTERM. With `--check` it instead sends real requests through
-//! the mesh, prints one line per check, stops everything and exits 0 (all
-//! passed) or 1. Sidecars talk mutual TLS to each other (`══`), unless
-//! `--plaintext`.
+//! `--dir`, then the edge (the public gateway, HTTPS with a certificate from
+//! a demo "public" CA) in front of web and chat, prints what runs where and
+//! what to try, and stops everything on Ctrl-C / SIGTERM. With `--check` it
+//! instead sends real requests through the mesh, prints one line per check,
+//! stops everything and exits 0 (all passed) or 1. Proxies talk mutual TLS
+//! to each other (`══`), unless `--plaintext`.
 //!
 //! ```text
+//! :B+443 edge (HTTPS, api.demo.test) ══▶ :B+1 web sidecar ─▶ demo-rest
+//! :B+80  edge (HTTP) ─▶ 301 to https
 //! :B+1  web sidecar ─▶ demo-rest ─gRPC─▶ :B+11 web sidecar ══▶ :B+2 orders sidecar ─▶ demo-grpc
 //! :B+10 web's forward proxy, host chat.mesh.local ══▶ :B+3 chat sidecar ─▶ demo-ws
 //! ```
 //!
 //! Reads: the sibling binaries next to this one, their announce lines.
 //! Writes: `DIR/certs/ca` (the demo CA, replaced at every start),
-//! `DIR/certs/<service>` (certificate, key, bundle), `DIR/<service>.yaml`
-//! (sidecar configs), `DIR/<service>.log` (sidecar logs), `DIR/<binary>.log`
+//! `DIR/certs/<service>` (certificate, key, bundle), `DIR/certs/public-ca`
+//! and `DIR/certs/public` (the edge's HTTPS certificate), `DIR/<service>.yaml`
+//! (sidecar and edge configs), `DIR/<service>.log` (their logs),
+//! `DIR/edge-access.log` (the edge's access log), `DIR/<binary>.log`
 //! (app logs). Errors: a missing binary, a port out of range, a CA or
 //! certificate that cannot be written, a child that does not come up (with
 //! its log tail).
@@ -54,13 +59,17 @@ const CHAT_HOST: &str = "chat.mesh.local";
 const TRUST_DOMAIN: &str = "mesh.local";
 /// How long the demo's workload certificates are valid.
 const CERT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The host names the edge serves over HTTPS (resolve them to 127.0.0.1).
+const API_HOST: &str = "api.demo.test";
+const CHAT_PUBLIC_HOST: &str = "chat.demo.test";
 
 /// Run the demo mesh (web, orders, chat, each behind a sidecar) on loopback.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// First port of the mesh: sidecar inbounds on N+1..N+3, web's outbound
-    /// on N+10 (proxy) and N+11 (orders), admin APIs on N+801..N+803.
+    /// on N+10 (proxy) and N+11 (orders), the edge on N+443 (HTTPS) and N+80
+    /// (HTTP, redirects), admin APIs on N+800 (edge) and N+801..N+803.
     #[arg(long, value_name = "N", default_value_t = 7100)]
     base_port: u16,
     /// Where the generated configs, certificates and logs go (created if missing).
@@ -94,6 +103,9 @@ struct Ports {
     web_admin: SocketAddr,
     orders_admin: SocketAddr,
     chat_admin: SocketAddr,
+    edge_https: SocketAddr,
+    edge_http: SocketAddr,
+    edge_admin: SocketAddr,
 }
 
 /// One service of the mesh: a demo app and the sidecar in front of it.
@@ -174,9 +186,20 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     if mtls {
         make_certs(&mesh, &dir)?;
     }
+    make_public_cert(&dir)?;
     let mut children = Children::default();
     let outcome = async {
         let started = start(&mesh, &bin_dir, &dir, args.log_format, &mut children).await?;
+        let edge = start_proxy(
+            "edge",
+            &edge_config(&ports, mtls),
+            &bin_dir,
+            &dir,
+            args.log_format,
+            &mut children,
+        )
+        .await?;
+        println!("  {:<16} admin={} {}", "edge", edge.admin, edge.listeners);
         if args.check {
             Ok(check(&mesh, &ports, &dir, mtls).await)
         } else {
@@ -228,6 +251,9 @@ impl Ports {
             web_admin: at(801)?,
             orders_admin: at(802)?,
             chat_admin: at(803)?,
+            edge_https: at(443)?,
+            edge_http: at(80)?,
+            edge_admin: at(800)?,
         })
     }
 }
@@ -321,18 +347,40 @@ fn topology(ports: &Ports, mtls: bool) -> [Service; 3] {
 fn make_certs(mesh: &[Service], dir: &Path) -> anyhow::Result<()> {
     let ca = dir.join("certs/ca");
     mesh_api::ca::init(TRUST_DOMAIN, &ca, true).context("making the demo CA")?;
-    for service in mesh {
-        let out = dir.join("certs").join(service.name);
-        mesh_api::ca::issue(&ca, service.name, CERT_TTL, &out, true)
-            .with_context(|| format!("issuing the certificate of {}", service.name))?;
+    let names: Vec<&str> = mesh
+        .iter()
+        .map(|service| service.name)
+        .chain(["edge"])
+        .collect();
+    for name in &names {
+        let out = dir.join("certs").join(name);
+        mesh_api::ca::issue(&ca, name, CERT_TTL, &out, true)
+            .with_context(|| format!("issuing the certificate of {name}"))?;
     }
-    let names: Vec<&str> = mesh.iter().map(|service| service.name).collect();
     println!(
         "  {:<16} {} ({TRUST_DOMAIN}), certificates for {} valid {}h",
         "mesh CA",
         shown(&ca),
         names.join(", "),
         CERT_TTL.as_secs() / 3600
+    );
+    Ok(())
+}
+
+/// The edge's HTTPS certificate for [`API_HOST`] and `*.demo.test`, from a
+/// demo "public" CA in `DIR/certs/public-ca` (clients trust its bundle.pem
+/// with `--cacert`), made again at every start.
+fn make_public_cert(dir: &Path) -> anyhow::Result<()> {
+    let ca = dir.join("certs/public-ca");
+    mesh_api::ca::init("demo.test", &ca, true).context("making the demo public CA")?;
+    let hosts = [API_HOST.to_owned(), "*.demo.test".to_owned()];
+    mesh_api::ca::issue_server(&ca, &hosts, CERT_TTL, &dir.join("certs/public"), true)
+        .context("issuing the edge's HTTPS certificate")?;
+    println!(
+        "  {:<16} {} ({}), for the edge's HTTPS",
+        "public CA",
+        shown(&ca),
+        hosts.join(", ")
     );
     Ok(())
 }
@@ -364,25 +412,9 @@ async fn start(
 
     let mut started = Vec::new();
     for (service, app) in mesh.iter().zip(apps) {
-        let config = dir.join(format!("{}.yaml", service.name));
-        std::fs::write(&config, sidecar_config(service, app))
-            .with_context(|| format!("writing {}", config.display()))?;
-        let mut args = vec!["run".to_owned(), "--config".to_owned(), path_arg(&config)?];
-        if let Some(format) = log_format {
-            let format = match format {
-                LogFormat::Json => "json",
-                LogFormat::Pretty => "pretty",
-            };
-            args.extend(["--log-format".to_owned(), format.to_owned()]);
-        }
-        let spec = Spec {
-            name: format!("{} sidecar", service.name),
-            program: bin_dir.join("sidecar"),
-            args,
-            log: dir.join(format!("{}.log", service.name)),
-            announce_on: AnnounceOn::Stderr,
-        };
-        let sidecar = children.start(spec, sidecar_listening).await?;
+        let config = sidecar_config(service, app);
+        let sidecar =
+            start_proxy(service.name, &config, bin_dir, dir, log_format, children).await?;
         println!(
             "  {:<16} admin={} {}",
             format!("{} sidecar", service.name),
@@ -392,6 +424,111 @@ async fn start(
         started.push(Started { app, sidecar });
     }
     Ok(started)
+}
+
+/// Writes `DIR/<name>.yaml` and runs `sidecar run` on it, logging to
+/// `DIR/<name>.log`; returns once it says it is listening.
+async fn start_proxy(
+    name: &str,
+    config: &str,
+    bin_dir: &Path,
+    dir: &Path,
+    log_format: Option<LogFormat>,
+    children: &mut Children,
+) -> anyhow::Result<SidecarUp> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+    let mut args = vec!["run".to_owned(), "--config".to_owned(), path_arg(&path)?];
+    if let Some(format) = log_format {
+        let format = match format {
+            LogFormat::Json => "json",
+            LogFormat::Pretty => "pretty",
+        };
+        args.extend(["--log-format".to_owned(), format.to_owned()]);
+    }
+    let spec = Spec {
+        name: if name == "edge" {
+            name.to_owned()
+        } else {
+            format!("{name} sidecar")
+        },
+        program: bin_dir.join("sidecar"),
+        args,
+        log: dir.join(format!("{name}.log")),
+        announce_on: AnnounceOn::Stderr,
+    };
+    children.start(spec, sidecar_listening).await
+}
+
+/// The edge's generated config: HTTPS by SNI with the demo public
+/// certificate, a redirect listener, routes to web and chat (over mutual
+/// TLS with `mtls`), an access log.
+fn edge_config(ports: &Ports, mtls: bool) -> String {
+    let mut yaml = format!(
+        "# The edge of mesh-demo (the public gateway), written at every start. Edit it
+# while the demo runs: it reloads within a second; see edge.log.
+service: edge
+mode: edge
+admin: {{ listen: {admin} }}
+# One JSON line per request in edge-access.log.
+log: {{ format: json, level: info, access: edge-access.log }}
+drain: {{ delay: 1s, deadline: 5s }}
+limits: {{ max_body: 1MiB, header_timeout: 10s }}
+",
+        admin = ports.edge_admin,
+    );
+    if mtls {
+        yaml.push_str(&format!(
+            "# Into the mesh over mutual TLS as spiffe://{TRUST_DOMAIN}/svc/edge.
+identity:
+  trust_domain: {TRUST_DOMAIN}
+  cert: certs/edge/cert.pem
+  key: certs/edge/key.pem
+  bundle: certs/ca/bundle.pem
+"
+        ));
+    }
+    yaml.push_str(&format!(
+        "edge:
+  listeners:
+    # HTTPS; the certificate is picked by SNI (files watched: replace them to rotate)
+    - listen: {https}
+      tls:
+        certs:
+          - {{ hosts: [{API_HOST}, \"*.demo.test\"], cert: certs/public/cert.pem, key: certs/public/key.pem }}
+    # plain HTTP only redirects to HTTPS
+    - listen: {http}
+      redirect_https: {https_port}
+  routes:
+    # GET /api/orders/N -> web's /orders/N (web asks orders over gRPC)
+    - name: orders
+      match: {{ host: {API_HOST}, path_prefix: /api/orders, methods: [GET] }}
+      rewrite: {{ prefix: /orders }}
+      to: web
+    # the rest of /api -> web, prefix stripped, a response header added
+    - name: api
+      match: {{ host: {API_HOST}, path_prefix: /api }}
+      rewrite: {{ prefix: / }}
+      headers: {{ response: {{ set: {{ x-demo-route: api }} }} }}
+      to: web
+    # WebSocket echo on its own host
+    - name: chat
+      match: {{ host: {CHAT_PUBLIC_HOST} }}
+      to: chat
+    - name: home
+      match: {{ path: / }}
+      redirect: {{ path: /api/headers, status: 302 }}
+  upstreams:
+    web: {{ discovery: {{ endpoints: [{web}] }} }}
+    chat: {{ discovery: {{ endpoints: [{chat}] }} }}
+",
+        https = ports.edge_https,
+        https_port = ports.edge_https.port(),
+        http = ports.edge_http,
+        web = ports.web_inbound,
+        chat = ports.chat_inbound,
+    ));
+    yaml
 }
 
 /// The generated sidecar config of `service`, in front of its app at `app`.
@@ -554,6 +691,33 @@ fn print_banner(
         ports.web_proxy, ports.web_orders
     );
     println!(
+        "  edge     HTTPS {https} ({API_HOST}, {CHAT_PUBLIC_HOST}), HTTP {http} (redirects), admin {edge_admin}",
+        https = ports.edge_https,
+        http = ports.edge_http,
+        edge_admin = ports.edge_admin,
+    );
+    let resolve = format!(
+        "--cacert {dir}/certs/public-ca/bundle.pem --resolve {API_HOST}:{port}:127.0.0.1",
+        port = ports.edge_https.port()
+    );
+    println!(
+        "
+Through the edge (the public gateway), over HTTPS:
+  # GET /api/orders/3: edge {hop} web sidecar -> web -> orders over gRPC
+  curl -s {resolve} https://{API_HOST}:{port}/api/orders/3
+  # what web sees: X-Forwarded-For, X-Forwarded-Proto, Forwarded, X-Request-Id
+  curl -s {resolve} https://{API_HOST}:{port}/api/headers
+  # no route: 404 with x-mesh-error: no_route
+  curl -si {resolve} https://{API_HOST}:{port}/nothing
+  # plain HTTP is redirected to HTTPS
+  curl -si http://{http}/api/headers
+  # one JSON line per request
+  tail -n 3 {dir}/edge-access.log",
+        hop = if mtls { "=mTLS=>" } else { "->" },
+        port = ports.edge_https.port(),
+        http = ports.edge_http,
+    );
+    println!(
         "
 Try it:
   # web, through its inbound sidecar
@@ -596,7 +760,7 @@ Admin API of each sidecar (web {web_admin}, orders {orders_admin}, chat {chat_ad
   curl -s http://{web_admin}/clusters
   curl -s http://{web_admin}/metrics | grep mesh_requests
 
-Edit {dir}/web.yaml and watch it hot-reload: tail -f {dir}/web.log
+Edit {dir}/web.yaml or {dir}/edge.yaml and watch it hot-reload: tail -f {dir}/web.log
 Logs: {dir}/*.log. Ctrl-C stops everything.",
         orders_admin = ports.orders_admin,
         chat_admin = ports.chat_admin,
@@ -656,6 +820,29 @@ async fn check(mesh: &[Service], ports: &Ports, dir: &Path, mtls: bool) -> bool 
     report(
         format!("chat WebSocket echo via ws://{}/", ports.chat_inbound),
         bounded(websocket_echo(ports.chat_inbound)).await,
+    );
+    report(
+        format!(
+            "edge over HTTPS, GET https://{API_HOST}:{}/api/orders/3",
+            ports.edge_https.port()
+        ),
+        bounded(edge_order_three(ports, dir)).await,
+    );
+    report(
+        format!("edge, no route for GET https://{API_HOST}/nothing/here"),
+        bounded(edge_no_route(ports, dir)).await,
+    );
+    report(
+        format!(
+            "edge redirects plain HTTP, GET http://{}/api/headers?x=1",
+            ports.edge_http
+        ),
+        bounded(edge_redirect(ports)).await,
+    );
+    let url = format!("http://{}/ready", ports.edge_admin);
+    report(
+        format!("edge admin, GET {url}"),
+        bounded(expect(&url, None, StatusCode::OK)).await,
     );
     if mtls {
         report(
@@ -746,15 +933,6 @@ async fn http_get(url: &str, proxy: Option<SocketAddr>) -> anyhow::Result<(Statu
     let stream = TcpStream::connect(&connect_to)
         .await
         .with_context(|| format!("connecting to {connect_to}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP handshake")?;
-    // Ends once the response is read and `sender` is dropped.
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "check connection failed");
-        }
-    });
     let target = match proxy {
         Some(_) => uri.clone(),
         None => uri
@@ -763,8 +941,66 @@ async fn http_get(url: &str, proxy: Option<SocketAddr>) -> anyhow::Result<(Statu
             .parse()
             .context("request path")?,
     };
+    let (status, _headers, body) = send_get(stream, target, authority.as_str()).await?;
+    Ok((status, body))
+}
+
+/// One HTTPS GET of `path` on `addr` for `host` (SNI and Host), trusting
+/// only the PEM roots in `ca`: status, headers and body.
+async fn https_get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    ca: &Path,
+) -> anyhow::Result<(StatusCode, hyper::HeaderMap, Bytes)> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("reading {}", ca.display()))?)
+            .context("adding the demo public CA")?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let name = ServerName::try_from(host.to_owned()).context("server name")?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .context("TLS handshake")?;
+    send_get(tls, path.parse().context("request path")?, host).await
+}
+
+/// Sends one HTTP/1.1 GET of `target` with `Host: host` over `io`.
+async fn send_get<I>(
+    io: I,
+    target: Uri,
+    host: &str,
+) -> anyhow::Result<(StatusCode, hyper::HeaderMap, Bytes)>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .context("HTTP handshake")?;
+    // Ends once the response is read and `sender` is dropped.
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "check connection failed");
+        }
+    });
     let request = Request::get(target)
-        .header(HOST, authority.as_str())
+        .header(HOST, host)
         .body(Empty::<Bytes>::new())
         .context("building the request")?;
     let response = sender
@@ -772,13 +1008,64 @@ async fn http_get(url: &str, proxy: Option<SocketAddr>) -> anyhow::Result<(Statu
         .await
         .context("sending the request")?;
     let status = response.status();
+    let headers = response.headers().clone();
     let body = response
         .into_body()
         .collect()
         .await
         .context("reading the response body")?
         .to_bytes();
-    Ok((status, body))
+    Ok((status, headers, body))
+}
+
+/// GET /api/orders/3 through the edge over HTTPS: 200 and order 3, which
+/// took edge → web sidecar → web → orders sidecar → orders.
+async fn edge_order_three(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
+    let ca = dir.join("certs/public-ca/bundle.pem");
+    let (status, _, body) = https_get(ports.edge_https, API_HOST, "/api/orders/3", &ca).await?;
+    if status != StatusCode::OK {
+        bail!("expected 200, got {status} {}", one_line(&body));
+    }
+    let order: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("not JSON: {}", one_line(&body)))?;
+    if order["id"] != "3" {
+        bail!("expected the order with id \"3\", got {order}");
+    }
+    Ok(format!("200 {order}"))
+}
+
+/// A path no edge route matches: 404 with `x-mesh-error: no_route`.
+async fn edge_no_route(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
+    let ca = dir.join("certs/public-ca/bundle.pem");
+    let (status, headers, _) = https_get(ports.edge_https, API_HOST, "/nothing/here", &ca).await?;
+    let reason = headers
+        .get("x-mesh-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if status != StatusCode::NOT_FOUND || reason != "no_route" {
+        bail!("expected 404 no_route, got {status} {reason:?}");
+    }
+    Ok(format!("{status} x-mesh-error: {reason}"))
+}
+
+/// Plain HTTP to the edge: a redirect to the same path over HTTPS.
+async fn edge_redirect(ports: &Ports) -> anyhow::Result<String> {
+    let stream = TcpStream::connect(ports.edge_http)
+        .await
+        .with_context(|| format!("connecting to {}", ports.edge_http))?;
+    let (status, headers, _) = send_get(stream, "/api/headers?x=1".parse()?, API_HOST).await?;
+    let location = headers
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let expected = format!(
+        "https://{API_HOST}:{}/api/headers?x=1",
+        ports.edge_https.port()
+    );
+    if status != StatusCode::MOVED_PERMANENTLY || location != expected {
+        bail!("expected 301 to {expected}, got {status} to {location:?}");
+    }
+    Ok(format!("{status} to {location}"))
 }
 
 /// Plaintext HTTP straight to a strict inbound: the connection must close
@@ -900,6 +1187,11 @@ mod tests {
                 let authz = config.inbound.and_then(|inbound| inbound.authz);
                 assert_eq!(authz.is_some(), mtls && service.name != "web", "{yaml}");
             }
+            let yaml = edge_config(&ports, mtls);
+            let (config, _) = mesh_api::config::load(&yaml)
+                .unwrap_or_else(|errors| panic!("{errors:?} in\n{yaml}"));
+            assert_eq!(config.mode, mesh_api::config::Mode::Edge);
+            assert_eq!(config.identity.is_some(), mtls, "{yaml}");
         }
     }
 
@@ -909,6 +1201,7 @@ mod tests {
         assert_eq!(ports.web_inbound.port(), 7101);
         assert_eq!(ports.web_orders.port(), 7111);
         assert_eq!(ports.chat_admin.port(), 7903);
+        assert_eq!(ports.edge_https.port(), 7543);
         assert!(Ports::new(u16::MAX - 802).is_err());
     }
 }
