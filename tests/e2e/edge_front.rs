@@ -140,10 +140,16 @@ fn assert_refused(sidecar: &Sidecar, listener: &str, reason: &str, at_least: f64
 #[test]
 fn proxy_protocol_gives_the_client_address() {
     let (_app, app) = rest_app();
-    let sidecar = edge_sidecar(
+    let log_dir = tempfile::tempdir().unwrap();
+    let access_log = log_dir.path().join("access.log");
+    let yaml = edge_yaml(
         app,
         "    - listen: 127.0.0.1:0\n      proxy_protocol: true\n",
     );
+    let sidecar = Sidecar::start(&format!(
+        "{yaml}log: {{ access: {} }}\n",
+        access_log.display()
+    ));
     let addr = edge_addrs(&sidecar)[0];
 
     let v2 = once(
@@ -169,6 +175,22 @@ fn proxy_protocol_gives_the_client_address() {
     assert_eq!(forwarded_for(&v2.unwrap()), "203.0.113.7");
     assert_eq!(forwarded_for(&v1.unwrap()), "198.51.100.9");
     assert_eq!(forwarded_for(&local.unwrap()), "127.0.0.1");
+
+    // So does the access log.
+    wait_until(Duration::from_secs(5), "three access log lines", || {
+        std::fs::read_to_string(&access_log).is_ok_and(|text| text.lines().count() >= 3)
+    });
+    let text = std::fs::read_to_string(&access_log).unwrap();
+    let clients: Vec<String> = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .map(|line| line["client"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        clients,
+        ["203.0.113.7", "198.51.100.9", "127.0.0.1"],
+        "{text}"
+    );
 }
 
 #[test]

@@ -13,102 +13,33 @@ use std::time::Duration;
 use mesh_tests::{bin, curl, wait_until, Proc, Sidecar};
 
 use crate::balance::state;
+use crate::edge_tls::TestPki;
 
 /// The name the server's certificate is for.
 const NAME: &str = "ext.example.test";
 
 /// A CA and a server certificate for [`NAME`] signed by it, plus an
-/// unrelated second CA.
+/// unrelated second CA (`other-ca.pem`).
 struct Certs {
-    dir: tempfile::TempDir,
+    pki: TestPki,
+    other: TestPki,
 }
 
 impl Certs {
     fn new() -> Certs {
-        let certs = Certs {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        certs.ca("ca");
-        certs.ca("other-ca");
-        certs.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            &format!("/CN={NAME}"),
-        ]);
-        std::fs::write(
-            certs.path("server.ext"),
-            format!("subjectAltName=DNS:{NAME}\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"),
-        )
-        .unwrap();
-        certs.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            "server.pem",
-        ]);
-        certs
-    }
-
-    /// A self-signed CA: `<name>.pem`, `<name>.key`.
-    fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ]);
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let pki = TestPki::new();
+        pki.issue("server", NAME, &[NAME], 1);
+        Certs {
+            pki,
+            other: TestPki::new(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        match name {
+            "other-ca.pem" => self.other.path("ca.pem"),
+            name => self.pki.path(name),
+        }
     }
 }
 
@@ -283,4 +214,36 @@ fn health_checks_reach_an_https_upstream_over_tls() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(state(&trusted, addr), "healthy");
     assert_eq!(get(&trusted, "/").0, 200);
+}
+
+#[test]
+fn the_edge_reaches_an_https_upstream_and_refuses_a_wrong_ca() {
+    let certs = Certs::new();
+    let (_server, addr) = https_server(&certs.path("server.pem"), &certs.path("server.key"));
+    let edge = |ca: &str| {
+        Sidecar::start(&format!(
+            "service: edge\nmode: edge\nadmin: {{ listen: 127.0.0.1:0 }}\nedge:\n  listeners: [{{ listen: 127.0.0.1:0 }}]\n  routes:\n    - {{ match: {{ path_prefix: /partner }}, rewrite: {{ prefix: /v1 }}, to: partner }}\n  upstreams:\n    partner:\n      discovery: {{ endpoints: [{addr}] }}\n      tls: {{ ca: {}, sni: {NAME} }}\n",
+            certs.path(ca).display()
+        ))
+    };
+    let get = |edge: &Sidecar| {
+        let port = edge.listener("edge", None);
+        let out = curl(&[
+            "-s",
+            "-D",
+            "-",
+            &format!("http://{port}/partner/quotes?x=1"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let trusted = edge("ca.pem");
+    let answer = get(&trusted);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"tls\": true"), "{answer}");
+    assert!(answer.contains("\"path\": \"/v1/quotes?x=1\""), "{answer}");
+
+    let untrusted = edge("other-ca.pem");
+    let answer = get(&untrusted);
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(answer.contains("x-mesh-error: upstream_tls"), "{answer}");
 }

@@ -123,7 +123,12 @@ impl IdentityStore {
         let Some(current) = self.current() else {
             return;
         };
-        match files_digest(&current.settings) {
+        let settings = &current.settings;
+        match files_digest(&[
+            ("certificate", &settings.cert),
+            ("key", &settings.key),
+            ("bundle", &settings.bundle),
+        ]) {
             // The files are what is loaded (again): nothing to rotate, nothing wrong.
             Ok(digest) if digest == current.digest => *lock(&self.last_error) = None,
             _ => match self.load(&current.settings) {
@@ -203,16 +208,12 @@ impl IdentityStore {
     }
 
     fn load(&self, settings: &IdentitySettings) -> Result<Loaded, TlsError> {
-        let digest = files_digest(settings)?;
-        let file_error =
-            |what: &'static str, path: &std::path::Path, message: String| TlsError::File {
-                what,
-                path: path.display().to_string(),
-                message,
-            };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.cert)
-            .and_then(Iterator::collect)
-            .map_err(|e| file_error("certificate", &settings.cert, e.to_string()))?;
+        let digest = files_digest(&[
+            ("certificate", &settings.cert),
+            ("key", &settings.key),
+            ("bundle", &settings.bundle),
+        ])?;
+        let (chain, key) = read_cert_and_key(&settings.cert, &settings.key)?;
         let leaf = chain.first().ok_or_else(|| {
             file_error(
                 "certificate",
@@ -220,18 +221,7 @@ impl IdentityStore {
                 "no certificate in the file".into(),
             )
         })?;
-        let key = PrivateKeyDer::from_pem_file(&settings.key)
-            .map_err(|e| file_error("key", &settings.key, e.to_string()))?;
-        let bundle: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&settings.bundle)
-            .and_then(Iterator::collect)
-            .map_err(|e| file_error("bundle", &settings.bundle, e.to_string()))?;
-        if bundle.is_empty() {
-            return Err(file_error(
-                "bundle",
-                &settings.bundle,
-                "no certificate in the file".into(),
-            ));
-        }
+        let bundle = read_certs("bundle", &settings.bundle)?;
         let mut roots = RootCertStore::empty();
         let mut anchors = Vec::new();
         for cert in &bundle {
@@ -316,21 +306,47 @@ fn cert_facts(der: &[u8]) -> Option<(String, i64, i64)> {
 }
 
 /// A digest of the three files' contents, to notice rotation.
-fn files_digest(settings: &IdentitySettings) -> Result<u64, TlsError> {
+/// A hash of the files' contents: a watcher reloads only when it changes.
+pub(crate) fn files_digest(files: &[(&'static str, &std::path::Path)]) -> Result<u64, TlsError> {
     let mut hasher = DefaultHasher::new();
-    for (what, path) in [
-        ("certificate", &settings.cert),
-        ("key", &settings.key),
-        ("bundle", &settings.bundle),
-    ] {
-        let bytes = std::fs::read(path).map_err(|e| TlsError::File {
-            what,
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+    for (what, path) in files {
+        let bytes = std::fs::read(path).map_err(|e| file_error(what, path, e.to_string()))?;
         bytes.hash(&mut hasher);
     }
     Ok(hasher.finish())
+}
+
+fn file_error(what: &'static str, path: &std::path::Path, message: String) -> TlsError {
+    TlsError::File {
+        what,
+        path: path.display().to_string(),
+        message,
+    }
+}
+
+/// Every certificate of a PEM file (`what` names it in errors); at least one.
+pub(crate) fn read_certs(
+    what: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(Iterator::collect)
+        .map_err(|e| file_error(what, path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_error(what, path, "no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// A certificate chain (leaf first) and its private key, from PEM files.
+pub(crate) fn read_cert_and_key(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = read_certs("certificate", cert)?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| file_error("key", key, e.to_string()))?;
+    Ok((chain, key))
 }
 
 fn now_unix() -> i64 {

@@ -11,13 +11,10 @@
 //! Errors: [`super::TlsError`] (files, rustls refusing the material).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
@@ -193,31 +190,13 @@ impl CertStore {
 
     fn load_entry(&self, cert: &ServerCertSettings) -> Result<Entry, TlsError> {
         let digest = files_digest(cert)?;
-        let file_error =
-            |what: &'static str, path: &std::path::Path, message: String| TlsError::File {
-                what,
-                path: path.display().to_string(),
-                message,
-            };
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert.cert)
-            .and_then(Iterator::collect)
-            .map_err(|e| file_error("certificate", &cert.cert, e.to_string()))?;
-        if chain.is_empty() {
-            return Err(file_error(
-                "certificate",
-                &cert.cert,
-                "no certificate in the file".into(),
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_file(&cert.key)
-            .map_err(|e| file_error("key", &cert.key, e.to_string()))?;
-        let certified = CertifiedKey::from_der(chain, key, &self.provider).map_err(|e| {
-            file_error(
-                "key",
-                &cert.key,
-                format!("does not fit certificate {}: {e}", cert.cert.display()),
-            )
-        })?;
+        let (chain, key) = super::read_cert_and_key(&cert.cert, &cert.key)?;
+        let certified =
+            CertifiedKey::from_der(chain, key, &self.provider).map_err(|e| TlsError::File {
+                what: "key",
+                path: cert.key.display().to_string(),
+                message: format!("does not fit certificate {}: {e}", cert.cert.display()),
+            })?;
         Ok(Entry {
             settings: cert.clone(),
             key: Arc::new(certified),
@@ -305,21 +284,13 @@ impl ResolvesServerCert for SniResolver {
 
 /// A digest of a certificate's two files, to notice a change.
 fn files_digest(cert: &ServerCertSettings) -> Result<u64, TlsError> {
-    let mut hasher = DefaultHasher::new();
-    for (what, path) in [("certificate", &cert.cert), ("key", &cert.key)] {
-        let bytes = std::fs::read(path).map_err(|e| TlsError::File {
-            what,
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        bytes.hash(&mut hasher);
-    }
-    Ok(hasher.finish())
+    super::files_digest(&[("certificate", &cert.cert), ("key", &cert.key)])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::pki_types::CertificateDer;
 
     /// A key that never signs: the resolver only hands keys out.
     #[derive(Debug)]
