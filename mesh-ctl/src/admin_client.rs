@@ -13,7 +13,10 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use mesh_api::admin::{CertInfo, ClusterInfo, ConfigStatus, ListenerInfo, VersionInfo};
+use mesh_api::admin::{
+    CertInfo, ClusterInfo, ConfigStatus, ExplainAnswer, ExplainRequest, ListenerInfo, RoutesInfo,
+    StatusInfo, VersionInfo,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +30,8 @@ const MAX_BODY: usize = 64 * 1024 * 1024;
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
+    /// The `Date` header, if any (`mesh-ctl check` compares clocks with it).
+    pub date: Option<String>,
 }
 
 /// `GET /ready`: 200 `{"ready":true}`, or 503 `{"ready":false}` once draining.
@@ -193,6 +198,23 @@ impl AdminClient {
         self.decode("POST", "/config/reload", &response, &[200, 400])
     }
 
+    /// `GET /status`: mode, service, uptime, config hash, identity, readiness.
+    pub fn status(&self) -> Result<StatusInfo, ClientError> {
+        self.get_json("/status")
+    }
+
+    /// `GET /routes`.
+    pub fn routes(&self) -> Result<RoutesInfo, ClientError> {
+        self.get_json("/routes")
+    }
+
+    /// `POST /explain`: what the proxy would do with `ask`.
+    pub fn explain(&self, ask: &ExplainRequest) -> Result<ExplainAnswer, ClientError> {
+        let body = serde_json::to_vec(ask).map_err(|e| self.error("POST", "/explain", e.into()))?;
+        let response = self.send("POST", "/explain", &body)?;
+        self.decode("POST", "/explain", &response, &[200])
+    }
+
     fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let response = self.request("GET", path)?;
         self.decode("GET", path, &response, &[200])
@@ -225,7 +247,7 @@ impl AdminClient {
         self.error(method, path, kind)
     }
 
-    fn error(&self, method: &str, path: &str, kind: ErrorKind) -> ClientError {
+    pub(crate) fn error(&self, method: &str, path: &str, kind: ErrorKind) -> ClientError {
         ClientError {
             addr: self.addr.clone(),
             request: format!("{method} {path}"),
@@ -235,18 +257,35 @@ impl AdminClient {
 
     /// Sends one request and reads the whole response.
     pub fn request(&self, method: &str, path: &str) -> Result<Response, ClientError> {
-        let mut stream = self.connect()?;
-        let fail = |kind| self.error(method, path, kind);
-        let request = format!(
+        self.send(method, path, b"")
+    }
+
+    /// The head of a request with a body of `body_len` bytes (JSON when any).
+    pub(crate) fn head(&self, method: &str, path: &str, body_len: usize) -> String {
+        let content_type = if body_len > 0 {
+            "Content-Type: application/json\r\n"
+        } else {
+            ""
+        };
+        format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: mesh-ctl/{}\r\n\
-             Accept: application/json, text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+             Accept: application/json, text/plain\r\n{content_type}Content-Length: {body_len}\r\n\
+             Connection: close\r\n\r\n",
             self.addr,
             env!("CARGO_PKG_VERSION"),
-        );
+        )
+    }
+
+    /// Sends one request with `body` and reads the whole response.
+    pub fn send(&self, method: &str, path: &str, body: &[u8]) -> Result<Response, ClientError> {
+        let mut stream = self.connect()?;
+        let fail = |kind| self.error(method, path, kind);
+        let mut request = self.head(method, path, body.len()).into_bytes();
+        request.extend_from_slice(body);
         let deadline = Instant::now() + self.timeout;
         stream
             .set_write_timeout(Some(self.timeout))
-            .and_then(|()| stream.write_all(request.as_bytes()))
+            .and_then(|()| stream.write_all(&request))
             .map_err(|e| {
                 fail(ErrorKind::Transport(format!(
                     "send failed: {}",
@@ -286,7 +325,7 @@ impl AdminClient {
         }
     }
 
-    fn connect(&self) -> Result<TcpStream, ClientError> {
+    pub(crate) fn connect(&self) -> Result<TcpStream, ClientError> {
         let fail = |kind| ClientError {
             addr: self.addr.clone(),
             request: String::new(),
@@ -357,6 +396,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, ParseEr
     let status = parse_status_line(lines.next().unwrap_or_default())?;
 
     let mut content_length: Option<usize> = None;
+    let mut date = None;
     let mut transfer_encoding: Option<bool> = None; // Some(is chunked)
     for line in lines {
         let (name, value) = line
@@ -374,6 +414,8 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, ParseEr
                 return Err(bad());
             }
             content_length = Some(length);
+        } else if name.eq_ignore_ascii_case("date") {
+            date = Some(value.to_string());
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             let last = value.rsplit(',').next().unwrap_or_default().trim();
             transfer_encoding = Some(last.eq_ignore_ascii_case("chunked"));
@@ -404,7 +446,7 @@ pub fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, ParseEr
     } else {
         read_until_close(rest, eof)
     };
-    Ok(body.map(|body| Response { status, body }))
+    Ok(body.map(|body| Response { status, body, date }))
 }
 
 fn read_until_close(rest: &[u8], eof: bool) -> Option<Vec<u8>> {
@@ -412,7 +454,7 @@ fn read_until_close(rest: &[u8], eof: bool) -> Option<Vec<u8>> {
 }
 
 /// `HTTP/1.1 200 OK` → 200.
-fn parse_status_line(line: &str) -> Result<u16, ParseError> {
+pub(crate) fn parse_status_line(line: &str) -> Result<u16, ParseError> {
     let bad = || ParseError::StatusLine(line.chars().take(100).collect());
     let mut parts = line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
@@ -526,7 +568,8 @@ mod tests {
             parse_response(text, false),
             Ok(Some(Response {
                 status: 503,
-                body: b"ok".to_vec()
+                body: b"ok".to_vec(),
+                date: None,
             }))
         );
         assert_eq!(parse_response(&text[..text.len() - 1], false), Ok(None));

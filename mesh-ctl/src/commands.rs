@@ -11,7 +11,7 @@ use mesh_api::admin::{CertInfo, ClusterInfo, ConfigStatus, ListenerInfo};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::admin_client::{AdminClient, ClientError, ReloadOutcome};
+use crate::admin_client::{AdminClient, ClientError, ErrorKind, ReloadOutcome};
 use crate::table;
 
 /// How to print.
@@ -38,7 +38,7 @@ pub struct Report {
 }
 
 /// One proxy's answer: its admin address and what it said.
-type Answer<T> = (String, Result<T, ClientError>);
+pub(crate) type Answer<T> = (String, Result<T, ClientError>);
 
 /// `mesh-ctl status`: one line per proxy; a proxy that cannot be reached or
 /// is not ready is a problem.
@@ -72,10 +72,16 @@ pub fn status(admins: &[String], opts: Options) -> Report {
 /// What `status` shows of one proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ProxyStatus {
+    pub mode: String,
+    pub service: String,
     pub version: String,
+    pub uptime_seconds: u64,
+    pub config_hash: String,
     pub ready: bool,
     pub generation: u64,
     pub last_error: Vec<String>,
+    pub identity: Option<String>,
+    pub cert_expires_in_seconds: Option<i64>,
     pub listeners: usize,
     pub clusters: usize,
 }
@@ -92,14 +98,37 @@ struct StatusJson<'a> {
 }
 
 fn fetch_status(client: &AdminClient) -> Result<ProxyStatus, ClientError> {
-    let version = client.version()?.version;
-    let ready = client.ready()?;
-    let config = client.config()?;
+    let status = match client.status() {
+        Ok(status) => status,
+        // A proxy from before `GET /status`: what the older endpoints tell.
+        Err(err) if matches!(err.kind, ErrorKind::Status { status: 404, .. }) => {
+            let config = client.config()?;
+            mesh_api::admin::StatusInfo {
+                mode: "-".into(),
+                service: "-".into(),
+                version: client.version()?.version,
+                uptime_seconds: 0,
+                config_hash: mesh_api::admin::config_hash(&config.config),
+                generation: config.generation,
+                last_error: config.last_error,
+                identity: None,
+                cert_expires_in_seconds: None,
+                ready: client.ready()?,
+            }
+        }
+        Err(err) => return Err(err),
+    };
     Ok(ProxyStatus {
-        version,
-        ready,
-        generation: config.generation,
-        last_error: config.last_error,
+        mode: status.mode,
+        service: status.service,
+        version: status.version,
+        uptime_seconds: status.uptime_seconds,
+        config_hash: status.config_hash,
+        ready: status.ready,
+        generation: status.generation,
+        last_error: status.last_error,
+        identity: status.identity,
+        cert_expires_in_seconds: status.cert_expires_in_seconds,
         listeners: client.listeners()?.len(),
         clusters: client.clusters()?.len(),
     })
@@ -108,9 +137,15 @@ fn fetch_status(client: &AdminClient) -> Result<ProxyStatus, ClientError> {
 fn status_table(answers: &[Answer<ProxyStatus>]) -> String {
     let header = [
         "ADMIN",
+        "MODE",
+        "SERVICE",
         "VERSION",
         "STATE",
+        "UPTIME",
+        "CONFIG",
         "GENERATION",
+        "IDENTITY",
+        "CERT-EXPIRES",
         "LISTENERS",
         "CLUSTERS",
         "LAST RELOAD",
@@ -120,9 +155,19 @@ fn status_table(answers: &[Answer<ProxyStatus>]) -> String {
         .map(|(admin, answer)| match answer {
             Ok(s) => vec![
                 admin.clone(),
+                s.mode.clone(),
+                s.service.clone(),
                 s.version.clone(),
                 if s.ready { "ready" } else { "draining" }.into(),
+                human_duration(s.uptime_seconds),
+                s.config_hash.chars().take(12).collect(),
                 s.generation.to_string(),
+                s.identity.clone().unwrap_or_else(|| "-".into()),
+                match s.cert_expires_in_seconds.map(u64::try_from) {
+                    Some(Ok(secs)) if secs > 0 => human_duration(secs),
+                    Some(_) => "expired".into(),
+                    None => "-".into(),
+                },
                 s.listeners.to_string(),
                 s.clusters.to_string(),
                 if s.last_error.is_empty() {
@@ -138,8 +183,14 @@ fn status_table(answers: &[Answer<ProxyStatus>]) -> String {
                 } else {
                     "error"
                 };
-                let mut row = vec![admin.clone(), "-".into(), state.into()];
-                row.extend(std::iter::repeat_n("-".to_string(), 4));
+                let mut row = vec![
+                    admin.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    state.into(),
+                ];
+                row.resize(header.len(), "-".into());
                 row
             }
         })
@@ -529,7 +580,7 @@ impl Report {
 
 /// Runs `ask` against every admin address at once; answers keep the order
 /// of `admins`.
-fn ask_each<T: Send>(
+pub(crate) fn ask_each<T: Send>(
     admins: &[String],
     timeout: Duration,
     ask: impl Fn(&AdminClient) -> Result<T, ClientError> + Sync,
@@ -554,7 +605,7 @@ fn ask_each<T: Send>(
     })
 }
 
-fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
+pub(crate) fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
     let mut text = serde_json::to_string_pretty(value)
         .unwrap_or_else(|err| format!("{{\"error\":\"{err}\"}}"));
     text.push('\n');
@@ -681,18 +732,24 @@ mod tests {
     #[test]
     fn status_table_shows_state_and_last_reload_failure() {
         let status = ProxyStatus {
+            mode: "sidecar".into(),
+            service: "web".into(),
             version: "0.1.0".into(),
+            uptime_seconds: 3_700,
+            config_hash: "0123456789abcdef".into(),
             ready: false,
             generation: 3,
             last_error: vec!["service: must not be empty".into()],
+            identity: None,
+            cert_expires_in_seconds: None,
             listeners: 3,
             clusters: 2,
         };
         let text = status_table(&[answer("127.0.0.1:15000", status)]);
         assert_eq!(
             text,
-            "ADMIN            VERSION  STATE     GENERATION  LISTENERS  CLUSTERS  LAST RELOAD\n\
-             127.0.0.1:15000  0.1.0    draining  3           3          2         failed\n\
+            "ADMIN            MODE     SERVICE  VERSION  STATE     UPTIME  CONFIG        GENERATION  IDENTITY  CERT-EXPIRES  LISTENERS  CLUSTERS  LAST RELOAD\n\
+             127.0.0.1:15000  sidecar  web      0.1.0    draining  1h1m    0123456789ab  3           -         -             3          2         failed\n\
              \n\
              last reload of 127.0.0.1:15000 failed; generation 3 still runs:\n  \
              - service: must not be empty\n"

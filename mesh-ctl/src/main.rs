@@ -9,6 +9,12 @@
 //! | `ca.rs` | `ca init` and `ca issue`: write the CA and workload certificates through `mesh_api::ca` |
 //! | `admin_client.rs` | the std-only HTTP/1.1 client and one method per admin endpoint |
 //! | `table.rs` | the column-aligned table printer |
+//! | `observe.rs` | `endpoints`, `routes`, `check` and `explain` |
+//! | `tap.rs` | `tap`: a proxy's live requests, streamed from `GET /tap` |
+//! | `discover.rs`, `dns.rs` | the proxies to ask: `--admin`, `--inventory FILE`, `--srv NAME` (a std-only DNS client) |
+//! | `signals.rs` | `stat` and `graph`: golden signals and the service graph from two scrapes of `/metrics` (`mesh_api::golden`) |
+//! | `top.rs` | `top`: the busiest routes, live (ratatui) |
+//! | `dashboard.rs` | `dashboard`: the dashboard page and its data for several proxies, on a std-only HTTP server |
 //!
 //! Exit status: 0 when every proxy answered (and, for `status`, is ready;
 //! for `reload`, accepted the config; for `certs`, no certificate has
@@ -17,7 +23,14 @@
 mod admin_client;
 mod ca;
 mod commands;
+mod dashboard;
+mod discover;
+mod dns;
+mod observe;
+mod signals;
 mod table;
+mod tap;
+mod top;
 
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -61,10 +74,115 @@ enum Command {
         common: Common,
     },
     /// Every cluster and its endpoints: weight, state, active requests, connections.
-    #[command(visible_alias = "endpoints")]
     Clusters {
         #[command(flatten)]
         proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The endpoints of one upstream as each proxy sees them: state,
+    /// weight, active requests, latency.
+    ///
+    /// Exit 1 if a proxy is unreachable or none has the upstream.
+    Endpoints {
+        /// The upstream (cluster) name.
+        service: String,
+        #[command(flatten)]
+        proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Each proxy's routes in the order they are tried: the edge routes
+    /// (match, action), or a sidecar's listeners and upstream hosts.
+    Routes {
+        #[command(flatten)]
+        proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Stream one proxy's live requests (metadata only), a line per request.
+    ///
+    /// Filters are exact unless said; all must hold. Stops after --limit
+    /// events, after --duration, or on Ctrl-C.
+    Tap {
+        #[command(flatten)]
+        proxy: Proxy,
+        /// Only requests to this authority (host, or host:port).
+        #[arg(long, value_name = "HOST")]
+        authority: Option<String>,
+        /// Only paths starting with this.
+        #[arg(long, value_name = "PREFIX")]
+        path_prefix: Option<String>,
+        /// Only this method.
+        #[arg(long, value_name = "METHOD")]
+        method: Option<String>,
+        /// Only this status code (503) or class (5xx).
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+        /// Only callers with this verified SPIFFE ID.
+        #[arg(long, value_name = "SPIFFE-ID")]
+        identity: Option<String>,
+        /// Only inbound, outbound or edge requests.
+        #[arg(long, value_name = "DIRECTION")]
+        direction: Option<String>,
+        /// Only requests that matched this edge route.
+        #[arg(long, value_name = "ROUTE")]
+        route: Option<String>,
+        /// Only requests to this upstream.
+        #[arg(long, value_name = "UPSTREAM")]
+        upstream: Option<String>,
+        /// Stop after N requests.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        limit: Option<u64>,
+        /// At most N requests per second (the proxy's default is 100, its maximum 1000).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rate: Option<u32>,
+        /// Stop after this long.
+        #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+        duration: Option<Duration>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Check every proxy: admin API reachable, last config reload succeeded,
+    /// certificate valid and not near expiry, clock close to this machine's.
+    ///
+    /// Exit 1 listing every failed check.
+    Check {
+        #[command(flatten)]
+        proxies: Proxies,
+        /// A certificate expiring sooner than this fails the check.
+        #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = mesh_api::units::parse_duration)]
+        warn_expiry: Duration,
+        /// A clock further than this from this machine's fails the check.
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = mesh_api::units::parse_duration)]
+        max_skew: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// What a proxy would do with a request, without sending it: listener,
+    /// normalised path, edge route (and why earlier ones did not match),
+    /// policies, cluster, endpoints and the balancer's pick.
+    Explain {
+        #[command(flatten)]
+        proxy: Proxy,
+        /// Request method.
+        method: String,
+        /// [SCHEME://]HOST[:PORT][/PATH][?QUERY].
+        url: String,
+        /// A request header `NAME: VALUE` (repeat for several).
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+        /// The listener: inbound, proxy, an upstream's name, edge or edge:N
+        /// (default: the first edge listener; for a sidecar, the forward
+        /// proxy when an upstream claims the host, else inbound).
+        #[arg(long, value_name = "LISTENER")]
+        listener: Option<String>,
+        /// The client's address (edge allow / deny).
+        #[arg(long, value_name = "IP")]
+        client: Option<String>,
+        /// The caller's SPIFFE ID (inbound authz).
+        #[arg(long, value_name = "SPIFFE-ID")]
+        identity: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -101,6 +219,61 @@ enum Command {
         proxies: Proxies,
         #[command(flatten)]
         common: Common,
+    },
+    /// Golden signals per service, direction, route and upstream: requests
+    /// per second, success rate (not 5xx, no failing gRPC status) and p50 /
+    /// p95 / p99 latency, from two scrapes of /metrics WINDOW apart.
+    Stat {
+        #[command(flatten)]
+        proxies: Proxies,
+        /// Time between the two scrapes (e.g. 2s, 1m).
+        #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
+        window: Duration,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The busiest routes, live: RPS, success, p50 / p99, busiest first,
+    /// refreshed every INTERVAL. q, Esc or Ctrl-C quits.
+    Top {
+        #[command(flatten)]
+        proxies: Proxies,
+        /// Time between refreshes.
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]
+        interval: Duration,
+        /// Quit after this long.
+        #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+        duration: Option<Duration>,
+        /// Quit after N refreshes.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        iterations: Option<u64>,
+        #[command(flatten)]
+        timeout: Timeout,
+    },
+    /// Who calls whom, from the proxies' request metrics: outbound and edge
+    /// requests to an upstream, inbound requests by caller. Edges carry
+    /// RPS and success over --window, else request totals.
+    Graph {
+        #[command(flatten)]
+        proxies: Proxies,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = signals::GraphFormat::Dot)]
+        format: signals::GraphFormat,
+        /// Measure rates between two scrapes this far apart (default: one scrape, totals).
+        #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+        window: Option<Duration>,
+        #[command(flatten)]
+        timeout: Timeout,
+    },
+    /// Serve the dashboard page (service graph, golden signals) for these
+    /// proxies at http://LISTEN/dashboard until stopped; prints the URL.
+    Dashboard {
+        #[command(flatten)]
+        proxies: Proxies,
+        /// Address to serve on (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: String,
+        #[command(flatten)]
+        timeout: Timeout,
     },
     /// The mesh CA: make it, and issue workload certificates.
     Ca {
@@ -166,6 +339,39 @@ struct Proxies {
     /// [default: $MESH_ADMIN, else 127.0.0.1:15000]
     #[arg(long = "admin", value_name = "ADDR")]
     admins: Vec<String>,
+    /// A file of proxies, one per line: `NAME ADDR` or `ADDR` (`#` comments).
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// A DNS SRV name whose records point at admin APIs
+    /// (e.g. _admin._tcp.mesh.local).
+    #[arg(long, value_name = "NAME")]
+    srv: Option<String>,
+    /// The nameserver for --srv (IP or IP:PORT) [default: the first of /etc/resolv.conf].
+    #[arg(long, value_name = "ADDR", requires = "srv")]
+    dns: Option<String>,
+}
+
+/// How long a `--srv` lookup may take.
+const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Proxies {
+    /// Every admin address the flags name, else as `admins_or_default`; a
+    /// source that cannot be read ends the process with status 1.
+    fn resolve(self, env: Option<&str>) -> Vec<String> {
+        let sources = discover::Sources {
+            admins: &self.admins,
+            inventory: self.inventory.as_deref(),
+            srv: self.srv.as_deref(),
+            dns: self.dns.as_deref(),
+        };
+        match discover::admins(&sources, DNS_TIMEOUT) {
+            Ok(found) => admins_or_default(found, env),
+            Err(problem) => {
+                eprintln!("mesh-ctl: {problem}");
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 /// One proxy.
@@ -180,8 +386,16 @@ struct Proxy {
 #[derive(Debug, Args)]
 struct Common {
     /// Output format.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Connect timeout, and separately the time allowed for each answer (e.g. 500ms, 5s).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
+    timeout: Duration,
+}
+
+/// The time allowed for each proxy's answers.
+#[derive(Debug, Args)]
+struct Timeout {
     /// Connect timeout, and separately the time allowed for each answer (e.g. 500ms, 5s).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_positive_duration)]
     timeout: Duration,
@@ -225,7 +439,7 @@ fn admins_or_default(given: Vec<String>, env: Option<&str>) -> Vec<String> {
 
 fn run(command: Command, env_admin: Option<&str>) -> Report {
     let one = |proxy: Proxy| admin_or_default(proxy.admin, env_admin);
-    let several = |proxies: Proxies| admins_or_default(proxies.admins, env_admin);
+    let several = |proxies: Proxies| proxies.resolve(env_admin);
     match command {
         Command::Status { proxies, common } => {
             commands::status(&several(proxies), common.options())
@@ -236,6 +450,84 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
         Command::Clusters { proxies, common } => {
             commands::clusters(&several(proxies), common.options())
         }
+        Command::Endpoints {
+            service,
+            proxies,
+            common,
+        } => observe::endpoints(&several(proxies), &service, common.options()),
+        Command::Routes { proxies, common } => observe::routes(&several(proxies), common.options()),
+        Command::Tap {
+            proxy,
+            authority,
+            path_prefix,
+            method,
+            status,
+            identity,
+            direction,
+            route,
+            upstream,
+            limit,
+            rate,
+            duration,
+            common,
+        } => {
+            let filters = [
+                ("authority", authority),
+                ("path_prefix", path_prefix),
+                ("method", method),
+                ("status", status),
+                ("identity", identity),
+                ("direction", direction),
+                ("route", route),
+                ("upstream", upstream),
+            ];
+            let args = tap::TapArgs {
+                filters: filters
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, value?)))
+                    .collect(),
+                limit,
+                rate,
+                duration,
+            };
+            tap::tap(&one(proxy), &args, common.options())
+        }
+        Command::Check {
+            proxies,
+            warn_expiry,
+            max_skew,
+            common,
+        } => {
+            let limits = observe::CheckLimits {
+                warn_expiry,
+                max_skew,
+            };
+            observe::check(&several(proxies), limits, common.options())
+        }
+        Command::Explain {
+            proxy,
+            method,
+            url,
+            headers,
+            listener,
+            client,
+            identity,
+            common,
+        } => match observe::explain_request(&method, &url, &headers) {
+            Ok(ask) => {
+                let ask = mesh_api::admin::ExplainRequest {
+                    listener,
+                    client,
+                    identity,
+                    ..ask
+                };
+                observe::explain(&one(proxy), &ask, common.options())
+            }
+            Err(problem) => Report {
+                stdout: String::new(),
+                problems: vec![problem],
+            },
+        },
         Command::Config { proxy, common } => commands::config(&one(proxy), common.options()),
         Command::Reload { proxy, common } => commands::reload(&one(proxy), common.options()),
         Command::Metrics {
@@ -244,6 +536,36 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
             common,
         } => commands::metrics(&one(proxy), grep.as_deref(), common.options()),
         Command::Certs { proxies, common } => commands::certs(&several(proxies), common.options()),
+        Command::Stat {
+            proxies,
+            window,
+            common,
+        } => signals::stat(&several(proxies), window, common.output, common.timeout),
+        Command::Top {
+            proxies,
+            interval,
+            duration,
+            iterations,
+            timeout,
+        } => {
+            let limits = top::Limits {
+                interval,
+                iterations,
+                duration,
+            };
+            top::top(&several(proxies), limits, timeout.timeout)
+        }
+        Command::Graph {
+            proxies,
+            format,
+            window,
+            timeout,
+        } => signals::graph(&several(proxies), window, format, timeout.timeout),
+        Command::Dashboard {
+            proxies,
+            listen,
+            timeout,
+        } => dashboard::dashboard(&listen, &several(proxies), timeout.timeout),
         Command::Ca { command } => match command {
             CaCommand::Init {
                 trust_domain,
@@ -320,7 +642,7 @@ mod tests {
     fn parses_the_command_line() {
         let cli = Cli::try_parse_from([
             "mesh-ctl",
-            "endpoints",
+            "clusters",
             "--admin",
             "a:1",
             "--admin",
@@ -332,7 +654,7 @@ mod tests {
         ])
         .expect("valid command line");
         let Command::Clusters { proxies, common } = cli.command else {
-            panic!("endpoints is an alias of clusters: {:?}", cli.command);
+            panic!("clusters: {:?}", cli.command);
         };
         assert_eq!(proxies.admins, ["a:1", "b:2"]);
         assert_eq!(common.output, Output::Json);
@@ -345,6 +667,53 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["mesh-ctl", "status", "--timeout", "0s"]).is_err());
         assert!(Cli::try_parse_from(["mesh-ctl", "status", "--output", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn parses_the_golden_signal_commands() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["mesh-ctl"], args].concat());
+        let Command::Stat { window, common, .. } = parse(&["stat", "-o", "json", "--window", "2s"])
+            .expect("valid command line")
+            .command
+        else {
+            panic!("stat");
+        };
+        assert_eq!(
+            (window, common.output),
+            (Duration::from_secs(2), Output::Json)
+        );
+        let Command::Graph { format, window, .. } = parse(&["graph", "--format", "mermaid"])
+            .expect("valid command line")
+            .command
+        else {
+            panic!("graph");
+        };
+        assert_eq!((format, window), (signals::GraphFormat::Mermaid, None));
+        let Command::Top {
+            interval,
+            iterations,
+            duration,
+            ..
+        } = parse(&["top", "--iterations", "3"])
+            .expect("valid command line")
+            .command
+        else {
+            panic!("top");
+        };
+        assert_eq!(
+            (interval, iterations, duration),
+            (Duration::from_secs(1), Some(3), None)
+        );
+        let Command::Dashboard { listen, .. } = parse(&["dashboard", "--admin", "a:1"])
+            .expect("valid command line")
+            .command
+        else {
+            panic!("dashboard");
+        };
+        assert_eq!(listen, "127.0.0.1:0");
+        assert!(parse(&["top", "--iterations", "0"]).is_err());
+        assert!(parse(&["stat", "--window", "0s"]).is_err());
+        assert!(parse(&["graph", "--format", "png"]).is_err());
     }
 
     #[test]

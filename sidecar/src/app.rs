@@ -9,7 +9,8 @@
 //! Drain (SIGTERM / SIGINT): `/ready` turns 503 at once; after
 //! `drain.delay` listeners stop accepting and HTTP connections shut down
 //! gracefully; in-flight work gets `drain.deadline`; then the access log
-//! writer flushes what is left and the process exits.
+//! writer flushes what is left, the span exporter sends what is queued,
+//! and the process exits.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -213,6 +214,12 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
         .metrics
         .access_log()
         .spawn_writer(runtime.settings.clone(), access_log_stop.clone());
+    // The span exporter follows `tracing` in the running settings and stops with the access log.
+    let trace_exporter = crate::telemetry::exporter::spawn(
+        runtime.metrics.clone(),
+        runtime.settings.clone(),
+        access_log_stop.clone(),
+    );
     let shared = Shared {
         runtime,
         drain: CancellationToken::new(),
@@ -269,6 +276,10 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
     if let Some(writer) = access_log {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     }
+    if let Some(exporter) = trace_exporter {
+        let deadline = crate::telemetry::exporter::FINAL_EXPORT + std::time::Duration::from_secs(1);
+        let _ = tokio::time::timeout(deadline, exporter).await;
+    }
     Ok(())
 }
 
@@ -321,6 +332,17 @@ impl App {
     /// The workload identity, if any.
     pub fn certs(&self) -> Option<mesh_api::admin::CertInfo> {
         self.shared.runtime.identity.info()
+    }
+
+    /// Routing, settings, metrics and identity, for `/status`, `/routes`,
+    /// `/explain` and `/tap`.
+    pub fn runtime(&self) -> &Runtime {
+        &self.shared.runtime
+    }
+
+    /// Fires when the proxy drains (open admin streams end then).
+    pub fn drain_signal(&self) -> &CancellationToken {
+        &self.shared.drain
     }
 }
 

@@ -156,7 +156,7 @@ impl RouteTable {
     }
 
     /// The upstream claiming `authority` by name or host (`host:port` first).
-    fn by_authority(&self, authority: &Authority) -> Option<&Arc<Cluster>> {
+    pub fn by_authority(&self, authority: &Authority) -> Option<&Arc<Cluster>> {
         let exact = authority.as_str().to_ascii_lowercase();
         let host = authority.host().to_ascii_lowercase();
         self.by_host.get(&exact).or_else(|| self.by_host.get(&host))

@@ -31,7 +31,7 @@ fn http1_and_h2c_reach_the_app_through_inbound() {
     );
     assert_eq!(
         sidecar.metric(
-            "mesh_requests_total{direction=\"inbound\",upstream=\"inbound\",status=\"200\"}"
+            "mesh_requests_total{direction=\"inbound\",upstream=\"inbound\",caller=\"unknown\",status=\"200\",status_class=\"2xx\"}"
         ),
         2.0
     );

@@ -180,7 +180,7 @@ fn requests(ns: &str, upstream: &str) -> f64 {
     metric(
         ns,
         &format!(
-            "mesh_requests_total{{direction=\"outbound\",upstream=\"{upstream}\",status=\"200\"}}"
+            "mesh_requests_total{{direction=\"outbound\",upstream=\"{upstream}\",status=\"200\",status_class=\"2xx\"}}"
         ),
     )
 }
@@ -313,7 +313,8 @@ fn transparent_interception_in_network_namespaces() {
         grpc.contains("\"id\": \"3\""),
         "grpcio through interception: {grpc}"
     );
-    assert_eq!(requests(&ns.app, "orders"), 1.0);
+    let grpc_ok = "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"200\",status_class=\"2xx\",grpc_status=\"0\"}";
+    assert_eq!(metric(&ns.app, grpc_ok), 1.0);
 
     // IPv6, through ip6tables and IP6T_SO_ORIGINAL_DST.
     let (status, body) = ns_curl(&ns.app, "http://[fd00:231::2]:8080/healthz");
@@ -346,7 +347,7 @@ fn transparent_interception_in_network_namespaces() {
     // loopback only) through PREROUTING's redirect to the inbound listener.
     let (status, body) = ns_curl(&ns.backend, "http://10.231.0.1:8080/healthz");
     assert_eq!((status.as_str(), body.as_str()), ("200", "ok"));
-    let inbound = "mesh_requests_total{direction=\"inbound\",upstream=\"inbound\",status=\"200\"}";
+    let inbound = "mesh_requests_total{direction=\"inbound\",upstream=\"inbound\",caller=\"unknown\",status=\"200\",status_class=\"2xx\"}";
     assert_eq!(metric(&ns.app, inbound), 1.0);
 
     // Removed: the path is direct again, the table as it was.

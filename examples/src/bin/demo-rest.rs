@@ -176,7 +176,7 @@ async fn route(app: &App, request: Request<Incoming>) -> Result<Response<Body>, 
         )),
         (&Method::GET, path) if path.starts_with("/status/") => status(&path["/status/".len()..]),
         (&Method::GET, path) if path.starts_with("/orders/") => {
-            order(app, &path["/orders/".len()..]).await
+            order(app, &parts.headers, &path["/orders/".len()..]).await
         }
         (_, path) if path == "/echo-request" || path.starts_with("/echo-request/") => {
             Ok(echo_request(app, &parts))
@@ -301,10 +301,21 @@ fn status(code: &str) -> Result<Response<Body>, RouteError> {
     Ok(json(status, &json_value!({ "status": status.as_u16() })))
 }
 
-async fn order(app: &App, id: &str) -> Result<Response<Body>, RouteError> {
+/// Trace context headers a well-behaved app copies to the calls it makes,
+/// so its outbound request joins the caller's trace.
+const TRACE_CONTEXT: &[&str] = &["traceparent", "tracestate"];
+
+async fn order(app: &App, headers: &HeaderMap, id: &str) -> Result<Response<Body>, RouteError> {
     let mut client = app.orders.clone().ok_or(RouteError::NoOrdersUpstream)?;
+    let mut request = tonic::Request::new(GetOrderRequest { id: id.to_owned() });
+    for name in TRACE_CONTEXT {
+        let value = headers.get(*name).and_then(|v| v.to_str().ok());
+        if let Some(value) = value.and_then(|v| v.parse().ok()) {
+            request.metadata_mut().insert(*name, value);
+        }
+    }
     let order = client
-        .get_order(GetOrderRequest { id: id.to_owned() })
+        .get_order(request)
         .await
         .map_err(|status| match status.code() {
             tonic::Code::NotFound => RouteError::OrderNotFound(status),

@@ -6,8 +6,13 @@
 //! - [`admin`]: the JSON documents of the admin API that `mesh-ctl` reads.
 //! - [`ca`]: the mesh CA (root, intermediate) and workload certificates with
 //!   SPIFFE IDs, as `mesh-ctl ca` makes them; SPIFFE ID parsing.
+//! - [`prom`]: the Prometheus text exposition, parsed back.
+//! - [`golden`]: golden signals and the service graph from request
+//!   metrics, and the dashboard page, for the admin API and `mesh-ctl`.
 
 pub mod admin;
 pub mod ca;
 pub mod config;
+pub mod golden;
+pub mod prom;
 pub mod units;

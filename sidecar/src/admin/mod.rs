@@ -13,12 +13,22 @@
 //! | `GET /certs` | the workload identity and its certificate (404 without one) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /version` | build version |
+//! | `GET /status` | mode, service, version, uptime, config hash, generation, identity, readiness |
+//! | `GET /routes` | the edge routes, or a sidecar's listeners and hosts |
+//! | `POST /explain` | what the proxy would do with a request, nothing sent ([`explain`]) |
+//! | `GET /tap` | live request metadata as NDJSON ([`tap`]) |
+//! | `GET /dashboard`, `GET /dashboard/data` | with `admin.dashboard: true`: the dashboard page and this proxy's golden signals (`dashboard.rs`) |
+
+mod explain;
+mod status;
+mod tap;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use mesh_api::admin::VersionInfo;
@@ -29,8 +39,17 @@ use tracing::{debug, Instrument};
 use crate::app::App;
 use crate::http::{full, Body};
 
+mod dashboard;
+
+/// When the admin API started serving: the proxy's start, for `uptime_seconds`.
+static STARTED: OnceLock<std::time::Instant> = OnceLock::new();
+
+/// Largest `POST /explain` body.
+const MAX_EXPLAIN_BODY: usize = 64 * 1024;
+
 /// Serves the admin API on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    STARTED.get_or_init(std::time::Instant::now);
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -122,16 +141,56 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             );
             response
         }
+        (&Method::GET, "/dashboard") if dashboard::enabled(app) => dashboard::page(),
+        (&Method::GET, "/dashboard/data") if dashboard::enabled(app) => dashboard::data(app),
         (&Method::GET, "/version") => json(
             StatusCode::OK,
             &VersionInfo {
                 version: env!("CARGO_PKG_VERSION").to_string(),
             },
         ),
+        (&Method::GET, "/status") => {
+            let uptime = STARTED.get().map(|s| s.elapsed()).unwrap_or_default();
+            json(StatusCode::OK, &status::status(app, uptime))
+        }
+        (&Method::GET, "/routes") => json(StatusCode::OK, &status::routes(app).await),
+        (&Method::POST, "/explain") => {
+            let ask = match http_body_util::Limited::new(req.into_body(), MAX_EXPLAIN_BODY)
+                .collect()
+                .await
+            {
+                Ok(body) => serde_json::from_slice(&body.to_bytes()).map_err(|e| e.to_string()),
+                Err(err) => Err(format!("cannot read the body: {err}")),
+            };
+            match ask {
+                Ok(ask) => match explain::explain(app.runtime(), ask).await {
+                    Ok(answer) => json(StatusCode::OK, &answer),
+                    Err(error) => json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({ "error": error }),
+                    ),
+                },
+                Err(error) => json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": error }),
+                ),
+            }
+        }
+        (&Method::GET, "/tap") => match tap::TapFilter::parse(req.uri().query()) {
+            Ok(filter) => tap::stream(
+                app.metrics().access_log().tap().subscribe(),
+                filter,
+                app.drain_signal().clone(),
+            ),
+            Err(error) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({ "error": error }),
+            ),
+        },
         (
             _,
             "/live" | "/ready" | "/config" | "/config/reload" | "/listeners" | "/clusters"
-            | "/metrics" | "/version",
+            | "/metrics" | "/version" | "/status" | "/routes" | "/explain" | "/tap",
         ) => json(
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({ "error": "method not allowed" }),

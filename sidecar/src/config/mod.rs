@@ -18,7 +18,9 @@ mod access_log;
 mod edge;
 mod edge_routes;
 mod limits;
+mod tracing;
 
+pub use self::tracing::{OtlpEndpoint, TracingSettings, MAX_TRACE_QUEUE};
 pub use access_log::{AccessLogSettings, AccessLogTarget, ACCESS_FIELDS};
 pub use edge::{EdgeListenerSettings, EdgeSettings, ServerCertSettings, ServerTlsSettings};
 pub use edge_routes::RouteSettings;
@@ -58,6 +60,8 @@ pub struct Settings {
     pub outbound: OutboundSettings,
     /// What `sidecar iptables` redirects (`interception:`, defaults filled).
     pub interception: InterceptionSettings,
+    /// Distributed tracing (`tracing:`); `None`: no spans.
+    pub tracing: Option<Arc<TracingSettings>>,
 }
 
 /// Transparent interception rules (`interception:`), validated.
@@ -566,6 +570,11 @@ pub fn validate(
     }
     let limits = limits::validate_limits(&mut errors, &config.limits);
     let access_log = access_log::validate_access_log(&mut errors, &config.log, base);
+    let tracing = config
+        .tracing
+        .as_ref()
+        .and_then(|raw_tracing| self::tracing::validate_tracing(&mut errors, raw_tracing))
+        .map(Arc::new);
     let names: Vec<&str> = upstreams.iter().map(|u| &*u.name).collect();
     let edge = config
         .edge
@@ -616,6 +625,7 @@ pub fn validate(
             upstreams,
         },
         interception,
+        tracing,
         raw: config,
     })
 }

@@ -269,40 +269,85 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
 }
 
+/// A route condition, named for `POST /explain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition<'a> {
+    /// `host`.
+    Host,
+    /// `methods`.
+    Method,
+    /// The path condition.
+    Path,
+    /// A header condition.
+    Header(&'a HeaderName),
+    /// A cookie condition.
+    Cookie(&'a str),
+    /// A query parameter condition.
+    Query(&'a str),
+}
+
+impl std::fmt::Display for Condition<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Condition::Host => f.write_str("host"),
+            Condition::Method => f.write_str("method"),
+            Condition::Path => f.write_str("path"),
+            Condition::Header(name) => write!(f, "header {name}"),
+            Condition::Cookie(name) => write!(f, "cookie {name}"),
+            Condition::Query(name) => write!(f, "query {name}"),
+        }
+    }
+}
+
 impl RequestMatch {
     /// Whether every condition holds; a path template's captures go to `captures`.
     pub fn matches(&self, req: &RequestView<'_>, captures: &mut Captures) -> bool {
+        self.first_mismatch(req, captures).is_none()
+    }
+
+    /// The first condition that does not hold, `None` when all do.
+    pub fn first_mismatch(
+        &self,
+        req: &RequestView<'_>,
+        captures: &mut Captures,
+    ) -> Option<Condition<'_>> {
         if !self.hosts.is_empty()
             && !req
                 .host
                 .is_some_and(|host| self.hosts.iter().any(|h| h.matches(host)))
         {
-            return false;
+            return Some(Condition::Host);
         }
         if !self.methods.is_empty() && !self.methods.contains(req.method) {
-            return false;
+            return Some(Condition::Method);
         }
         if let Some(path) = &self.path {
             if !path.matches(req.path, captures) {
-                return false;
+                return Some(Condition::Path);
             }
         }
-        self.headers.iter().all(|(name, matcher)| {
-            matcher.matches(
-                req.headers
-                    .get_all(name)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .map(Cow::Borrowed),
-            )
-        }) && self
-            .cookies
-            .iter()
-            .all(|(name, matcher)| matcher.matches(cookies(req.headers, name)))
-            && self
-                .query
+        for (name, matcher) in &self.headers {
+            let values = req
+                .headers
+                .get_all(name)
                 .iter()
-                .all(|(name, matcher)| matcher.matches(query_values(req.query, name)))
+                .filter_map(|v| v.to_str().ok())
+                .map(Cow::Borrowed);
+            if !matcher.matches(values) {
+                return Some(Condition::Header(name));
+            }
+        }
+        for (name, matcher) in &self.cookies {
+            if !matcher.matches(cookies(req.headers, name)) {
+                return Some(Condition::Cookie(name));
+            }
+        }
+        for (name, matcher) in &self.query {
+            if !matcher.matches(query_values(req.query, name)) {
+                return Some(Condition::Query(name));
+            }
+        }
+        None
     }
 }
 

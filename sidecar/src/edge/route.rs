@@ -9,7 +9,8 @@
 //! Reads: the current [`RouteTable`] (its [`EdgeRoutes`]) once per request,
 //! [`ConnInfo`] and the client address the front layer put in
 //! [`RequestInfo`]. Writes: the [`Target`] into the request's extensions,
-//! the route and upstream names into [`RequestInfo`].
+//! the route and upstream names into [`RequestInfo`], and a refusal's
+//! reason (`mesh_policy_denials_total`).
 //! Errors: [`EdgeError`] (404 `no_route`), `policy::Forbidden` (403),
 //! `HygieneError::EncodedSlash` (400) and `HygieneError::BodyTooLarge`
 //! (413), `RouteError::NoRoute` when a route's upstream has no cluster.
@@ -113,6 +114,13 @@ impl EdgeRoutes {
     }
 }
 
+impl EdgeRoutes {
+    /// The routes, in the order they are tried.
+    pub fn routes(&self) -> &[RouteSettings] {
+        &self.routes
+    }
+}
+
 /// What routing decided before the request goes further.
 enum Step {
     /// The proxy answers (a redirect).
@@ -130,6 +138,11 @@ pub fn route_layer(
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
             let table = routes.load_full();
             let step = route(table.edge_routes(), &mut req);
+            if let (Err(err), Some(info)) = (&step, req.extensions().get::<RequestInfo>()) {
+                if let Some(reason) = denial(err) {
+                    info.set_denied(reason.0, reason.1);
+                }
+            }
             let inner = inner.clone();
             async move {
                 let index = match step? {
@@ -149,6 +162,20 @@ pub fn route_layer(
             }
         }))
     })
+}
+
+/// The policy and reason on `mesh_policy_denials_total` of a request the
+/// edge routes refuse: no route, the route's allow / deny, or its own
+/// hygiene (encoded slashes, body size).
+fn denial(err: &BoxError) -> Option<(&'static str, &'static str)> {
+    if let Some(EdgeError::NoRoute) = err.downcast_ref::<EdgeError>() {
+        Some(("edge_route", "no_route"))
+    } else if err.downcast_ref::<crate::policy::Forbidden>().is_some() {
+        Some(("edge_route", "client_address"))
+    } else {
+        err.downcast_ref::<HygieneError>()
+            .map(|e| ("hygiene", e.label()))
+    }
 }
 
 /// Matches, checks and rewrites one request.

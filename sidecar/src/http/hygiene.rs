@@ -42,6 +42,7 @@ use tower::{Layer, ServiceExt};
 
 use super::{Body, BodyError, HttpService};
 use crate::config::{LimitSettings, Settings};
+use crate::telemetry::RequestInfo;
 use crate::{errors, lock, BoxError};
 
 /// A request this layer refuses.
@@ -98,6 +99,32 @@ pub enum HygieneError {
     BodyTooLarge,
 }
 
+impl HygieneError {
+    /// The refusal's reason on `mesh_policy_denials_total{policy="hygiene"}`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HygieneError::ContentLengthWithTransferEncoding => {
+                "content_length_with_transfer_encoding"
+            }
+            HygieneError::MultipleContentLength => "multiple_content_length",
+            HygieneError::InvalidContentLength => "invalid_content_length",
+            HygieneError::UnsupportedTransferEncoding => "unsupported_transfer_encoding",
+            HygieneError::MissingHost => "missing_host",
+            HygieneError::MultipleHost => "multiple_host",
+            HygieneError::HostMismatch => "host_mismatch",
+            HygieneError::InvalidHeaderValue => "invalid_header_value",
+            HygieneError::InvalidPercentEncoding => "invalid_percent_encoding",
+            HygieneError::NulInPath => "nul_in_path",
+            HygieneError::EncodedSlash => "encoded_slash",
+            HygieneError::InvalidPath => "invalid_path",
+            HygieneError::HeaderTooLarge => "header_too_large",
+            HygieneError::TooManyHeaders => "too_many_headers",
+            HygieneError::UriTooLong => "uri_too_long",
+            HygieneError::BodyTooLarge => "body_too_large",
+        }
+    }
+}
+
 /// The request path exactly as the client sent it, before normalisation;
 /// in the extensions of every request below this layer whose target has a
 /// path (not `*` or CONNECT's authority-form). A route that refuses encoded
@@ -114,12 +141,18 @@ pub fn layer(
         BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
             let version = req.version();
             let grpc = super::is_grpc(req.headers());
+            let info = req.extensions().get::<RequestInfo>().cloned();
             let checked = check(req, &settings.load().limits);
             let inner = inner.clone();
             async move {
                 match checked {
                     Ok(req) => inner.oneshot(req).await,
-                    Err(err) => Ok(refusal(err, version, grpc)),
+                    Err(err) => {
+                        if let Some(info) = info {
+                            info.set_denied("hygiene", err.label());
+                        }
+                        Ok(refusal(err, version, grpc))
+                    }
                 }
             }
         }))

@@ -3,7 +3,8 @@
 //! Reads: the connection's verified peer identity ([`ConnInfo`]) and the
 //! running `inbound.authz` rules (reloaded with the config).
 //! Writes: `x-mesh-peer-identity` to the app: always stripped from what the
-//! caller sent, set only from a verified certificate.
+//! caller sent, set only from a verified certificate; a denial into
+//! [`RequestInfo`](crate::telemetry::RequestInfo) (`mesh_policy_denials_total`).
 //! Errors: [`Forbidden`] (403, gRPC `PERMISSION_DENIED`).
 
 pub mod authz;
@@ -50,6 +51,11 @@ pub fn layer(
                     };
                     authz::allows(rules, caller.as_deref(), access)
                 });
+            if !allowed {
+                if let Some(info) = req.extensions().get::<crate::telemetry::RequestInfo>() {
+                    info.set_denied("authz", "forbidden");
+                }
+            }
             let headers = req.headers_mut();
             headers.remove(PEER_IDENTITY);
             if let Some(value) = caller

@@ -61,6 +61,12 @@ impl ClusterState {
             retries: AtomicU32::new(0),
         }
     }
+
+    /// Whether requests in flight have reached `max_requests`, so new ones
+    /// are refused (`circuit_open`); read by the metrics at scrape time.
+    pub fn at_request_limit(&self, max_requests: u32) -> bool {
+        self.in_flight.load(Ordering::Relaxed) >= max_requests
+    }
 }
 
 /// Holds one unit of a limit until dropped.

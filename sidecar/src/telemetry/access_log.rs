@@ -12,6 +12,8 @@
 //! under load and out within that time when idle), re-opens it when the
 //! config's `log.access` changes, and ends after the drain, flushing what
 //! is left.
+//! The same record of a finished request feeds the admin API's tap
+//! ([`Tap`]) while one is connected, whether the access log is on or not.
 //! Reads: `settings.access_log`, [`RequestInfo`], [`ConnInfo`].
 
 use std::fmt::Write as _;
@@ -38,7 +40,9 @@ use tracing::{warn, Instrument};
 use crate::config::{AccessLogTarget, Settings};
 use crate::errors::REASON_HEADER;
 use crate::http::{is_grpc, Body, BodyError, ConnInfo};
-use crate::telemetry::{Metrics, RequestInfo};
+use crate::telemetry::tap::Tap;
+use crate::telemetry::trace::Recording;
+use crate::telemetry::{Direction, Metrics, RequestInfo};
 use crate::{lock, BoxError};
 
 /// Lines waiting for the writer; more are dropped.
@@ -55,6 +59,7 @@ pub struct AccessLog {
     tx: mpsc::Sender<String>,
     rx: Mutex<Option<mpsc::Receiver<String>>>,
     dropped: Counter,
+    tap: Tap,
 }
 
 impl AccessLog {
@@ -65,7 +70,13 @@ impl AccessLog {
             tx,
             rx: Mutex::new(Some(rx)),
             dropped,
+            tap: Tap::default(),
         }
+    }
+
+    /// The feed of finished requests for `GET /tap`.
+    pub fn tap(&self) -> &Tap {
+        &self.tap
     }
 
     /// Offers a line to the writer; drops it when the queue is full.
@@ -241,6 +252,7 @@ async fn open(target: &AccessLogTarget) -> std::io::Result<Option<Output>> {
 struct Entry {
     time: Option<SystemTime>,
     kind: &'static str,
+    direction: Option<Direction>,
     listener: Option<Arc<str>>,
     request_id: Option<Arc<str>>,
     trace_id: Option<String>,
@@ -343,6 +355,34 @@ impl Entry {
         }
     }
 
+    /// The request as the tap shows it.
+    fn tap_event(&self) -> mesh_api::admin::TapEvent {
+        let mut time = String::with_capacity(24);
+        if let Some(started) = self.time {
+            rfc3339(&mut time, started);
+        }
+        let text = |value: &Option<Arc<str>>| value.as_deref().map(str::to_string);
+        mesh_api::admin::TapEvent {
+            time,
+            direction: self.direction.map_or("", Direction::as_str).to_string(),
+            listener: text(&self.listener),
+            request_id: text(&self.request_id),
+            method: self.method.as_ref().map_or("", Method::as_str).to_string(),
+            authority: self.authority.clone(),
+            path: self.path.clone().unwrap_or_default(),
+            status: self.status.unwrap_or_default(),
+            grpc_status: self.grpc_status,
+            error: self.error.clone(),
+            route: text(&self.route),
+            upstream: text(&self.upstream),
+            endpoint: self.endpoint.map(|e| e.to_string()),
+            attempts: self.attempts.unwrap_or_default(),
+            peer_identity: text(&self.peer_identity),
+            client: self.client.map(|c| c.to_string()),
+            duration_ms: self.duration.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        }
+    }
+
     /// What the layers below learned about the request.
     fn learn(&mut self, info: &RequestInfo) {
         if let Some(id) = info.request_id() {
@@ -360,7 +400,7 @@ impl Entry {
     /// `grpc-status` and `x-mesh-error` from response headers or trailers.
     fn note(&mut self, headers: &HeaderMap, grpc: bool) {
         if grpc {
-            if let Some(code) = header(headers, "grpc-status").and_then(|v| v.parse().ok()) {
+            if let Some(code) = super::grpc_status(headers) {
                 self.grpc_status = Some(code);
             }
         }
@@ -385,7 +425,12 @@ pub struct Request {
 
 impl Request {
     /// Takes the request's facts and counts its body's bytes from now on.
-    pub fn new(req: &mut http::Request<Body>, settings: Arc<Settings>, start: Instant) -> Self {
+    pub fn new(
+        req: &mut http::Request<Body>,
+        settings: Arc<Settings>,
+        start: Instant,
+        direction: Direction,
+    ) -> Self {
         let conn = req.extensions().get::<ConnInfo>();
         let headers = req.headers();
         let uri = req.uri();
@@ -393,6 +438,7 @@ impl Request {
         let entry = Entry {
             time: Some(SystemTime::now()),
             kind: "http",
+            direction: Some(direction),
             listener: conn.and_then(|c| c.listener.clone()),
             request_id: header(headers, "x-request-id").map(Arc::from),
             trace_id: header(headers, "traceparent").and_then(trace_id),
@@ -436,13 +482,14 @@ impl Request {
         }
     }
 
-    /// Hands back the outcome; its line is written when the response body
-    /// ends or is dropped (at once when there is no response).
+    /// Hands back the outcome; its line is written (and `span` ended) when
+    /// the response body ends or is dropped (at once when there is no response).
     pub fn respond(
         mut self,
         result: Result<Response<Body>, BoxError>,
         info: RequestInfo,
         metrics: Arc<Metrics>,
+        mut span: Option<Recording>,
     ) -> Result<Response<Body>, BoxError> {
         let head = Instant::now();
         self.entry.learn(&info);
@@ -462,6 +509,7 @@ impl Request {
                         inner: body,
                         grpc,
                         pending: Some(pending),
+                        span,
                     }
                     .boxed_unsync()
                 }))
@@ -469,9 +517,49 @@ impl Request {
             Err(err) => {
                 pending.request.entry.status = Some(500);
                 pending.finish();
+                if let Some(span) = span.take() {
+                    span.finish();
+                }
                 Err(err)
             }
         }
+    }
+}
+
+/// Hands back the outcome of a request that is logged (`request`), traced
+/// (`span`), both or neither: the line is written and the span ended when
+/// the response body ends or is dropped, through one body wrapper.
+pub fn respond(
+    request: Option<Request>,
+    mut span: Option<Recording>,
+    result: Result<Response<Body>, BoxError>,
+    info: RequestInfo,
+    metrics: Arc<Metrics>,
+) -> Result<Response<Body>, BoxError> {
+    if let Some(span) = &mut span {
+        span.respond(&result, &info);
+    }
+    match (request, span) {
+        (Some(request), span) => request.respond(result, info, metrics, span),
+        (None, None) => result,
+        (None, Some(span)) => match result {
+            Ok(response) => {
+                let grpc = is_grpc(response.headers());
+                Ok(response.map(|body| {
+                    Logged {
+                        inner: body,
+                        grpc,
+                        pending: None,
+                        span: Some(span),
+                    }
+                    .boxed_unsync()
+                }))
+            }
+            Err(err) => {
+                span.finish();
+                Err(err)
+            }
+        },
     }
 }
 
@@ -498,9 +586,13 @@ impl Pending {
         entry.bytes_received = Some(received.load(Ordering::Relaxed));
         entry.bytes_sent = Some(sent);
         entry.duration = Some(start.elapsed());
-        metrics
-            .access_log()
-            .push(entry.format(&settings.access_log.fields));
+        let log = metrics.access_log();
+        if log.tap.is_active() {
+            log.tap.publish(entry.tap_event());
+        }
+        if settings.access_log.target != AccessLogTarget::Off {
+            log.push(entry.format(&settings.access_log.fields));
+        }
     }
 }
 
@@ -534,17 +626,22 @@ impl HttpBody for Counted {
     }
 }
 
-/// A response body that writes the request's line when it ends or is dropped.
+/// A response body that writes the request's line and ends its span when
+/// it ends or is dropped.
 struct Logged {
     inner: Body,
     grpc: bool,
     pending: Option<Box<Pending>>,
+    span: Option<Recording>,
 }
 
 impl Logged {
     fn finish(&mut self) {
         if let Some(pending) = self.pending.take() {
             pending.finish();
+        }
+        if let Some(span) = self.span.take() {
+            span.finish();
         }
     }
 }
@@ -572,6 +669,17 @@ impl HttpBody for Logged {
                     let error = &mut pending.request.entry.error;
                     error.get_or_insert_with(|| "upstream_reset".to_string());
                 }
+                None => {}
+            }
+        }
+        if let Some(span) = &mut this.span {
+            match &frame {
+                Some(Ok(frame)) => {
+                    if let Some(trailers) = frame.trailers_ref() {
+                        span.note(trailers);
+                    }
+                }
+                Some(Err(_)) => span.reset(),
                 None => {}
             }
         }

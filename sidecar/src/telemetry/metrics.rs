@@ -1,19 +1,30 @@
-//! Prometheus metrics, served as text on the admin API's `/metrics`.
-//! Families are created once at start; layers and pools hold handles to
-//! their series, so the hot path only increments atomics.
+//! Prometheus metrics, served as OpenMetrics text on the admin API's
+//! `/metrics`. Families are created once at start; layers and pools hold
+//! handles to their series, so the hot path only increments atomics.
+//! What is a state rather than an event (endpoint state, latency and
+//! load, circuit breakers, edge certificates, the process) is read at
+//! scrape time by collectors, never kept up to date on the data path.
 
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::access_log::AccessLog;
+use super::trace::{ExportCounters, SpanQueue};
 use crate::connect::ConnectionMetrics;
+use crate::route::RouteTable;
 use crate::udp::FlowMetrics;
 
 /// Which way a request or connection travels.
@@ -38,15 +49,105 @@ impl Direction {
     }
 }
 
-/// `route` is written only when a route matched (an absent label and an
-/// empty one are the same series to Prometheus); route names come from the
-/// config, so the label stays bounded.
+/// Who called, on inbound requests: the service name of the verified peer
+/// identity (`spiffe://<td>/svc/<name>` → `<name>`), `unknown` without one.
+/// Holds the connection's identity (a reference count, no copy); series
+/// are told apart by the name alone. Service names are the mesh's, so the
+/// label stays bounded.
+#[derive(Clone, Debug, Default)]
+pub enum Caller {
+    /// Not an inbound request: no `caller` label.
+    #[default]
+    Absent,
+    /// An inbound request without a verified identity (plaintext).
+    Unknown,
+    /// An inbound request from this verified SPIFFE ID.
+    Peer(Arc<str>),
+}
+
+impl Caller {
+    /// The caller of a request travelling `direction` over a connection
+    /// whose verified peer is `identity`.
+    pub fn of(direction: Direction, identity: Option<&Arc<str>>) -> Self {
+        match (direction, identity) {
+            (Direction::Inbound, Some(id)) => Caller::Peer(id.clone()),
+            (Direction::Inbound, None) => Caller::Unknown,
+            _ => Caller::Absent,
+        }
+    }
+
+    /// The label value, `None` when there is no label.
+    fn name(&self) -> Option<&str> {
+        match self {
+            Caller::Absent => None,
+            Caller::Unknown => Some("unknown"),
+            Caller::Peer(id) => Some(service_name(id)),
+        }
+    }
+}
+
+impl PartialEq for Caller {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for Caller {}
+
+impl Hash for Caller {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+/// `spiffe://<td>/svc/<name>` → `<name>`; another SPIFFE ID's path after
+/// the trust domain; anything else as it is.
+fn service_name(id: &str) -> &str {
+    let Some(rest) = id.strip_prefix("spiffe://") else {
+        return id;
+    };
+    let path = rest.split_once('/').map_or(rest, |(_, path)| path);
+    path.strip_prefix("svc/").unwrap_or(path)
+}
+
+/// `2xx` … `5xx` (`1xx` included); anything else `other`.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
+}
+
+/// The largest gRPC status code; larger ones count as `2` (UNKNOWN), as
+/// gRPC says to treat them, so a peer cannot grow the label set.
+const GRPC_MAX_CODE: u32 = 16;
+
+/// What a finished request is counted under. `route` is written only when
+/// an edge route matched (an absent label and an empty one are the same
+/// series to Prometheus), `caller` only on inbound requests, `grpc_status`
+/// only on gRPC responses that carried one. Route and upstream names come
+/// from the config and statuses are bounded, so the label set stays bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-struct RequestLabels {
+pub struct RequestLabels {
     direction: &'static str,
     upstream: Arc<str>,
     route: Arc<str>,
+    caller: Caller,
     status: u16,
+    grpc_status: Option<u8>,
+}
+
+impl RequestLabels {
+    /// The same request with the gRPC status of its response.
+    pub fn with_grpc_status(mut self, code: u32) -> Self {
+        let code = if code > GRPC_MAX_CODE { 2 } else { code };
+        self.grpc_status = u8::try_from(code).ok();
+        self
+    }
 }
 
 impl EncodeLabelSet for RequestLabels {
@@ -56,16 +157,27 @@ impl EncodeLabelSet for RequestLabels {
         if !self.route.is_empty() {
             ("route", &*self.route).encode(encoder.encode_label())?;
         }
-        ("status", self.status).encode(encoder.encode_label())
+        if let Some(caller) = self.caller.name() {
+            ("caller", caller).encode(encoder.encode_label())?;
+        }
+        ("status", self.status).encode(encoder.encode_label())?;
+        ("status_class", status_class(self.status)).encode(encoder.encode_label())?;
+        if let Some(code) = self.grpc_status {
+            ("grpc_status", code).encode(encoder.encode_label())?;
+        }
+        Ok(())
     }
 }
 
-/// `route` as in [`RequestLabels`].
+/// [`RequestLabels`] with the status class only: a histogram series is
+/// two dozen lines, so it is not multiplied by every status code.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct DurationLabels {
     direction: &'static str,
     upstream: Arc<str>,
     route: Arc<str>,
+    caller: Caller,
+    status_class: &'static str,
 }
 
 impl EncodeLabelSet for DurationLabels {
@@ -75,8 +187,19 @@ impl EncodeLabelSet for DurationLabels {
         if !self.route.is_empty() {
             ("route", &*self.route).encode(encoder.encode_label())?;
         }
-        Ok(())
+        if let Some(caller) = self.caller.name() {
+            ("caller", caller).encode(encoder.encode_label())?;
+        }
+        ("status_class", self.status_class).encode(encoder.encode_label())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    direction: &'static str,
+    /// `authz`, `edge_route` or `hygiene`.
+    policy: &'static str,
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -126,13 +249,20 @@ type DurationFamily = Family<DurationLabels, Histogram, fn() -> Histogram>;
 
 /// Every metric the proxy exports.
 pub struct Metrics {
+    /// The `mesh_` families and the cluster and edge-certificate collectors.
     registry: Registry,
+    /// The `process_` metrics, without the prefix (the conventional names).
+    process: Registry,
+    /// The route table the cluster collector reads at scrape time.
+    routes: Arc<OnceLock<Arc<ArcSwap<RouteTable>>>>,
     /// The upstream label of unrouted requests, made once.
     no_upstream: Arc<str>,
     /// The route label of requests no edge route matched (empty), made once.
     no_route: Arc<str>,
     /// The access log's line queue; its writer task is `access_log::AccessLog::spawn_writer`.
     access_log: AccessLog,
+    /// Finished spans for the OTLP exporter (`exporter::spawn`).
+    spans: SpanQueue,
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
     connections_open: Family<ListenerLabels, Gauge>,
@@ -146,6 +276,7 @@ pub struct Metrics {
     cert_expiry: Gauge,
     plaintext_refused: Counter,
     resilience: Family<DecisionLabels, Counter>,
+    denials: Family<DenialLabels, Counter>,
     transparent_passthrough: Counter,
     udp_flows: Family<UpstreamLabels, Counter>,
     udp_flows_open: Family<UpstreamLabels, Gauge>,
@@ -173,14 +304,14 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "HTTP requests by direction, upstream and status",
+            "HTTP requests by direction, upstream, edge route, inbound caller, status, status class and gRPC status (counted when the gRPC status is known)",
             requests.clone(),
         );
         let durations =
             DurationFamily::new_with_constructor(duration_histogram as fn() -> Histogram);
         registry.register_with_unit(
             "request_duration",
-            "Time to response head",
+            "Time to response head, by direction, upstream, edge route, inbound caller and status class",
             Unit::Seconds,
             durations.clone(),
         );
@@ -252,6 +383,19 @@ impl Metrics {
             "Resilience decisions by upstream: retries by reason, budget_exhausted, retries_exhausted, retry_limit, circuit_open, request_timeout",
             resilience.clone(),
         );
+        let denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "policy_denials",
+            "Requests refused by policy: authz (inbound rules), edge_route (no route, route allow/deny), hygiene (malformed or over limits), by reason",
+            denials.clone(),
+        );
+        let routes = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(ClusterCollector {
+            routes: routes.clone(),
+        }));
+        registry.register_collector(Box::new(EdgeCertCollector));
+        let mut process = Registry::default();
+        process.register_collector(Box::new(super::process::ProcessCollector::new()));
         let transparent_passthrough = Counter::default();
         registry.register(
             "transparent_passthrough",
@@ -282,11 +426,40 @@ impl Metrics {
             "Access log lines dropped because the writer fell behind or could not write",
             access_log_dropped.clone(),
         );
+        let trace_dropped = Counter::default();
+        registry.register(
+            "trace_spans_dropped",
+            "Spans dropped: the export queue was full, an export failed, or tracing was turned off",
+            trace_dropped.clone(),
+        );
+        let trace_exports = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "trace_exports",
+            "OTLP span exports by result (ok, failed)",
+            trace_exports.clone(),
+        );
+        // One statement each: a series handle's guard lives to the end of
+        // its statement, and a second `get_or_create` in it would deadlock.
+        let ok = trace_exports
+            .get_or_create(&ReloadLabels { result: "ok" })
+            .clone();
+        let failed = trace_exports
+            .get_or_create(&ReloadLabels { result: "failed" })
+            .clone();
+        let trace_counters = ExportCounters {
+            dropped: trace_dropped,
+            ok,
+            failed,
+        };
         Self {
             registry,
+            process,
+            routes,
+            denials,
             no_upstream: Arc::from(NO_UPSTREAM),
             no_route: Arc::from(""),
             access_log: AccessLog::new(access_log_dropped),
+            spans: SpanQueue::new(trace_counters),
             udp_flows,
             udp_flows_open,
             udp_flows_refused,
@@ -307,8 +480,44 @@ impl Metrics {
         }
     }
 
-    /// One finished request (its response head known), under its upstream
-    /// and edge route.
+    /// What a request whose response head is known is counted under.
+    pub fn request_labels(
+        &self,
+        direction: Direction,
+        upstream: Option<&Arc<str>>,
+        route: Option<&Arc<str>>,
+        caller: Caller,
+        status: u16,
+    ) -> RequestLabels {
+        RequestLabels {
+            direction: direction.as_str(),
+            upstream: upstream.unwrap_or(&self.no_upstream).clone(),
+            route: route.unwrap_or(&self.no_route).clone(),
+            caller,
+            status,
+            grpc_status: None,
+        }
+    }
+
+    /// The time to a request's response head.
+    pub fn observe_duration(&self, labels: &RequestLabels, elapsed: Duration) {
+        self.durations
+            .get_or_create(&DurationLabels {
+                direction: labels.direction,
+                upstream: labels.upstream.clone(),
+                route: labels.route.clone(),
+                caller: labels.caller.clone(),
+                status_class: status_class(labels.status),
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one finished request (for gRPC, once its status is known).
+    pub fn count_request(&self, labels: &RequestLabels) {
+        self.requests.get_or_create(labels).inc();
+    }
+
+    /// One finished request: its duration and its count.
     pub fn record_request(
         &self,
         direction: Direction,
@@ -317,29 +526,39 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        let upstream = upstream.unwrap_or(&self.no_upstream).clone();
-        let route = route.unwrap_or(&self.no_route).clone();
-        let direction = direction.as_str();
-        self.durations
-            .get_or_create(&DurationLabels {
-                direction,
-                upstream: upstream.clone(),
-                route: route.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        self.requests
-            .get_or_create(&RequestLabels {
-                direction,
-                upstream,
-                route,
-                status,
+        let labels = self.request_labels(direction, upstream, route, Caller::Absent, status);
+        self.observe_duration(&labels, elapsed);
+        self.count_request(&labels);
+    }
+
+    /// Counts a request a policy refused (`policy`: `authz`, `edge_route`
+    /// or `hygiene`).
+    pub fn policy_denial(&self, direction: Direction, policy: &'static str, reason: &'static str) {
+        self.denials
+            .get_or_create(&DenialLabels {
+                direction: direction.as_str(),
+                policy,
+                reason,
             })
             .inc();
+    }
+
+    /// Lets the cluster collector read `routes` at scrape time (the first
+    /// call wins: every stack of the process shares one route table).
+    pub fn follow_routes(&self, routes: &Arc<ArcSwap<RouteTable>>) {
+        if self.routes.get().is_none() {
+            let _ = self.routes.set(routes.clone());
+        }
     }
 
     /// The access log's line queue.
     pub fn access_log(&self) -> &AccessLog {
         &self.access_log
+    }
+
+    /// The queue of finished spans.
+    pub fn spans(&self) -> &SpanQueue {
+        &self.spans
     }
 
     /// The open-connections gauge of a listener.
@@ -473,17 +692,222 @@ impl Metrics {
         self.transparent_passthrough.inc();
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut out = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
         out
+    }
+}
+
+/// Reads the live clusters at scrape time: per endpoint its state, load,
+/// latency estimate and ejections; per cluster whether its request limit
+/// (the circuit breaker) is reached.
+struct ClusterCollector {
+    routes: Arc<OnceLock<Arc<ArcSwap<RouteTable>>>>,
+}
+
+impl std::fmt::Debug for ClusterCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCollector").finish_non_exhaustive()
+    }
+}
+
+/// Every state an endpoint can be in, as `mesh_endpoint_state` writes them.
+const ENDPOINT_STATES: [&str; 4] = ["healthy", "unhealthy", "ejected", "maintenance"];
+
+/// One endpoint's values, read once per scrape.
+struct EndpointSample {
+    upstream: Arc<str>,
+    endpoint: String,
+    state: &'static str,
+    active: u64,
+    connections: u64,
+    latency: f64,
+    ejections: u32,
+}
+
+impl EndpointSample {
+    fn labels(&self) -> [(&'static str, &str); 2] {
+        [("upstream", &self.upstream), ("endpoint", &self.endpoint)]
+    }
+}
+
+impl Collector for ClusterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(routes) = self.routes.get() else {
+            return Ok(());
+        };
+        let clusters = routes.load().clusters();
+        let mut endpoints = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for cluster in &clusters {
+            for ep in cluster.balancer.endpoints() {
+                // A list naming one address twice is one series.
+                if !seen.insert((cluster.name().clone(), ep.addr)) {
+                    continue;
+                }
+                endpoints.push(EndpointSample {
+                    upstream: cluster.name().clone(),
+                    endpoint: ep.addr.to_string(),
+                    state: ep.state(),
+                    active: ep.active.load(std::sync::atomic::Ordering::Relaxed),
+                    connections: ep.connections.load(std::sync::atomic::Ordering::Relaxed),
+                    latency: ep.latency().as_secs_f64(),
+                    ejections: ep.ejections.load(std::sync::atomic::Ordering::Relaxed),
+                });
+            }
+        }
+        if !endpoints.is_empty() {
+            let gauge = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(
+                "endpoint_state",
+                "Endpoint state: 1 for the state it is in (healthy, unhealthy, ejected, maintenance), 0 for the others",
+                None,
+                gauge.metric_type(),
+            )?;
+            for e in &endpoints {
+                for state in ENDPOINT_STATES {
+                    let labels = [
+                        ("upstream", &*e.upstream),
+                        ("endpoint", e.endpoint.as_str()),
+                        ("state", state),
+                    ];
+                    ConstGauge::new(i64::from(e.state == state))
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
+            let mut family = encoder.encode_descriptor(
+                "endpoint_active_requests",
+                "Requests and tunnels in flight to the endpoint",
+                None,
+                gauge.metric_type(),
+            )?;
+            for e in &endpoints {
+                ConstGauge::new(e.active).encode(family.encode_family(&e.labels())?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "endpoint_connections_open",
+                "Connections open to the endpoint (pooled HTTP and opaque TCP)",
+                None,
+                gauge.metric_type(),
+            )?;
+            for e in &endpoints {
+                ConstGauge::new(e.connections).encode(family.encode_family(&e.labels())?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "endpoint_latency_ewma",
+                "Peak-EWMA latency estimate the balancer chooses by (failures count as 1 s)",
+                Some(&Unit::Seconds),
+                gauge.metric_type(),
+            )?;
+            for e in &endpoints {
+                ConstGauge::new(e.latency).encode(family.encode_family(&e.labels())?)?;
+            }
+            let counter = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(
+                "endpoint_ejections",
+                "Times outlier detection ejected the endpoint",
+                None,
+                counter.metric_type(),
+            )?;
+            for e in &endpoints {
+                ConstCounter::new(u64::from(e.ejections))
+                    .encode(family.encode_family(&e.labels())?)?;
+            }
+        }
+        if !clusters.is_empty() {
+            let gauge = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(
+                "upstream_circuit_open",
+                "1 while the upstream is at its request limit (limits.max_requests): new requests are refused with circuit_open",
+                None,
+                gauge.metric_type(),
+            )?;
+            for cluster in &clusters {
+                let open = cluster
+                    .resilience
+                    .at_request_limit(cluster.settings.resilience.max_requests);
+                ConstGauge::new(i64::from(open))
+                    .encode(family.encode_family(&[("upstream", &**cluster.name())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The edge listeners' public certificates, read at scrape time.
+#[derive(Debug)]
+struct EdgeCertCollector;
+
+impl Collector for EdgeCertCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let certs = crate::tls::public::expiries();
+        if certs.is_empty() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "edge_cert_expiry",
+            "Time until an edge listener's public certificate expires, by certificate file",
+            Some(&Unit::Seconds),
+            gauge.metric_type(),
+        )?;
+        for (cert, not_after) in certs {
+            ConstGauge::new(not_after.saturating_sub(now))
+                .encode(family.encode_family(&[("cert", cert.as_str())])?)?;
+        }
+        Ok(())
     }
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_are_service_names() {
+        assert_eq!(service_name("spiffe://mesh.local/svc/billing"), "billing");
+        assert_eq!(service_name("spiffe://mesh.local/ns/a/sa/b"), "ns/a/sa/b");
+        assert_eq!(service_name("billing"), "billing");
+        let a = Caller::Peer(Arc::from("spiffe://a.test/svc/web"));
+        let b = Caller::Peer(Arc::from("spiffe://b.test/svc/web"));
+        assert_eq!(a, b, "one series per service name");
+        assert_eq!(Caller::of(Direction::Outbound, None), Caller::Absent);
+        assert_eq!(Caller::of(Direction::Inbound, None), Caller::Unknown);
+    }
+
+    #[test]
+    fn the_exposition_ends_once_after_the_process_metrics() {
+        let metrics = Metrics::new();
+        metrics.policy_denial(Direction::Inbound, "authz", "forbidden");
+        let labels = metrics
+            .request_labels(Direction::Outbound, None, None, Caller::Absent, 200)
+            .with_grpc_status(99);
+        metrics.count_request(&labels);
+        let text = metrics.encode();
+        assert!(text.contains(
+            "mesh_policy_denials_total{direction=\"inbound\",policy=\"authz\",reason=\"forbidden\"} 1"
+        ));
+        assert!(text.contains(
+            "mesh_requests_total{direction=\"outbound\",upstream=\"none\",status=\"200\",status_class=\"2xx\",grpc_status=\"2\"} 1"
+        ), "{text}");
+        assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+        assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 }

@@ -3,19 +3,35 @@
 //! telemetry layer at the top of every HTTP stack, which sees every
 //! request, including the ones the proxy rejects, records it on the
 //! metrics once its response head is known, and writes its access log
-//! line once its response body has ended.
+//! line once its response body has ended. With `tracing:` it also reads
+//! and propagates the trace context and records one span per request
+//! ([`trace`]), sent to an OpenTelemetry collector by [`exporter`].
 //! Reads: [`RequestInfo`], which the layers below fill (route, upstream,
-//! endpoint and attempts); the running settings (`log.access`).
+//! endpoint and attempts, a policy's refusal); the connection's verified
+//! peer (the inbound `caller` label); the running settings (`log.access`,
+//! `tracing`). gRPC responses are counted once their `grpc-status` is
+//! known: from the head of a trailers-only response, else from the
+//! trailers (or the end of the body without them).
 
 pub mod access_log;
+pub mod exporter;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
+pub mod process;
+pub mod tap;
+pub mod trace;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{ready, Context, Poll};
 
-use http::Request;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::layer::layer_fn;
 use tower::util::BoxCloneSyncService;
@@ -24,6 +40,7 @@ use tower::{Layer, ServiceExt};
 use crate::config::AccessLogTarget;
 use crate::http::{Body, HttpService};
 use crate::stack::Runtime;
+use metrics::{Caller, RequestLabels};
 pub use metrics::{Direction, Metrics};
 
 /// Facts about one request that layers below the telemetry layer learn
@@ -41,6 +58,7 @@ struct InfoInner {
     attempts: AtomicU32,
     endpoint: Mutex<Option<SocketAddr>>,
     first_attempt: OnceLock<Instant>,
+    denied: OnceLock<(&'static str, &'static str)>,
 }
 
 impl RequestInfo {
@@ -106,25 +124,51 @@ impl RequestInfo {
     pub fn first_attempt(&self) -> Option<Instant> {
         self.0.first_attempt.get().copied()
     }
+
+    /// Records that `policy` (`authz`, `edge_route`, `hygiene`) refused the
+    /// request for `reason`; counted on `mesh_policy_denials_total`.
+    pub fn set_denied(&self, policy: &'static str, reason: &'static str) {
+        let _ = self.0.denied.set((policy, reason));
+    }
+
+    /// The policy that refused the request, and why.
+    pub fn denied(&self) -> Option<(&'static str, &'static str)> {
+        self.0.denied.get().copied()
+    }
 }
 
 /// Records every request of a stack on the metrics and, when `log.access`
-/// is on, in the access log (nothing is gathered for it when it is off).
+/// is on, in the access log, and offers it to connected taps (nothing is
+/// gathered for either when the log is off and no tap is connected).
 pub fn layer(
     rt: &Runtime,
     direction: Direction,
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     let (metrics, settings) = (rt.metrics.clone(), rt.settings.clone());
+    metrics.follow_routes(&rt.routes);
     layer_fn(move |inner: HttpService| {
         let metrics = metrics.clone();
         let settings = settings.clone();
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
             let info = RequestInfo::default();
             req.extensions_mut().insert(info.clone());
+            let caller = Caller::of(
+                direction,
+                req.extensions()
+                    .get::<crate::http::ConnInfo>()
+                    .and_then(|c| c.peer_identity.as_ref()),
+            );
             let start = Instant::now();
             let current = settings.load();
-            let logged = (current.access_log.target != AccessLogTarget::Off).then(|| {
-                access_log::Request::new(&mut req, arc_swap::Guard::into_inner(current), start)
+            // Before the access log, which logs the trace ID sent upstream.
+            let span = current
+                .tracing
+                .as_deref()
+                .and_then(|tracing| trace::start(&mut req, tracing, direction, &metrics));
+            let tapped = metrics.access_log().tap().is_active();
+            let logged = (current.access_log.target != AccessLogTarget::Off || tapped).then(|| {
+                let settings = arc_swap::Guard::into_inner(current);
+                access_log::Request::new(&mut req, settings, start, direction)
             });
             let inner = inner.clone();
             let metrics = metrics.clone();
@@ -133,14 +177,112 @@ pub fn layer(
                 // Below the errors layer everything is a response; 500 is a backstop.
                 let status = result.as_ref().map_or(500, |r| r.status().as_u16());
                 let elapsed = start.elapsed();
-                metrics.record_request(direction, info.upstream(), info.route(), status, elapsed);
-                match logged {
-                    Some(logged) => logged.respond(result, info, metrics),
-                    None => result,
+                let labels = metrics.request_labels(
+                    direction,
+                    info.upstream(),
+                    info.route(),
+                    caller,
+                    status,
+                );
+                metrics.observe_duration(&labels, elapsed);
+                if let Some((policy, reason)) = info.denied() {
+                    metrics.policy_denial(direction, policy, reason);
                 }
+                let result = match result {
+                    Ok(response) => Ok(count(response, labels, &metrics)),
+                    Err(err) => {
+                        metrics.count_request(&labels);
+                        Err(err)
+                    }
+                };
+                access_log::respond(logged, span, result, info, metrics)
             }
         }))
     })
+}
+
+/// The `grpc-status` of a gRPC response's head or trailers, if it has one.
+pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Counts a response now, or, for a gRPC response whose head has no
+/// `grpc-status`, when its trailers arrive or its body ends.
+fn count(
+    response: Response<Body>,
+    labels: RequestLabels,
+    metrics: &Arc<Metrics>,
+) -> Response<Body> {
+    if !crate::http::is_grpc(response.headers()) {
+        metrics.count_request(&labels);
+        return response;
+    }
+    if let Some(code) = grpc_status(response.headers()) {
+        metrics.count_request(&labels.with_grpc_status(code));
+        return response;
+    }
+    let pending = Some(Box::new((labels, metrics.clone())));
+    response.map(|inner| GrpcCounted { inner, pending }.boxed_unsync())
+}
+
+/// A gRPC response body that counts its request once the status is known.
+struct GrpcCounted {
+    inner: Body,
+    pending: Option<Box<(RequestLabels, Arc<Metrics>)>>,
+}
+
+impl GrpcCounted {
+    /// Counts the request, with `code` if the status was seen.
+    fn finish(&mut self, code: Option<u32>) {
+        if let Some(pending) = self.pending.take() {
+            let (labels, metrics) = *pending;
+            match code {
+                Some(code) => metrics.count_request(&labels.with_grpc_status(code)),
+                None => metrics.count_request(&labels),
+            }
+        }
+    }
+}
+
+impl HttpBody for GrpcCounted {
+    type Data = Bytes;
+    type Error = crate::http::BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    this.finish(grpc_status(trailers));
+                } else if this.inner.is_end_stream() {
+                    this.finish(None);
+                }
+            }
+            Some(Err(_)) | None => this.finish(None),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for GrpcCounted {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
 }
 
 #[cfg(test)]
@@ -188,7 +330,7 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains(
-                "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"503\"} 1"
+                "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"503\",status_class=\"5xx\"} 1"
             ),
             "{text}"
         );
@@ -258,9 +400,66 @@ mod tests {
         let metrics = metrics.encode();
         assert!(
             metrics.contains(
-                "mesh_requests_total{direction=\"edge\",upstream=\"orders\",route=\"checkout\",status=\"200\"} 1"
+                "mesh_requests_total{direction=\"edge\",upstream=\"orders\",route=\"checkout\",status=\"200\",status_class=\"2xx\"} 1"
             ),
             "{metrics}"
+        );
+    }
+
+    #[tokio::test]
+    async fn grpc_statuses_come_from_trailers_and_inbound_requests_name_their_caller() {
+        use http_body_util::{BodyExt, StreamBody};
+        let metrics = Arc::new(Metrics::new());
+        let upstream =
+            BoxCloneSyncService::new(tower::service_fn(|req: Request<Body>| async move {
+                let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
+                info.set_upstream(Arc::from("inbound"));
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+                let frames: Vec<Result<Frame<Bytes>, crate::http::BodyError>> = vec![
+                    Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                    Ok(Frame::trailers(trailers)),
+                ];
+                let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+                let mut response = Response::new(body);
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/grpc"),
+                );
+                Ok::<_, crate::BoxError>(response)
+            }));
+        let service = ServiceBuilder::new()
+            .layer(layer(
+                &runtime("service: web\n", &metrics),
+                Direction::Inbound,
+            ))
+            .service(upstream);
+        let mut request = Request::builder()
+            .uri("/orders.Orders/Get")
+            .body(crate::http::empty())
+            .unwrap();
+        request.extensions_mut().insert(crate::http::ConnInfo {
+            peer_identity: Some(Arc::from("spiffe://mesh.local/svc/billing")),
+            ..Default::default()
+        });
+        let response = service.oneshot(request).await.unwrap();
+        assert!(
+            !metrics.encode().contains("mesh_requests_total{"),
+            "counted once the status is known"
+        );
+        let _ = response.into_body().collect().await.unwrap();
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "mesh_requests_total{direction=\"inbound\",upstream=\"inbound\",caller=\"billing\",status=\"200\",status_class=\"2xx\",grpc_status=\"5\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "mesh_request_duration_seconds_count{direction=\"inbound\",upstream=\"inbound\",caller=\"billing\",status_class=\"2xx\"} 1"
+            ),
+            "{text}"
         );
     }
 }

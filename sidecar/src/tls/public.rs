@@ -8,10 +8,12 @@
 //! Writes: the `ServerConfig` each new connection handshakes with,
 //! swapped whole, so rotation reaches new connections and established
 //! ones keep theirs.
+//! Every store is also listed, weakly, for the metrics, which read the
+//! loaded certificates' expiry at scrape time ([`expiries`]).
 //! Errors: [`super::TlsError`] (files, rustls refusing the material).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwapOption;
 use rustls::crypto::CryptoProvider;
@@ -39,9 +41,40 @@ struct Loaded {
     server: Arc<ServerConfig>,
 }
 
+/// The loaded material of every [`CertStore`] of the process; a store
+/// leaves the list once dropped.
+static STORES: Mutex<Vec<Weak<ArcSwapOption<Loaded>>>> = Mutex::new(Vec::new());
+
+/// Every loaded edge certificate: its file and its `notAfter` (seconds
+/// since the Unix epoch), once per file.
+pub fn expiries() -> Vec<(String, i64)> {
+    let mut stores = lock(&STORES);
+    stores.retain(|s| s.strong_count() > 0);
+    let mut found = BTreeMap::new();
+    for loaded in stores.iter().filter_map(Weak::upgrade) {
+        let Some(loaded) = loaded.load_full() else {
+            continue;
+        };
+        for entry in &loaded.entries {
+            let not_after = entry
+                .key
+                .cert
+                .first()
+                .and_then(|leaf| super::cert_facts(leaf))
+                .map(|(_, _, not_after)| not_after);
+            if let Some(not_after) = not_after {
+                found
+                    .entry(entry.settings.cert.display().to_string())
+                    .or_insert(not_after);
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
 /// The TLS material of one edge listener, swapped whole on change.
 pub struct CertStore {
-    loaded: ArcSwapOption<Loaded>,
+    loaded: Arc<ArcSwapOption<Loaded>>,
     /// Settings that failed to load (retried by `refresh`, not per connection).
     failed: Mutex<Option<(ServerTlsSettings, String)>>,
     /// The last rotation error per certificate file, said once.
@@ -58,8 +91,13 @@ impl Default for CertStore {
 impl CertStore {
     /// An empty store.
     pub fn new() -> Self {
+        let loaded = Arc::new(ArcSwapOption::empty());
+        let mut stores = lock(&STORES);
+        stores.retain(|s| s.strong_count() > 0);
+        stores.push(Arc::downgrade(&loaded));
+        drop(stores);
         Self {
-            loaded: ArcSwapOption::empty(),
+            loaded,
             failed: Mutex::new(None),
             rejected: Mutex::new(HashMap::new()),
             provider: Arc::new(rustls::crypto::ring::default_provider()),

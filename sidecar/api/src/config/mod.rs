@@ -63,6 +63,10 @@ pub struct Config {
     /// omitted: the defaults of [`Interception`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interception: Option<Interception>,
+    /// Distributed tracing (OTLP export); omitted: no spans, `traceparent`
+    /// still passes through unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
 }
 
 /// Which traffic `sidecar iptables apply` redirects to the proxy.
@@ -128,6 +132,11 @@ pub struct Admin {
     /// Address of the admin API; port 0 picks a free port.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Serve the dashboard page (`GET /dashboard`) and its data
+    /// (`GET /dashboard/data`): golden signals and the service graph of
+    /// this proxy. Off by default; edge proxies usually turn it on.
+    #[serde(default)]
+    pub dashboard: bool,
 }
 
 /// Process logs (the access log is separate).
@@ -812,6 +821,7 @@ impl Default for Admin {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            dashboard: false,
         }
     }
 }
@@ -951,4 +961,85 @@ fn default_connect_timeout() -> String {
 }
 fn default_idle_timeout() -> String {
     "60s".into()
+}
+
+/// Distributed tracing: spans exported to an OpenTelemetry collector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// Where spans go.
+    pub otlp: Otlp,
+    /// Share of new traces recorded (0 to 1); a request that carries a
+    /// trace context follows its sampled flag.
+    #[serde(default = "default_trace_sampling")]
+    pub sampling: f64,
+    /// When spans are sent.
+    #[serde(default)]
+    pub batch: TraceBatch,
+    /// Finished spans waiting for the exporter; more are dropped (counted).
+    #[serde(default = "default_trace_queue")]
+    pub queue: u32,
+}
+
+/// The OTLP collector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Otlp {
+    /// `grpc`: `host:port` (or `http://host:port`); `http`: a URL such as
+    /// `http://127.0.0.1:4318/v1/traces`.
+    pub endpoint: String,
+    /// `grpc` (OTLP/gRPC) or `http` (OTLP/HTTP protobuf).
+    #[serde(default)]
+    pub protocol: OtlpProtocol,
+    /// Deadline of one export, connect included.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: String,
+}
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtlpProtocol {
+    /// `TraceService/Export` over HTTP/2 (plaintext, prior knowledge).
+    #[default]
+    Grpc,
+    /// `POST` of `application/x-protobuf` over HTTP/1.1.
+    Http,
+}
+
+/// Export batching.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceBatch {
+    /// Spans sent in one export at most (an export starts once this many wait).
+    #[serde(default = "default_trace_batch_spans")]
+    pub max_spans: u32,
+    /// The longest a finished span waits for its export.
+    #[serde(default = "default_trace_batch_interval")]
+    pub interval: String,
+}
+
+impl Default for TraceBatch {
+    fn default() -> Self {
+        Self {
+            max_spans: default_trace_batch_spans(),
+            interval: default_trace_batch_interval(),
+        }
+    }
+}
+
+fn default_trace_sampling() -> f64 {
+    1.0
+}
+fn default_trace_queue() -> u32 {
+    2048
+}
+fn default_otlp_timeout() -> String {
+    "5s".into()
+}
+fn default_trace_batch_spans() -> u32 {
+    512
+}
+fn default_trace_batch_interval() -> String {
+    "1s".into()
 }
