@@ -469,7 +469,8 @@ fn edge_config(ports: &Ports, mtls: bool) -> String {
 # while the demo runs: it reloads within a second; see edge.log.
 service: edge
 mode: edge
-admin: {{ listen: {admin} }}
+# The admin API also serves a live dashboard: http://{admin}/dashboard
+admin: {{ listen: {admin}, dashboard: true }}
 # One JSON line per request in edge-access.log.
 log: {{ format: json, level: info, access: edge-access.log }}
 drain: {{ delay: 1s, deadline: 5s }}
@@ -760,10 +761,32 @@ Admin API of each sidecar (web {web_admin}, orders {orders_admin}, chat {chat_ad
   curl -s http://{web_admin}/clusters
   curl -s http://{web_admin}/metrics | grep mesh_requests
 
+The whole mesh at once with mesh-ctl (send some requests first):
+  {mesh_ctl} status {all}
+  {mesh_ctl} stat {all}       # RPS, success rate, p50/p95/p99 per service and route
+  {mesh_ctl} graph --format mermaid {all}
+  {mesh_ctl} top {all}        # live; q quits
+  {mesh_ctl} tap --admin {edge_admin} --path-prefix /api
+  {mesh_ctl} explain --admin {edge_admin} GET https://{API_HOST}/api/orders/3
+  # the service graph and golden signals in a browser
+  open http://{edge_admin}/dashboard
+
 Edit {dir}/web.yaml or {dir}/edge.yaml and watch it hot-reload: tail -f {dir}/web.log
 Logs: {dir}/*.log. Ctrl-C stops everything.",
         orders_admin = ports.orders_admin,
         chat_admin = ports.chat_admin,
+        edge_admin = ports.edge_admin,
+        mesh_ctl = shown(&bin_dir.join("mesh-ctl")),
+        all = [
+            ports.edge_admin,
+            ports.web_admin,
+            ports.orders_admin,
+            ports.chat_admin
+        ]
+        .iter()
+        .map(|admin| format!("--admin {admin}"))
+        .collect::<Vec<_>>()
+        .join(" "),
     );
 }
 
