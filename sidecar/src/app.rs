@@ -206,6 +206,7 @@ pub async fn run(path: PathBuf, settings: Settings) -> Result<(), BoxError> {
         metrics,
         identity,
     });
+    runtime.metrics.follow_routes(&runtime.routes);
     // Outlives the drain, so requests finishing during it are logged; ends
     // when `run` returns, whichever way.
     let access_log_stop = CancellationToken::new();

@@ -74,13 +74,14 @@ impl EdgeListener {
     pub(super) fn start(
         index: usize,
         settings: &Settings,
+        certs: &crate::tls::public::CertRegistry,
         name: &Arc<str>,
         tracker: &tokio_util::task::TaskTracker,
         stop: &CancellationToken,
     ) -> std::io::Result<Arc<EdgeListener>> {
         let listener = Arc::new(EdgeListener {
             index,
-            certs: CertStore::new(),
+            certs: CertStore::new(certs),
             open: AtomicU32::new(0),
             per_ip: Mutex::new(HashMap::new()),
         });
@@ -444,7 +445,7 @@ mod tests {
     fn limits_count_and_per_ip_entries_leave_at_zero() {
         let edge = Arc::new(EdgeListener {
             index: 0,
-            certs: CertStore::new(),
+            certs: CertStore::new(&crate::tls::public::CertRegistry::default()),
             open: AtomicU32::new(0),
             per_ip: Mutex::new(HashMap::new()),
         });

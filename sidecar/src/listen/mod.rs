@@ -251,6 +251,7 @@ pub fn start(listener: Bound, spec: ListenerSpec, shared: &Shared) -> std::io::R
         RouteKind::Edge(index) => Some(edge::EdgeListener::start(
             index,
             &shared.runtime.settings.load(),
+            shared.runtime.metrics.edge_certs(),
             &name,
             &shared.tracker,
             &stop,

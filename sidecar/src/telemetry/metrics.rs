@@ -255,6 +255,8 @@ pub struct Metrics {
     process: Registry,
     /// The route table the cluster collector reads at scrape time.
     routes: Arc<OnceLock<Arc<ArcSwap<RouteTable>>>>,
+    /// The edge listeners' certificate stores, read at scrape time.
+    edge_certs: Arc<crate::tls::public::CertRegistry>,
     /// The upstream label of unrouted requests, made once.
     no_upstream: Arc<str>,
     /// The route label of requests no edge route matched (empty), made once.
@@ -393,7 +395,8 @@ impl Metrics {
         registry.register_collector(Box::new(ClusterCollector {
             routes: routes.clone(),
         }));
-        registry.register_collector(Box::new(EdgeCertCollector));
+        let edge_certs = Arc::new(crate::tls::public::CertRegistry::default());
+        registry.register_collector(Box::new(EdgeCertCollector(edge_certs.clone())));
         let mut process = Registry::default();
         process.register_collector(Box::new(super::process::ProcessCollector::new()));
         let transparent_passthrough = Counter::default();
@@ -455,6 +458,7 @@ impl Metrics {
             registry,
             process,
             routes,
+            edge_certs,
             denials,
             no_upstream: Arc::from(NO_UPSTREAM),
             no_route: Arc::from(""),
@@ -543,8 +547,13 @@ impl Metrics {
             .inc();
     }
 
-    /// Lets the cluster collector read `routes` at scrape time (the first
-    /// call wins: every stack of the process shares one route table).
+    /// The edge listeners' certificate stores, for the expiry metric.
+    pub fn edge_certs(&self) -> &crate::tls::public::CertRegistry {
+        &self.edge_certs
+    }
+
+    /// Lets the cluster collector read `routes` at scrape time (set once,
+    /// at start: the proxy has one route table, swapped inside).
     pub fn follow_routes(&self, routes: &Arc<ArcSwap<RouteTable>>) {
         if self.routes.get().is_none() {
             let _ = self.routes.set(routes.clone());
@@ -842,11 +851,11 @@ impl Collector for ClusterCollector {
 
 /// The edge listeners' public certificates, read at scrape time.
 #[derive(Debug)]
-struct EdgeCertCollector;
+struct EdgeCertCollector(Arc<crate::tls::public::CertRegistry>);
 
 impl Collector for EdgeCertCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let certs = crate::tls::public::expiries();
+        let certs = self.0.expiries();
         if certs.is_empty() {
             return Ok(());
         }

@@ -145,7 +145,6 @@ pub fn layer(
     direction: Direction,
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     let (metrics, settings) = (rt.metrics.clone(), rt.settings.clone());
-    metrics.follow_routes(&rt.routes);
     layer_fn(move |inner: HttpService| {
         let metrics = metrics.clone();
         let settings = settings.clone();

@@ -41,14 +41,27 @@ struct Loaded {
     server: Arc<ServerConfig>,
 }
 
-/// The loaded material of every [`CertStore`] of the process; a store
-/// leaves the list once dropped.
-static STORES: Mutex<Vec<Weak<ArcSwapOption<Loaded>>>> = Mutex::new(Vec::new());
+/// The loaded material of every [`CertStore`] of a proxy, for the
+/// certificate-expiry metric; a store leaves the list once dropped.
+#[derive(Debug, Default)]
+pub struct CertRegistry(Mutex<Vec<Weak<ArcSwapOption<Loaded>>>>);
 
-/// Every loaded edge certificate: its file and its `notAfter` (seconds
-/// since the Unix epoch), once per file.
-pub fn expiries() -> Vec<(String, i64)> {
-    let mut stores = lock(&STORES);
+impl CertRegistry {
+    fn add(&self, loaded: &Arc<ArcSwapOption<Loaded>>) {
+        let mut stores = lock(&self.0);
+        stores.retain(|s| s.strong_count() > 0);
+        stores.push(Arc::downgrade(loaded));
+    }
+
+    /// Every loaded edge certificate: its file and its `notAfter` (seconds
+    /// since the Unix epoch), once per file.
+    pub fn expiries(&self) -> Vec<(String, i64)> {
+        expiries(&self.0)
+    }
+}
+
+fn expiries(stores: &Mutex<Vec<Weak<ArcSwapOption<Loaded>>>>) -> Vec<(String, i64)> {
+    let mut stores = lock(stores);
     stores.retain(|s| s.strong_count() > 0);
     let mut found = BTreeMap::new();
     for loaded in stores.iter().filter_map(Weak::upgrade) {
@@ -82,20 +95,11 @@ pub struct CertStore {
     provider: Arc<CryptoProvider>,
 }
 
-impl Default for CertStore {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl CertStore {
-    /// An empty store.
-    pub fn new() -> Self {
+    /// An empty store, listed in `registry`.
+    pub fn new(registry: &CertRegistry) -> Self {
         let loaded = Arc::new(ArcSwapOption::empty());
-        let mut stores = lock(&STORES);
-        stores.retain(|s| s.strong_count() > 0);
-        stores.push(Arc::downgrade(&loaded));
-        drop(stores);
+        registry.add(&loaded);
         Self {
             loaded,
             failed: Mutex::new(None),
