@@ -272,6 +272,7 @@ fn stack(rt: &Runtime, kind: &RouteKind, seen: Arc<Mutex<Seen>>) -> HttpService 
             .layer(edge::front_layer(rt.settings.clone()))
             .layer(probe)
             .layer(edge::route_layer(rt.routes.clone()))
+            .layer(edge::dispatch_layer())
             .service(stub),
         RouteKind::Inbound => ServiceBuilder::new()
             .layer(hygiene::layer(rt.settings.clone()))

@@ -25,6 +25,10 @@ pub struct EdgeSettings {
     pub strip_response_headers: Vec<HeaderName>,
     /// Routes, first match wins.
     pub routes: Arc<Vec<RouteSettings>>,
+    /// Authenticators routes refer to.
+    pub auth: crate::policy::auth::AuthSettings,
+    /// Rate limits and quotas routes refer to.
+    pub rate_limits: crate::policy::rate_limit::RateLimitSettings,
 }
 
 /// One public listener.
@@ -102,12 +106,22 @@ pub(super) fn validate_edge(
     if edge.max_connections == Some(0) {
         errors.push("edge.max_connections", "must be at least 1");
     }
+    let auth = crate::policy::auth::validate(errors, &edge.auth, base);
+    let rate_limits =
+        crate::policy::rate_limit::validate(errors, &edge.rate_limits, edge.redis.as_deref());
+    let known = super::edge_routes::Known {
+        upstreams,
+        auth: &auth.names,
+        rate_limits: &rate_limits.names,
+    };
     EdgeSettings {
         listeners,
         max_connections: edge.max_connections,
         trusted_proxies,
         strip_response_headers,
-        routes: Arc::new(validate_routes(errors, &edge.routes, upstreams)),
+        routes: Arc::new(validate_routes(errors, &edge.routes, &known)),
+        auth,
+        rate_limits,
     }
 }
 

@@ -46,6 +46,31 @@ pub struct RouteSettings {
     pub encoded_slashes: EncodedSlashes,
     /// Largest request body in bytes; `None`: `limits.max_body` alone.
     pub max_body: Option<u64>,
+    /// Authentication, requirements, rate limits and CORS.
+    pub access: RouteAccess,
+}
+
+/// A route's access control, validated; the names resolve.
+#[derive(Debug, Clone, Default)]
+pub struct RouteAccess {
+    /// Authenticators, any of which admits a request; empty: none needed.
+    pub auth: Vec<Arc<str>>,
+    /// What an authenticated caller must have.
+    pub require: Option<crate::policy::auth::RequireSettings>,
+    /// Rate limits, all of which apply.
+    pub rate_limits: Vec<Arc<str>>,
+    /// CORS.
+    pub cors: Option<crate::edge::cors::CorsSettings>,
+}
+
+/// Names a route may refer to.
+pub(super) struct Known<'a> {
+    /// Upstreams.
+    pub upstreams: &'a [&'a str],
+    /// Authenticators of `edge.auth`.
+    pub auth: &'a [Arc<str>],
+    /// Limits of `edge.rate_limits`.
+    pub rate_limits: &'a [Arc<str>],
 }
 
 /// Methods a route may name.
@@ -56,12 +81,14 @@ const METHODS: [&str; 9] = [
 pub(super) fn validate_routes(
     errors: &mut Errors<'_>,
     routes: &[raw::Route],
-    upstreams: &[&str],
+    known: &Known<'_>,
 ) -> Vec<RouteSettings> {
+    let upstreams = known.upstreams;
     let mut compiled: Vec<RouteSettings> = Vec::new();
     for (i, route) in routes.iter().enumerate() {
         let at = format!("edge.routes[{i}]");
-        let settings = validate_route(errors, &at, i, route, upstreams);
+        let mut settings = validate_route(errors, &at, i, route, upstreams);
+        settings.access = validate_access(errors, &at, route, known);
         if compiled.iter().any(|r| r.name == settings.name) {
             errors.push(
                 &format!("{at}.name"),
@@ -170,6 +197,62 @@ fn validate_route(
         response_headers,
         encoded_slashes: route.encoded_slashes,
         max_body,
+        access: RouteAccess::default(),
+    }
+}
+
+/// A route's `auth`, `require`, `rate_limit` and `cors`: every name known.
+fn validate_access(
+    errors: &mut Errors<'_>,
+    at: &str,
+    route: &raw::Route,
+    known: &Known<'_>,
+) -> RouteAccess {
+    let mut resolve = |field: &str, names: &[String], defined: &[Arc<str>], what: &str| {
+        let mut out = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match defined.iter().find(|d| ***d == **name) {
+                Some(found) => out.push(found.clone()),
+                None => {
+                    let list: Vec<&str> = defined.iter().map(|d| &**d).collect();
+                    errors.push(
+                        &format!("{at}.{field}[{i}]"),
+                        format!(
+                            "unknown {what} {name:?} (defined: {})",
+                            if list.is_empty() {
+                                "none".to_string()
+                            } else {
+                                list.join(", ")
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    };
+    let auth = resolve("auth", &route.auth, known.auth, "authenticator");
+    let rate_limits = resolve(
+        "rate_limit",
+        &route.rate_limit,
+        known.rate_limits,
+        "rate limit",
+    );
+    let require = route.require.as_ref().map(|require| {
+        if route.auth.is_empty() {
+            errors.push(&format!("{at}.require"), "needs `auth` on the route");
+        }
+        crate::policy::auth::validate_require(errors, &format!("{at}.require"), require)
+    });
+    let cors = route
+        .cors
+        .as_ref()
+        .map(|cors| crate::edge::cors::validate(errors, &format!("{at}.cors"), cors));
+    RouteAccess {
+        auth,
+        require,
+        rate_limits,
+        cors,
     }
 }
 

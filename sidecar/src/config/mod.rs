@@ -361,13 +361,13 @@ pub fn load_str_in(text: &str, base: &Path) -> Result<Settings, Vec<ConfigError>
 }
 
 /// Collects errors with their YAML lines.
-struct Errors<'a> {
+pub(crate) struct Errors<'a> {
     index: &'a LineIndex,
     list: Vec<ConfigError>,
 }
 
 impl Errors<'_> {
-    fn push(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: &str, message: impl Into<String>) {
         self.list.push(ConfigError {
             path: path.to_string(),
             line: self.index.line(path),
@@ -375,14 +375,14 @@ impl Errors<'_> {
         });
     }
 
-    fn duration(&mut self, path: &str, text: &str) -> Duration {
+    pub(crate) fn duration(&mut self, path: &str, text: &str) -> Duration {
         parse_duration(text).unwrap_or_else(|err| {
             self.push(path, err);
             Duration::ZERO
         })
     }
 
-    fn addr(&mut self, path: &str, text: &str) -> SocketAddr {
+    pub(crate) fn addr(&mut self, path: &str, text: &str) -> SocketAddr {
         text.parse().unwrap_or_else(|_| {
             self.push(
                 path,

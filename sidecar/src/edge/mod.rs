@@ -5,10 +5,11 @@
 //! config validation, never per request.
 
 pub mod action;
+pub mod cors;
 mod front;
 pub mod matcher;
 pub mod rewrite;
 mod route;
 
 pub use front::{front_layer, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
-pub use route::{route_layer, EdgeError, EdgeRoutes};
+pub use route::{dispatch_layer, route_layer, EdgeError, EdgeRoutes, MatchedRoute};

@@ -1,11 +1,14 @@
-//! The edge routing layer, below the front layer: the first route of
-//! `edge.routes` whose conditions hold decides. It then checks the route's
-//! `allow` / `deny` networks against the client address, its
-//! percent-encoded-slash policy and body limit, and either answers with a
-//! redirect or rewrites the request (path, query, headers, Host) and picks
-//! the upstream (weighted split). On the way back it strips
-//! `edge.strip_response_headers` and applies the route's response header
-//! changes.
+//! The edge routes, in two layers with the route's access control
+//! (CORS, authentication, rate limits) between them, so those see the
+//! request as the client sent it.
+//! [`route_layer`], below the front layer: the first route of `edge.routes`
+//! whose conditions hold decides. It checks the route's `allow` / `deny`
+//! networks against the client address and its percent-encoded-slash
+//! policy, answers redirects, and hands the [`MatchedRoute`] down. On the
+//! way back it strips `edge.strip_response_headers` and applies the route's
+//! response header changes.
+//! [`dispatch_layer`], above resilience: the route's body limit, then the
+//! rewrites (path, query, headers, Host) and the upstream (weighted split).
 //! Reads: the current [`RouteTable`] (its [`EdgeRoutes`]) once per request,
 //! [`ConnInfo`] and the client address the front layer put in
 //! [`RequestInfo`]. Writes: the [`Target`] into the request's extensions,
@@ -129,6 +132,26 @@ enum Step {
     Forward(usize),
 }
 
+/// The route a request matched, in its extensions between
+/// [`route_layer`] and [`dispatch_layer`]: the layers between read the
+/// route's settings from it.
+#[derive(Clone)]
+pub struct MatchedRoute {
+    table: Arc<RouteTable>,
+    index: usize,
+    captures: Captures,
+    kept_slashes: Option<String>,
+    authority: Option<Authority>,
+}
+
+impl MatchedRoute {
+    /// The matched route's settings.
+    pub fn settings(&self) -> &RouteSettings {
+        // The index comes from this very table.
+        &self.table.edge_routes().routes[self.index]
+    }
+}
+
 /// The edge routes: the first route that matches decides.
 pub fn route_layer(
     routes: Arc<ArcSwap<RouteTable>>,
@@ -137,7 +160,7 @@ pub fn route_layer(
         let routes = routes.clone();
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
             let table = routes.load_full();
-            let step = route(table.edge_routes(), &mut req);
+            let step = route(&table, &mut req);
             if let (Err(err), Some(info)) = (&step, req.extensions().get::<RequestInfo>()) {
                 if let Some(reason) = denial(err) {
                     info.set_denied(reason.0, reason.1);
@@ -178,8 +201,10 @@ fn denial(err: &BoxError) -> Option<(&'static str, &'static str)> {
     }
 }
 
-/// Matches, checks and rewrites one request.
-fn route(edge: &EdgeRoutes, req: &mut Request<Body>) -> Result<Step, BoxError> {
+/// Matches and checks one request; a forwarded one carries its
+/// [`MatchedRoute`] on.
+fn route(table: &Arc<RouteTable>, req: &mut Request<Body>) -> Result<Step, BoxError> {
+    let edge = table.edge_routes();
     let authority = match crate::http::authority(req) {
         Ok(authority) => Some(authority),
         Err(RequestError::MissingHost) => None,
@@ -225,22 +250,61 @@ fn route(edge: &EdgeRoutes, req: &mut Request<Body>) -> Result<Step, BoxError> {
         route.response_headers.apply(response.headers_mut());
         return Ok(Step::Respond(response));
     }
+    req.extensions_mut().insert(MatchedRoute {
+        table: table.clone(),
+        index,
+        captures,
+        kept_slashes,
+        authority,
+    });
+    Ok(Step::Forward(index))
+}
+
+/// The second half of the edge routes: the matched route's body limit,
+/// rewrites and upstream.
+pub fn dispatch_layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
+    layer_fn(move |inner: HttpService| {
+        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+            let dispatched = dispatch(&mut req);
+            let inner = inner.clone();
+            async move {
+                dispatched?;
+                inner.oneshot(req).await
+            }
+        }))
+    })
+}
+
+/// Rewrites the request as its route says and picks the upstream.
+fn dispatch(req: &mut Request<Body>) -> Result<(), BoxError> {
+    let matched = req
+        .extensions_mut()
+        .remove::<MatchedRoute>()
+        .ok_or(EdgeError::NoRoute)?;
+    let route = matched.settings();
     if let Some(limit) = route.max_body {
         limit_body(req, limit)?;
     }
-    rewrite_target(route, req, kept_slashes.as_deref(), &captures)?;
+    rewrite_target(
+        route,
+        req,
+        matched.kept_slashes.as_deref(),
+        &matched.captures,
+    )?;
     route.request_headers.apply(req.headers_mut());
     let authority = match &route.host_rewrite {
         Some(host) => host.clone(),
-        None => authority.ok_or(RequestError::MissingHost)?,
+        None => matched.authority.clone().ok_or(RequestError::MissingHost)?,
     };
-    let cluster = edge
+    let cluster = matched
+        .table
+        .edge_routes()
         .targets
-        .get(index)
+        .get(matched.index)
         .and_then(Targets::pick)
         .ok_or_else(|| RouteError::NoRoute(format!("route {}", route.name)))?
         .clone();
-    if let Some(info) = &info {
+    if let Some(info) = req.extensions().get::<RequestInfo>() {
         info.set_upstream(cluster.name().clone());
     }
     req.extensions_mut().insert(Target {
@@ -248,7 +312,7 @@ fn route(edge: &EdgeRoutes, req: &mut Request<Body>) -> Result<Step, BoxError> {
         passthrough: None,
         authority,
     });
-    Ok(Step::Forward(index))
+    Ok(())
 }
 
 /// The client's address: the front layer's, else the connection's peer.
@@ -432,14 +496,14 @@ mod tests {
 
     const EDGE: &str = "service: edge\nmode: edge\nedge:\n  listeners: [{ listen: 127.0.0.1:0 }]\n  upstreams:\n    v1: { discovery: { endpoints: [127.0.0.1:7001] } }\n    v2: { discovery: { endpoints: [127.0.0.1:7002] } }\n  routes:\n";
 
-    fn table(routes: &str) -> RouteTable {
+    fn table(routes: &str) -> Arc<RouteTable> {
         let settings = crate::config::load_str(&format!("{EDGE}{routes}")).unwrap();
-        RouteTable::build(
+        Arc::new(RouteTable::build(
             &settings,
             &RouteTable::default(),
             &Metrics::new(),
             &Arc::new(IdentityStore::new(Default::default())),
-        )
+        ))
     }
 
     fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
@@ -455,9 +519,10 @@ mod tests {
         req
     }
 
-    fn forwarded(table: &RouteTable, req: &mut Request<Body>) -> String {
-        match route(table.edge_routes(), req) {
+    fn forwarded(table: &Arc<RouteTable>, req: &mut Request<Body>) -> String {
+        match route(table, req) {
             Ok(Step::Forward(_)) => {
+                dispatch(req).unwrap();
                 let target = req.extensions().get::<Target>().unwrap();
                 target.cluster.name().to_string()
             }
@@ -493,12 +558,9 @@ mod tests {
                 "{method} {uri} {headers:?}"
             );
         }
-        let err = route(
-            table.edge_routes(),
-            &mut request("GET", "http://other.example/", &[]),
-        )
-        .err()
-        .unwrap();
+        let err = route(&table, &mut request("GET", "http://other.example/", &[]))
+            .err()
+            .unwrap();
         assert_eq!(reason(&err), Reason::NoEdgeRoute);
     }
 
@@ -527,7 +589,7 @@ mod tests {
         let table = table(
             "    - { match: { path_prefix: /old }, redirect: { prefix: /new, status: 308 } }\n    - { match: { path_template: \"/u/{id}\" }, redirect: { scheme: https, path: \"/users/{id}\", strip_query: true } }\n    - { match: { path: /x }, redirect: { to: \"https://example.test/y\", status: 302 } }\n",
         );
-        let location = |uri: &str| match route(table.edge_routes(), &mut request("GET", uri, &[])) {
+        let location = |uri: &str| match route(&table, &mut request("GET", uri, &[])) {
             Ok(Step::Respond(res)) => (
                 res.status().as_u16(),
                 res.headers()[LOCATION].to_str().unwrap().to_string(),
@@ -555,19 +617,16 @@ mod tests {
         );
         for path in ["/deny", "/allow"] {
             let err = route(
-                table.edge_routes(),
+                &table,
                 &mut request("GET", &format!("http://a.test{path}"), &[]),
             )
             .err()
             .unwrap();
             assert_eq!(reason(&err), Reason::Forbidden, "{path}");
         }
-        let err = route(
-            table.edge_routes(),
-            &mut request("POST", "http://a.test/small", &[("content-length", "11")]),
-        )
-        .err()
-        .unwrap();
+        let mut large = request("POST", "http://a.test/small", &[("content-length", "11")]);
+        assert!(matches!(route(&table, &mut large), Ok(Step::Forward(_))));
+        let err = dispatch(&mut large).err().unwrap();
         assert_eq!(reason(&err), Reason::BodyTooLarge);
         let mut ok = request("POST", "http://a.test/small", &[("content-length", "10")]);
         forwarded(&table, &mut ok);
@@ -575,7 +634,7 @@ mod tests {
         strict
             .extensions_mut()
             .insert(OriginalPath("/strict/a%2fb".into()));
-        let err = route(table.edge_routes(), &mut strict).err().unwrap();
+        let err = route(&table, &mut strict).err().unwrap();
         assert_eq!(reason(&err), Reason::BadRequest);
     }
 

@@ -7,7 +7,9 @@
 //! [`RequestInfo`](crate::telemetry::RequestInfo) (`mesh_policy_denials_total`).
 //! Errors: [`Forbidden`] (403, gRPC `PERMISSION_DENIED`).
 
+pub mod auth;
 pub mod authz;
+pub mod rate_limit;
 
 use std::sync::Arc;
 

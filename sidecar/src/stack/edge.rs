@@ -5,7 +5,7 @@ use tower::ServiceBuilder;
 use super::Runtime;
 use crate::http::{hygiene, HttpService};
 use crate::telemetry::Direction;
-use crate::{edge, errors, forward, resilience, telemetry};
+use crate::{edge, errors, forward, policy, resilience, telemetry};
 
 /// The edge HTTP stack.
 pub fn edge(rt: &Runtime) -> HttpService {
@@ -14,7 +14,11 @@ pub fn edge(rt: &Runtime) -> HttpService {
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before anything reads the request
         .layer(edge::front_layer(rt.settings.clone())) // the client's address (trusted proxies), X-Forwarded-*, Forwarded, X-Request-Id
-        .layer(edge::route_layer(rt.routes.clone())) // first matching route: allow / deny, redirect, rewrites, header changes, split
+        .layer(edge::route_layer(rt.routes.clone())) // first matching route: allow / deny, encoded slashes, redirects; response header changes
+        .layer(edge::cors::layer()) // preflights answered before authentication (they carry no credentials); CORS response headers
+        .layer(policy::auth::layer(rt.routes.clone())) // the route's authenticators (JWT, API keys, introspection, external) and requirements
+        .layer(policy::rate_limit::layer(rt.routes.clone())) // the route's limits, keyed by consumer, claim, client, header: after auth names the caller
+        .layer(edge::dispatch_layer()) // the route's body limit, rewrites, request header changes, upstream (weighted split)
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer
         .service(forward::service(rt.metrics.clone())) // balance over endpoints, pooled connection (mTLS into the mesh, or public TLS), upgrades
 }

@@ -267,6 +267,7 @@ struct Entry {
     grpc_status: Option<u32>,
     error: Option<String>,
     route: Option<Arc<str>>,
+    consumer: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     endpoint: Option<SocketAddr>,
     attempts: Option<u32>,
@@ -342,6 +343,7 @@ impl Entry {
             "grpc_status" => number(out, self.grpc_status.map(u64::from)),
             "error" => text(out, self.error.as_deref()),
             "route" => text(out, self.route.as_deref()),
+            "consumer" => text(out, self.consumer.as_deref()),
             "upstream" => text(out, self.upstream.as_deref()),
             "endpoint" => shown(out, self.endpoint.as_ref().map(|e| e as _)),
             "attempts" => number(out, self.attempts.map(u64::from)),
@@ -350,7 +352,6 @@ impl Entry {
             "duration_ms" => millis(out, self.duration),
             "upstream_ms" => millis(out, self.upstream_time),
             "user_agent" => text(out, self.user_agent.as_deref()),
-            // `consumer` (not known yet) and anything else.
             _ => out.push_str("null"),
         }
     }
@@ -392,6 +393,7 @@ impl Entry {
             self.client = Some(client);
         }
         self.route = info.route().cloned();
+        self.consumer = info.consumer().cloned();
         self.upstream = info.upstream().cloned();
         self.endpoint = info.endpoint();
         self.attempts = Some(info.attempts());

@@ -53,6 +53,7 @@ pub struct RequestInfo(Arc<InfoInner>);
 struct InfoInner {
     upstream: OnceLock<Arc<str>>,
     route: OnceLock<Arc<str>>,
+    consumer: OnceLock<Arc<str>>,
     client: OnceLock<std::net::IpAddr>,
     request_id: OnceLock<Arc<str>>,
     attempts: AtomicU32,
@@ -70,6 +71,16 @@ impl RequestInfo {
     /// The upstream, if routing got that far.
     pub fn upstream(&self) -> Option<&Arc<str>> {
         self.0.upstream.get()
+    }
+
+    /// Records the consumer authentication named (API key, token claim).
+    pub fn set_consumer(&self, name: Arc<str>) {
+        let _ = self.0.consumer.set(name);
+    }
+
+    /// The consumer, if authentication named one.
+    pub fn consumer(&self) -> Option<&Arc<str>> {
+        self.0.consumer.get()
     }
 
     /// Records the edge route that matched.

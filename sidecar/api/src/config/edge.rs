@@ -28,6 +28,15 @@ pub struct Edge {
     /// Response headers removed from every upstream answer.
     #[serde(default = "default_strip_response_headers")]
     pub strip_response_headers: Vec<String>,
+    /// Redis for global rate limits and quotas (`redis://host:port[/db]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// Named authenticators routes refer to.
+    #[serde(default)]
+    pub auth: super::Auth,
+    /// Named rate limits and quotas routes refer to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rate_limits: BTreeMap<String, super::RateLimit>,
     /// Routes, first match wins. No route matched: 404 `no_route`.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -135,6 +144,19 @@ pub struct Route {
     /// Client networks refused on this route (403 `forbidden`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny: Vec<String>,
+    /// Authenticators (names in `edge.auth`), any of which admits a
+    /// request; empty: no authentication.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auth: Vec<String>,
+    /// What an authenticated caller must have (403 `forbidden` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<super::Require>,
+    /// Rate limits (names in `edge.rate_limits`), all of which apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limit: Vec<String>,
+    /// CORS: preflights answered here, response headers added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<super::Cors>,
     /// The upstream (an `edge.upstreams` or `outbound.upstreams` name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,

@@ -7,6 +7,7 @@
 //! [`load`] reads a file's text and lists every structural error with its
 //! YAML path and line.
 
+mod access;
 mod edge;
 mod yaml;
 
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use access::*;
 pub use edge::*;
 pub use yaml::{load, ConfigError, LineIndex};
 
