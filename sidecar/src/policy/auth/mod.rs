@@ -21,6 +21,38 @@ use crate::config::Errors;
 use crate::http::HttpService;
 use crate::route::RouteTable;
 
+/// Who an authenticator says the caller is.
+#[derive(Debug, Clone, Default)]
+pub struct Principal {
+    /// The authenticator that admitted the request (its name in `edge.auth`).
+    pub authenticator: Arc<str>,
+    /// The consumer: an API key's owner, or the token's consumer claim.
+    pub consumer: Option<Arc<str>>,
+    /// The token's claims (JWT payload, introspection answer); empty for API keys.
+    pub claims: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// Headers to set on the request sent upstream (forwarded claims,
+    /// the consumer, an external authorizer's additions).
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Why authentication did not admit a request.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials this authenticator reads (401 if no other admits).
+    #[error("no credentials")]
+    Missing,
+    /// Credentials that do not hold (401 `unauthenticated`); the reason
+    /// goes to the debug log and metrics, never to the client in detail.
+    #[error("invalid credentials: {0}")]
+    Invalid(&'static str),
+    /// Authenticated, but not allowed (403 `forbidden`).
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    /// An authorization service could not be asked (503).
+    #[error("authorization service unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// Every authenticator of `edge.auth`, validated.
 #[derive(Debug, Clone, Default)]
 pub struct AuthSettings {
