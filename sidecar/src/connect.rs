@@ -233,6 +233,93 @@ struct Idle {
     since: Instant,
 }
 
+/// An upstream response body. From an HTTP/1 connection it puts the
+/// connection back in the idle stack as soon as the body ends — at once
+/// when the connection is ready for the next request then, so a caller's
+/// next request on a busy proxy finds it there, not a new connection;
+/// otherwise (or when the body is dropped unread) a task waits for it.
+pub struct PooledBody {
+    inner: Incoming,
+    recycle: Option<Recycle>,
+}
+
+/// An HTTP/1 connection on its way back to the pool.
+struct Recycle {
+    pool: Weak<Inner>,
+    addr: SocketAddr,
+    sender: http1::SendRequest<Body>,
+}
+
+impl Recycle {
+    fn check_in(self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        let idle = Idle {
+            sender: self.sender,
+            since: Instant::now(),
+        };
+        lock(&pool.idle_h1).entry(self.addr).or_default().push(idle);
+    }
+
+    /// Back now if ready, else once ready (or never, if the connection closes).
+    fn finish(self) {
+        if self.sender.is_ready() {
+            return self.check_in();
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let addr = self.addr;
+        runtime.spawn(
+            async move {
+                let mut this = self;
+                // Ends when the response is done, or with an error when the
+                // connection closes or is upgraded: either way bounded by the
+                // connection's life.
+                if this.sender.ready().await.is_ok() {
+                    this.check_in();
+                }
+            }
+            .instrument(tracing::debug_span!("pool_checkin", endpoint = %addr)),
+        );
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        if frame.is_none() || self.inner.is_end_stream() {
+            if let Some(recycle) = self.recycle.take() {
+                recycle.finish();
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if let Some(recycle) = self.recycle.take() {
+            recycle.finish();
+        }
+    }
+}
+
 struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -282,7 +369,7 @@ impl Pool {
         endpoint: &Arc<EndpointState>,
         wire: Wire,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, BoxError> {
+    ) -> Result<Response<PooledBody>, BoxError> {
         match wire {
             Wire::Http1 => self.send_h1(endpoint, req).await,
             Wire::Http2 => self.send_h2(endpoint, req).await,
@@ -365,13 +452,10 @@ impl Pool {
         &self,
         endpoint: &Arc<EndpointState>,
         mut req: Request<Body>,
-    ) -> Result<Response<Incoming>, BoxError> {
+    ) -> Result<Response<PooledBody>, BoxError> {
         while let Some(mut sender) = self.checkout_h1(endpoint.addr) {
             match sender.try_send_request(req).await {
-                Ok(response) => {
-                    self.recycle_h1(endpoint.addr, sender);
-                    return Ok(response);
-                }
+                Ok(response) => return Ok(self.recycle_h1(endpoint.addr, sender, response)),
                 Err(mut err) => match err.take_message() {
                     // Never written: the connection closed while idle.
                     Some(unsent) => req = unsent,
@@ -385,11 +469,22 @@ impl Pool {
         };
         sender.ready().await.map_err(UpstreamError)?;
         let response = sender.send_request(req).await.map_err(UpstreamError)?;
-        self.recycle_h1(endpoint.addr, sender);
-        Ok(response)
+        Ok(self.recycle_h1(endpoint.addr, sender, response))
     }
 
     async fn send_h2(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        req: Request<Body>,
+    ) -> Result<Response<PooledBody>, BoxError> {
+        let response = self.send_h2_inner(endpoint, req).await?;
+        Ok(response.map(|inner| PooledBody {
+            inner,
+            recycle: None,
+        }))
+    }
+
+    async fn send_h2_inner(
         &self,
         endpoint: &Arc<EndpointState>,
         mut req: Request<Body>,
@@ -429,27 +524,22 @@ impl Pool {
         None
     }
 
-    /// Puts the connection back once its response is fully read.
-    fn recycle_h1(&self, addr: SocketAddr, mut sender: http1::SendRequest<Body>) {
-        let pool = Arc::downgrade(&self.0);
-        tokio::spawn(
-            async move {
-                // Ends when the response is done, or with an error when the
-                // connection closes or is upgraded: either way bounded by the
-                // connection's life.
-                if sender.ready().await.is_err() {
-                    return;
-                }
-                if let Some(pool) = pool.upgrade() {
-                    let idle = Idle {
-                        sender,
-                        since: Instant::now(),
-                    };
-                    lock(&pool.idle_h1).entry(addr).or_default().push(idle);
-                }
-            }
-            .instrument(tracing::debug_span!("pool_checkin", endpoint = %addr)),
-        );
+    /// The response, whose body puts the connection back once it is fully read.
+    fn recycle_h1(
+        &self,
+        addr: SocketAddr,
+        sender: http1::SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Response<PooledBody> {
+        let recycle = Recycle {
+            pool: Arc::downgrade(&self.0),
+            addr,
+            sender,
+        };
+        response.map(|inner| PooledBody {
+            inner,
+            recycle: Some(recycle),
+        })
     }
 
     async fn connect_h1(
