@@ -357,7 +357,7 @@ fn the_connection_limit_fails_fast_without_blaming_the_endpoint() {
         &apps[0].1.to_string(),
         "      protocol: http1\n      limits: { max_connections: 2 }\n",
     );
-    let lines = timed(&format!("http://{port}/slow?ms=1000"), 8);
+    let lines = timed(&format!("http://{port}/slow?ms=2500"), 8);
     let served = lines.iter().filter(|(c, _)| c == "200").count();
     let shed: Vec<f64> = lines
         .iter()
