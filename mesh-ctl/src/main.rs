@@ -14,6 +14,7 @@
 //! | `discover.rs`, `dns.rs` | the proxies to ask: `--admin`, `--inventory FILE`, `--srv NAME` (a std-only DNS client) |
 //! | `signals.rs` | `stat` and `graph`: golden signals and the service graph from two scrapes of `/metrics` (`mesh_api::golden`) |
 //! | `top.rs` | `top`: the busiest routes, live (ratatui) |
+//! | `quota.rs` | `quota`: an edge proxy's rate limits and what is left of each for one consumer |
 //! | `dashboard.rs` | `dashboard`: the dashboard page and its data for several proxies, on a std-only HTTP server |
 //!
 //! Exit status: 0 when every proxy answered (and, for `status`, is ready;
@@ -21,12 +22,14 @@
 //! expired) and the `ca` files were written, 1 otherwise, 2 for a usage error.
 
 mod admin_client;
+mod apikey;
 mod ca;
 mod commands;
 mod dashboard;
 mod discover;
 mod dns;
 mod observe;
+mod quota;
 mod signals;
 mod table;
 mod tap;
@@ -97,6 +100,20 @@ enum Command {
     Routes {
         #[command(flatten)]
         proxies: Proxies,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// An edge proxy's rate limits and quotas and, for one consumer (or
+    /// key), what is left of each (global limits: read from Redis).
+    ///
+    /// Exit 1 if the proxy is unreachable or a global count cannot be read.
+    Quota {
+        #[command(flatten)]
+        proxy: Proxy,
+        /// The bucket's key: the value of a one-part key (a consumer, a
+        /// header's value); repeat for each part of a longer key.
+        #[arg(long, alias = "key", value_name = "CONSUMER")]
+        consumer: Vec<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -279,6 +296,35 @@ enum Command {
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+    /// Edge API keys: make one, revoke a consumer's.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Make a random key (32 bytes, base64url) for a consumer: prints the
+    /// key once and the `{ consumer, sha256 }` entry to add to the config.
+    Create {
+        /// Who the key belongs to (forwarded upstream, in the access log).
+        #[arg(long, value_name = "NAME")]
+        consumer: String,
+        /// The `edge.auth.api_keys` entry the key is for (named in the output).
+        #[arg(long, value_name = "AUTH")]
+        name: Option<String>,
+    },
+    /// Remove a consumer's keys from a keys file (or, for a config with
+    /// inline keys, print the lines to delete).
+    Revoke {
+        /// Whose keys.
+        #[arg(long, value_name = "NAME")]
+        consumer: String,
+        /// The keys file (or config) holding them.
+        #[arg(long, value_name = "FILE")]
+        file: PathBuf,
     },
 }
 
@@ -528,6 +574,11 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
                 problems: vec![problem],
             },
         },
+        Command::Quota {
+            proxy,
+            consumer,
+            common,
+        } => quota::quota(&one(proxy), &consumer, common.options()),
         Command::Config { proxy, common } => commands::config(&one(proxy), common.options()),
         Command::Reload { proxy, common } => commands::reload(&one(proxy), common.options()),
         Command::Metrics {
@@ -588,6 +639,10 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
                 out,
                 force,
             } => ca::issue_server(&ca_dir, &hosts, ttl, &out, force),
+        },
+        Command::Apikey { command } => match command {
+            ApikeyCommand::Create { consumer, name } => apikey::create(&consumer, name.as_deref()),
+            ApikeyCommand::Revoke { consumer, file } => apikey::revoke(&consumer, &file),
         },
     }
 }

@@ -30,6 +30,10 @@ pub enum Reason {
     UriTooLong,
     /// Authorization denied the caller.
     Forbidden,
+    /// No edge authenticator admitted the request (401, with `WWW-Authenticate`).
+    Unauthenticated,
+    /// An authorization service could not be asked (503).
+    AuthUnavailable,
     /// The upstream proxy proved another identity than the one it must have.
     UpstreamIdentity,
     /// TLS with an upstream outside the mesh failed (untrusted, wrong name).
@@ -52,6 +56,10 @@ pub enum Reason {
     UpstreamReset,
     /// The upstream answered with something that is not valid HTTP.
     UpstreamProtocolError,
+    /// Over an edge rate limit (429; `Retry-After` says when to retry).
+    RateLimited,
+    /// A global rate limit cannot reach Redis and fails closed (503).
+    RateLimitUnavailable,
     /// A bug or an unexpected state in the proxy.
     Internal,
 }
@@ -64,6 +72,8 @@ impl Reason {
             Reason::HeaderTooLarge => "header_too_large",
             Reason::UriTooLong => "uri_too_long",
             Reason::Forbidden => "forbidden",
+            Reason::Unauthenticated => "unauthenticated",
+            Reason::AuthUnavailable => "auth_unavailable",
             Reason::UpstreamIdentity => "upstream_identity",
             Reason::UpstreamTls => "upstream_tls",
             Reason::NoRoute | Reason::NoEdgeRoute => "no_route",
@@ -74,6 +84,8 @@ impl Reason {
             Reason::UpstreamConnectFailed => "upstream_connect_failed",
             Reason::UpstreamReset => "upstream_reset",
             Reason::UpstreamProtocolError => "upstream_protocol_error",
+            Reason::RateLimited => "rate_limited",
+            Reason::RateLimitUnavailable => "rate_limit_unavailable",
             Reason::Internal => "internal",
         }
     }
@@ -84,6 +96,7 @@ impl Reason {
             Reason::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reason::UriTooLong => StatusCode::URI_TOO_LONG,
             Reason::Forbidden => StatusCode::FORBIDDEN,
+            Reason::Unauthenticated => StatusCode::UNAUTHORIZED,
             Reason::NoEdgeRoute => StatusCode::NOT_FOUND,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::NoRoute
@@ -92,8 +105,12 @@ impl Reason {
             | Reason::UpstreamConnectFailed
             | Reason::UpstreamReset
             | Reason::UpstreamProtocolError => StatusCode::BAD_GATEWAY,
-            Reason::NoHealthyEndpoints | Reason::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::NoHealthyEndpoints | Reason::CircuitOpen | Reason::AuthUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Reason::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -124,8 +141,18 @@ pub fn reason(err: &BoxError) -> Reason {
             }
             resilience::ResilienceError::Timeout => Reason::UpstreamTimeout,
         }
+    } else if let Some(err) = err.downcast_ref::<policy::rate_limit::RateLimitError>() {
+        match err {
+            policy::rate_limit::RateLimitError::Limited => Reason::RateLimited,
+            policy::rate_limit::RateLimitError::Unavailable => Reason::RateLimitUnavailable,
+        }
     } else if err.downcast_ref::<policy::Forbidden>().is_some() {
         Reason::Forbidden
+    } else if let Some(err) = err.downcast_ref::<policy::auth::AuthDenied>() {
+        match err {
+            policy::auth::AuthDenied::Unauthenticated { .. } => Reason::Unauthenticated,
+            policy::auth::AuthDenied::Unavailable => Reason::AuthUnavailable,
+        }
     } else if let Some(err) = err
         .downcast_ref::<connect::ConnectError>()
         .or_else(|| err.downcast_ref::<connect::Unsent>().map(|u| &u.error))
@@ -186,8 +213,18 @@ pub fn response(err: &BoxError, grpc: bool) -> Response<Body> {
     let reason = reason(err);
     tracing::debug!(reason = reason.as_str(), error = %err, "proxy error");
     let message = public_message(reason, err);
+    let challenge = match err.downcast_ref::<policy::auth::AuthDenied>() {
+        Some(policy::auth::AuthDenied::Unauthenticated { challenge }) => Some(challenge.clone()),
+        _ => None,
+    };
     if grpc {
-        return grpc_response(reason, &message);
+        let mut response = grpc_response(reason, &message);
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, challenge);
+        }
+        return response;
     }
     let body = serde_json::json!({ "error": reason.as_str(), "message": message }).to_string();
     let mut response = Response::new(full(body));
@@ -195,6 +232,9 @@ pub fn response(err: &BoxError, grpc: bool) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
+    if let Some(challenge) = challenge {
+        headers.insert(http::header::WWW_AUTHENTICATE, challenge);
+    }
     response
 }
 
@@ -211,7 +251,9 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
         | Reason::NoRoute
         | Reason::NoEdgeRoute
         | Reason::BodyTooLarge
-        | Reason::Forbidden => err.to_string(),
+        | Reason::Forbidden
+        | Reason::Unauthenticated => err.to_string(),
+        Reason::AuthUnavailable => "the authorization service is unavailable".into(),
         Reason::UpstreamIdentity => "the upstream did not prove the expected identity".into(),
         Reason::UpstreamTls => {
             "TLS with the upstream failed (certificate not trusted or not for its name)".into()
@@ -222,6 +264,8 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
         Reason::UpstreamConnectFailed => "could not connect to the upstream".into(),
         Reason::UpstreamReset => "the upstream closed the request before answering".into(),
         Reason::UpstreamProtocolError => "the upstream answered with invalid HTTP".into(),
+        Reason::RateLimited => "rate limit exceeded; retry after the Retry-After delay".into(),
+        Reason::RateLimitUnavailable => "rate limiting is unavailable".into(),
         Reason::Internal => "internal proxy error".into(),
     }
 }
@@ -229,12 +273,14 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
 /// gRPC code for a proxy reason, following gRPC's HTTP-to-status mapping.
 fn grpc_code(reason: Reason) -> u8 {
     match reason.status() {
-        StatusCode::BAD_REQUEST => 13,    // INTERNAL
-        StatusCode::FORBIDDEN => 7,       // PERMISSION_DENIED
-        StatusCode::NOT_FOUND => 12,      // UNIMPLEMENTED
-        StatusCode::GATEWAY_TIMEOUT => 4, // DEADLINE_EXCEEDED
+        StatusCode::BAD_REQUEST => 13,      // INTERNAL
+        StatusCode::UNAUTHORIZED => 16,     // UNAUTHENTICATED
+        StatusCode::FORBIDDEN => 7,         // PERMISSION_DENIED
+        StatusCode::NOT_FOUND => 12,        // UNIMPLEMENTED
+        StatusCode::TOO_MANY_REQUESTS => 8, // RESOURCE_EXHAUSTED
+        StatusCode::GATEWAY_TIMEOUT => 4,   // DEADLINE_EXCEEDED
         StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        _ => 2,                           // UNKNOWN
+        _ => 2,                             // UNKNOWN
     }
 }
 
@@ -328,6 +374,24 @@ mod tests {
         assert_eq!(res.status(), StatusCode::OK);
         assert_eq!(res.headers()["grpc-status"], "14");
         assert_eq!(res.headers()[REASON_HEADER], "no_route");
+    }
+
+    #[test]
+    fn auth_refusals_carry_their_challenge() {
+        let challenge = HeaderValue::from_static("Bearer realm=\"api\"");
+        let err: BoxError = Box::new(policy::auth::AuthDenied::Unauthenticated {
+            challenge: challenge.clone(),
+        });
+        let res = response(&err, false);
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(res.headers()[REASON_HEADER], "unauthenticated");
+        assert_eq!(res.headers()[http::header::WWW_AUTHENTICATE], challenge);
+        let res = response(&err, true);
+        assert_eq!(res.headers()["grpc-status"], "16");
+        let err: BoxError = Box::new(policy::auth::AuthDenied::Unavailable);
+        let res = response(&err, false);
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[REASON_HEADER], "auth_unavailable");
     }
 
     #[test]

@@ -74,6 +74,10 @@ pub struct RouteTable {
     proxy_passthrough: bool,
     /// The edge routes, their upstreams resolved to these clusters.
     edge: crate::edge::EdgeRoutes,
+    /// The edge authenticators, kept across reloads while their settings are unchanged.
+    auth: Arc<crate::policy::auth::Authenticators>,
+    /// The edge rate limiters, kept across reloads while a limit's settings are unchanged.
+    limiters: Arc<crate::policy::rate_limit::Limiters>,
 }
 
 impl RouteTable {
@@ -106,7 +110,16 @@ impl RouteTable {
         if let Some(edge) = &settings.edge {
             table.edge =
                 crate::edge::EdgeRoutes::build(edge, |name| table.clusters.get(name).cloned());
+            table.auth = Arc::new(crate::policy::auth::Authenticators::build(
+                &edge.auth,
+                &previous.auth,
+            ));
         }
+        table.limiters = Arc::new(crate::policy::rate_limit::Limiters::build(
+            settings.edge.as_ref().map(|edge| &edge.rate_limits),
+            &previous.limiters,
+            metrics,
+        ));
         if settings.outbound.passthrough || settings.outbound.transparent.is_some() {
             let spec = UpstreamSettings {
                 name: Arc::from("passthrough"),
@@ -131,6 +144,16 @@ impl RouteTable {
     /// The edge routes (empty outside edge mode).
     pub fn edge_routes(&self) -> &crate::edge::EdgeRoutes {
         &self.edge
+    }
+
+    /// The edge authenticators (none outside edge mode).
+    pub fn authenticators(&self) -> &crate::policy::auth::Authenticators {
+        &self.auth
+    }
+
+    /// The edge rate limiters (none outside edge mode).
+    pub fn limiters(&self) -> &Arc<crate::policy::rate_limit::Limiters> {
+        &self.limiters
     }
 
     /// The cluster a whole listener is bound to (inbound or an upstream's port).

@@ -4,8 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access_log;
+mod auth_jwt;
+mod auth_services;
 mod balance;
 mod config;
+mod cors;
 mod dashboard;
 mod demo;
 mod discovery;
@@ -20,6 +23,7 @@ mod hygiene;
 mod metrics;
 mod mtls;
 mod observe;
+mod rate_limits;
 mod tcp;
 mod tracing;
 mod transparent;

@@ -393,18 +393,28 @@ edge:
         ),
         1.0
     );
-    for reason in ["client_address", "no_route"] {
-        assert_eq!(
-            scrape.value(
-                "mesh_policy_denials_total",
-                &[
-                    ("direction", "edge"),
-                    ("policy", "edge_route"),
-                    ("reason", reason)
-                ]
-            ),
-            Some(1.0),
-            "{reason}"
-        );
-    }
+    // Denials by route; a request no route matched has no route label.
+    assert_eq!(
+        scrape.value(
+            "mesh_policy_denials_total",
+            &[
+                ("direction", "edge"),
+                ("route", "private"),
+                ("policy", "edge_route"),
+                ("reason", "client_address")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        scrape.value(
+            "mesh_policy_denials_total",
+            &[
+                ("direction", "edge"),
+                ("policy", "edge_route"),
+                ("reason", "no_route")
+            ]
+        ),
+        Some(1.0)
+    );
 }

@@ -347,6 +347,60 @@ pub struct TapSkipped {
     pub reason: String,
 }
 
+/// `GET /rate_limits` (also `GET /quotas`): every edge limit and, for the
+/// key asked for (`?key=<value>` once per key part, or `?consumer=<value>`),
+/// its bucket.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitsView {
+    /// The key's values, in the limits' key order.
+    pub key: Vec<String>,
+    /// Whether Redis is connected; absent without global limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<bool>,
+    /// Every limit, by name.
+    pub limits: Vec<RateLimitView>,
+}
+
+/// One limit of `edge.rate_limits`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitView {
+    /// Its name.
+    pub name: String,
+    /// `local` or `global`.
+    pub scope: String,
+    /// The rate as written (`100/10s`).
+    pub rate: String,
+    /// Requests per period.
+    pub count: u64,
+    /// The period (a global limit's window), seconds.
+    pub period_seconds: u64,
+    /// Extra requests at once (local counting).
+    pub burst: u64,
+    /// `reject` or `throttle`.
+    pub mode: String,
+    /// What a bucket is per (`consumer`, `header:x-consumer`, …).
+    pub key: Vec<String>,
+    /// The asked-for key's bucket, when the key has one value per part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<BucketView>,
+    /// Why the bucket could not be read (Redis down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One bucket's state, nothing counted by reading it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BucketView {
+    /// `redis` (global) or `local`.
+    pub source: String,
+    /// Requests a full bucket or window allows.
+    pub limit: u64,
+    /// Requests left now.
+    pub remaining: u64,
+    /// Until the window ends / the bucket is full again, seconds.
+    pub reset_seconds: f64,
+}
+
 /// The `config_hash` of `GET /status`: SHA-256, lower-case hex, of the
 /// effective config's JSON (object keys in a fixed order), so two files
 /// that mean the same config hash the same.

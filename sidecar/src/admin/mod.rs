@@ -17,6 +17,7 @@
 //! | `GET /routes` | the edge routes, or a sidecar's listeners and hosts |
 //! | `POST /explain` | what the proxy would do with a request, nothing sent ([`explain`]) |
 //! | `GET /tap` | live request metadata as NDJSON ([`tap`]) |
+//! | `GET /rate_limits`, `GET /quotas` | edge limits; with `?key=` (once per key part) or `?consumer=`, the bucket's remaining count (Redis for global limits) |
 //! | `GET /dashboard`, `GET /dashboard/data` | with `admin.dashboard: true`: the dashboard page and this proxy's golden signals (`dashboard.rs`) |
 
 mod explain;
@@ -176,6 +177,14 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
                 ),
             }
         }
+        (&Method::GET, "/rate_limits" | "/quotas") => {
+            let key: Vec<String> = crate::edge::matcher::query_pairs(req.uri().query())
+                .filter(|(name, _)| name == "key" || name == "consumer")
+                .map(|(_, value)| value.into_owned())
+                .collect();
+            let limiters = app.runtime().routes.load().limiters().clone();
+            json(StatusCode::OK, &limiters.view(&key).await)
+        }
         (&Method::GET, "/tap") => match tap::TapFilter::parse(req.uri().query()) {
             Ok(filter) => tap::stream(
                 app.metrics().access_log().tap().subscribe(),
@@ -190,7 +199,8 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
         (
             _,
             "/live" | "/ready" | "/config" | "/config/reload" | "/listeners" | "/clusters"
-            | "/metrics" | "/version" | "/status" | "/routes" | "/explain" | "/tap",
+            | "/metrics" | "/version" | "/status" | "/routes" | "/explain" | "/tap"
+            | "/rate_limits" | "/quotas",
         ) => json(
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({ "error": "method not allowed" }),

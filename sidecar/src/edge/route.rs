@@ -161,11 +161,12 @@ pub fn route_layer(
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
             let table = routes.load_full();
             let step = route(&table, &mut req);
-            if let (Err(err), Some(info)) = (&step, req.extensions().get::<RequestInfo>()) {
-                if let Some(reason) = denial(err) {
+            if let (Err(refusal), Some(info)) = (&step, req.extensions().get::<RequestInfo>()) {
+                if let Some(reason) = denial(&refusal.error) {
                     info.set_denied(reason.0, reason.1);
                 }
             }
+            let step = step.or_else(|refusal| refusal.answer(&table, &req));
             let inner = inner.clone();
             async move {
                 let index = match step? {
@@ -201,9 +202,46 @@ fn denial(err: &BoxError) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// A request the edge routes refuse, and the route that refused it (if one
+/// matched).
+struct Refusal {
+    error: BoxError,
+    route: Option<usize>,
+}
+
+impl<E: Into<BoxError>> From<E> for Refusal {
+    fn from(error: E) -> Self {
+        Refusal {
+            error: error.into(),
+            route: None,
+        }
+    }
+}
+
+impl Refusal {
+    /// The error as it goes up; when the refusing route has CORS and the
+    /// request an `Origin`, already the answer, with the CORS headers a
+    /// browser needs to read it.
+    fn answer(self, table: &RouteTable, req: &Request<Body>) -> Result<Step, BoxError> {
+        let cors = self
+            .route
+            .and_then(|index| table.edge_routes().routes.get(index))
+            .and_then(|route| route.access.cors.as_ref());
+        match cors {
+            Some(cors) if req.headers().contains_key(http::header::ORIGIN) => {
+                let mut response =
+                    crate::errors::response(&self.error, crate::http::is_grpc(req.headers()));
+                super::cors::add_response_headers(cors, req.headers(), response.headers_mut());
+                Ok(Step::Respond(response))
+            }
+            _ => Err(self.error),
+        }
+    }
+}
+
 /// Matches and checks one request; a forwarded one carries its
 /// [`MatchedRoute`] on.
-fn route(table: &Arc<RouteTable>, req: &mut Request<Body>) -> Result<Step, BoxError> {
+fn route(table: &Arc<RouteTable>, req: &mut Request<Body>) -> Result<Step, Refusal> {
     let edge = table.edge_routes();
     let authority = match crate::http::authority(req) {
         Ok(authority) => Some(authority),
@@ -211,12 +249,14 @@ fn route(table: &Arc<RouteTable>, req: &mut Request<Body>) -> Result<Step, BoxEr
         Err(err) => return Err(err.into()),
     };
     let mut captures = Captures::default();
+    // A CORS preflight matches the route of the request it asks about.
+    let preflight = preflight_method(req);
     let index = {
         let view = RequestView {
             host: authority.as_ref().map(Authority::host),
             path: req.uri().path(),
             query: req.uri().query(),
-            method: req.method(),
+            method: preflight.as_ref().unwrap_or(req.method()),
             headers: req.headers(),
         };
         edge.routes
@@ -235,10 +275,16 @@ fn route(table: &Arc<RouteTable>, req: &mut Request<Body>) -> Result<Step, BoxEr
                 && !Cidr::any_contains(&route.deny, ip)
         });
         if !admitted {
-            return Err(crate::policy::Forbidden.into());
+            return Err(Refusal {
+                error: crate::policy::Forbidden.into(),
+                route: Some(index),
+            });
         }
     }
-    let kept_slashes = encoded_slashes(route.encoded_slashes, req)?;
+    let kept_slashes = encoded_slashes(route.encoded_slashes, req).map_err(|err| Refusal {
+        error: err.into(),
+        route: Some(index),
+    })?;
     if let RouteAction::Redirect(redirect) = &route.action {
         let location = location(redirect, req, authority.as_ref(), &captures)?;
         let mut response = Response::new(crate::http::empty());
@@ -313,6 +359,17 @@ fn dispatch(req: &mut Request<Body>) -> Result<(), BoxError> {
         authority,
     });
     Ok(())
+}
+
+/// For a CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`), the method it asks about.
+fn preflight_method(req: &Request<Body>) -> Option<http::Method> {
+    if req.method() != http::Method::OPTIONS || !req.headers().contains_key(http::header::ORIGIN) {
+        return None;
+    }
+    req.headers()
+        .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| http::Method::from_bytes(v.as_bytes()).ok())
 }
 
 /// The client's address: the front layer's, else the connection's peer.
@@ -527,7 +584,7 @@ mod tests {
                 target.cluster.name().to_string()
             }
             Ok(Step::Respond(res)) => panic!("answered {}", res.status()),
-            Err(err) => panic!("refused: {err}"),
+            Err(refusal) => panic!("refused: {}", refusal.error),
         }
     }
 
@@ -561,7 +618,7 @@ mod tests {
         let err = route(&table, &mut request("GET", "http://other.example/", &[]))
             .err()
             .unwrap();
-        assert_eq!(reason(&err), Reason::NoEdgeRoute);
+        assert_eq!(reason(&err.error), Reason::NoEdgeRoute);
     }
 
     #[tokio::test]
@@ -622,7 +679,7 @@ mod tests {
             )
             .err()
             .unwrap();
-            assert_eq!(reason(&err), Reason::Forbidden, "{path}");
+            assert_eq!(reason(&err.error), Reason::Forbidden, "{path}");
         }
         let mut large = request("POST", "http://a.test/small", &[("content-length", "11")]);
         assert!(matches!(route(&table, &mut large), Ok(Step::Forward(_))));
@@ -635,7 +692,7 @@ mod tests {
             .extensions_mut()
             .insert(OriginalPath("/strict/a%2fb".into()));
         let err = route(&table, &mut strict).err().unwrap();
-        assert_eq!(reason(&err), Reason::BadRequest);
+        assert_eq!(reason(&err.error), Reason::BadRequest);
     }
 
     #[tokio::test]

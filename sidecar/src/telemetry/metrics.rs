@@ -128,14 +128,18 @@ const GRPC_MAX_CODE: u32 = 16;
 
 /// What a finished request is counted under. `route` is written only when
 /// an edge route matched (an absent label and an empty one are the same
-/// series to Prometheus), `caller` only on inbound requests, `grpc_status`
-/// only on gRPC responses that carried one. Route and upstream names come
-/// from the config and statuses are bounded, so the label set stays bounded.
+/// series to Prometheus), `consumer` only on edge requests whose
+/// authentication named one, `caller` only on inbound requests,
+/// `grpc_status` only on gRPC responses that carried one. Route and
+/// upstream names come from the config, consumers are capped
+/// ([`MAX_CONSUMERS`]) and statuses are bounded, so the label set stays
+/// bounded.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
     direction: &'static str,
     upstream: Arc<str>,
     route: Arc<str>,
+    consumer: Arc<str>,
     caller: Caller,
     status: u16,
     grpc_status: Option<u8>,
@@ -148,6 +152,12 @@ impl RequestLabels {
         self.grpc_status = u8::try_from(code).ok();
         self
     }
+
+    /// The same request with the `consumer` label (see [`Metrics::consumer_label`]).
+    pub fn with_consumer(mut self, consumer: Arc<str>) -> Self {
+        self.consumer = consumer;
+        self
+    }
 }
 
 impl EncodeLabelSet for RequestLabels {
@@ -156,6 +166,9 @@ impl EncodeLabelSet for RequestLabels {
         ("upstream", &*self.upstream).encode(encoder.encode_label())?;
         if !self.route.is_empty() {
             ("route", &*self.route).encode(encoder.encode_label())?;
+        }
+        if !self.consumer.is_empty() {
+            ("consumer", &*self.consumer).encode(encoder.encode_label())?;
         }
         if let Some(caller) = self.caller.name() {
             ("caller", caller).encode(encoder.encode_label())?;
@@ -194,12 +207,41 @@ impl EncodeLabelSet for DurationLabels {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// A refusal: `route` is written only when an edge route matched.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct DenialLabels {
     direction: &'static str,
-    /// `authz`, `edge_route` or `hygiene`.
+    route: Arc<str>,
+    /// `authz`, `edge_route`, `hygiene`, `cors`, or the edge's
+    /// authentication and rate-limit policies.
     policy: &'static str,
     reason: &'static str,
+}
+
+impl EncodeLabelSet for DenialLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        ("direction", self.direction).encode(encoder.encode_label())?;
+        if !self.route.is_empty() {
+            ("route", &*self.route).encode(encoder.encode_label())?;
+        }
+        ("policy", self.policy).encode(encoder.encode_label())?;
+        ("reason", self.reason).encode(encoder.encode_label())
+    }
+}
+
+/// Distinct `consumer` label values kept on `mesh_requests_total`; later
+/// consumers are counted as [`OTHER_CONSUMER`]. Consumers named by API
+/// keys are few, but a token claim can name any number of them.
+pub const MAX_CONSUMERS: usize = 1000;
+
+/// The `consumer` label of consumers beyond [`MAX_CONSUMERS`].
+const OTHER_CONSUMER: &str = "other";
+
+/// The consumer label values handed out so far (at most [`MAX_CONSUMERS`]).
+#[derive(Debug)]
+struct ConsumerLabels {
+    seen: std::sync::RwLock<std::collections::HashSet<Arc<str>>>,
+    other: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -261,6 +303,8 @@ pub struct Metrics {
     no_upstream: Arc<str>,
     /// The route label of requests no edge route matched (empty), made once.
     no_route: Arc<str>,
+    /// The `consumer` label values in use, capped.
+    consumers: ConsumerLabels,
     /// The access log's line queue; its writer task is `access_log::AccessLog::spawn_writer`.
     access_log: AccessLog,
     /// Finished spans for the OTLP exporter (`exporter::spawn`).
@@ -283,6 +327,8 @@ pub struct Metrics {
     udp_flows: Family<UpstreamLabels, Counter>,
     udp_flows_open: Family<UpstreamLabels, Gauge>,
     udp_flows_refused: Family<UpstreamLabels, Counter>,
+    /// Edge rate limits: refusals by route and limit, Redis health.
+    rate_limit: crate::policy::rate_limit::RateLimitMetrics,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -306,7 +352,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "HTTP requests by direction, upstream, edge route, inbound caller, status, status class and gRPC status (counted when the gRPC status is known)",
+            "HTTP requests by direction, upstream, edge route, edge consumer (the first 1000 seen, then other), inbound caller, status, status class and gRPC status (counted when the gRPC status is known)",
             requests.clone(),
         );
         let durations =
@@ -388,7 +434,7 @@ impl Metrics {
         let denials = Family::<DenialLabels, Counter>::default();
         registry.register(
             "policy_denials",
-            "Requests refused by policy: authz (inbound rules), edge_route (no route, route allow/deny), hygiene (malformed or over limits), by reason",
+            "Requests refused by policy: authz (inbound rules), edge_route (no route, route allow/deny), hygiene (malformed or over limits), cors (preflights refused), the edge's authentication and rate limits; by reason and edge route",
             denials.clone(),
         );
         let routes = Arc::new(OnceLock::new());
@@ -422,6 +468,25 @@ impl Metrics {
             "udp_flows_refused",
             "UDP datagrams dropped because no flow could be opened (flow cap reached, no endpoint, socket error)",
             udp_flows_refused.clone(),
+        );
+        let rate_limit = crate::policy::rate_limit::RateLimitMetrics {
+            denials: Family::default(),
+            redis: crate::policy::rate_limit::redis::RedisMetrics::default(),
+        };
+        registry.register(
+            "rate_limit_denials",
+            "Requests refused by edge rate limits, by route, limit and reason (rate_limited, rate_limit_unavailable)",
+            rate_limit.denials.clone(),
+        );
+        registry.register(
+            "rate_limit_redis_errors",
+            "Global rate-limit calls and connection attempts to Redis that failed",
+            rate_limit.redis.errors.clone(),
+        );
+        registry.register(
+            "rate_limit_redis_up",
+            "1 while the connection to edge.redis is established",
+            rate_limit.redis.up.clone(),
         );
         let access_log_dropped = Counter::default();
         registry.register(
@@ -460,8 +525,13 @@ impl Metrics {
             routes,
             edge_certs,
             denials,
+            rate_limit,
             no_upstream: Arc::from(NO_UPSTREAM),
             no_route: Arc::from(""),
+            consumers: ConsumerLabels {
+                seen: std::sync::RwLock::default(),
+                other: Arc::from(OTHER_CONSUMER),
+            },
             access_log: AccessLog::new(access_log_dropped),
             spans: SpanQueue::new(trace_counters),
             udp_flows,
@@ -497,6 +567,7 @@ impl Metrics {
             direction: direction.as_str(),
             upstream: upstream.unwrap_or(&self.no_upstream).clone(),
             route: route.unwrap_or(&self.no_route).clone(),
+            consumer: self.no_route.clone(),
             caller,
             status,
             grpc_status: None,
@@ -535,16 +606,50 @@ impl Metrics {
         self.count_request(&labels);
     }
 
-    /// Counts a request a policy refused (`policy`: `authz`, `edge_route`
-    /// or `hygiene`).
-    pub fn policy_denial(&self, direction: Direction, policy: &'static str, reason: &'static str) {
+    /// Counts a request a policy refused (`policy`: `authz`, `edge_route`,
+    /// `hygiene`, `cors`, …) under the edge route it matched, if any.
+    pub fn policy_denial(
+        &self,
+        direction: Direction,
+        route: Option<&Arc<str>>,
+        policy: &'static str,
+        reason: &'static str,
+    ) {
         self.denials
             .get_or_create(&DenialLabels {
                 direction: direction.as_str(),
+                route: route.unwrap_or(&self.no_route).clone(),
                 policy,
                 reason,
             })
             .inc();
+    }
+
+    /// The `consumer` label of `consumer`: its name while fewer than
+    /// [`MAX_CONSUMERS`] distinct names were seen since start, `other`
+    /// for names first seen after that.
+    pub fn consumer_label(&self, consumer: &Arc<str>) -> Arc<str> {
+        let labels = &self.consumers;
+        {
+            let seen = labels.seen.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(known) = seen.get(consumer) {
+                return known.clone();
+            }
+            if seen.len() >= MAX_CONSUMERS {
+                return labels.other.clone();
+            }
+        }
+        let mut seen = labels.seen.write().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_CONSUMERS && !seen.contains(consumer) {
+            return labels.other.clone();
+        }
+        seen.insert(consumer.clone());
+        consumer.clone()
+    }
+
+    /// The edge rate limits' counters and Redis health.
+    pub fn rate_limit(&self) -> crate::policy::rate_limit::RateLimitMetrics {
+        self.rate_limit.clone()
     }
 
     /// The edge listeners' certificate stores, for the expiry metric.
@@ -900,9 +1005,30 @@ mod tests {
     }
 
     #[test]
+    fn consumer_labels_are_capped() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_CONSUMERS {
+            let name: Arc<str> = Arc::from(format!("c{i}"));
+            assert_eq!(metrics.consumer_label(&name), name);
+        }
+        let late: Arc<str> = Arc::from("late");
+        assert_eq!(&*metrics.consumer_label(&late), OTHER_CONSUMER);
+        let first: Arc<str> = Arc::from("c0");
+        assert_eq!(metrics.consumer_label(&first), first, "known names stay");
+        let labels = metrics
+            .request_labels(Direction::Edge, None, None, Caller::Absent, 200)
+            .with_consumer(metrics.consumer_label(&first));
+        metrics.count_request(&labels);
+        assert!(metrics.encode().contains(
+            "mesh_requests_total{direction=\"edge\",upstream=\"none\",consumer=\"c0\",status=\"200\",status_class=\"2xx\"} 1"
+        ));
+    }
+
+    #[test]
     fn the_exposition_ends_once_after_the_process_metrics() {
         let metrics = Metrics::new();
-        metrics.policy_denial(Direction::Inbound, "authz", "forbidden");
+        metrics.policy_denial(Direction::Inbound, None, "authz", "forbidden");
+        metrics.policy_denial(Direction::Edge, Some(&Arc::from("shop")), "cors", "origin");
         let labels = metrics
             .request_labels(Direction::Outbound, None, None, Caller::Absent, 200)
             .with_grpc_status(99);
@@ -911,6 +1037,9 @@ mod tests {
         assert!(text.contains(
             "mesh_policy_denials_total{direction=\"inbound\",policy=\"authz\",reason=\"forbidden\"} 1"
         ));
+        assert!(text.contains(
+            "mesh_policy_denials_total{direction=\"edge\",route=\"shop\",policy=\"cors\",reason=\"origin\"} 1"
+        ), "{text}");
         assert!(text.contains(
             "mesh_requests_total{direction=\"outbound\",upstream=\"none\",status=\"200\",status_class=\"2xx\",grpc_status=\"2\"} 1"
         ), "{text}");

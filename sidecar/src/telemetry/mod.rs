@@ -136,8 +136,9 @@ impl RequestInfo {
         self.0.first_attempt.get().copied()
     }
 
-    /// Records that `policy` (`authz`, `edge_route`, `hygiene`) refused the
-    /// request for `reason`; counted on `mesh_policy_denials_total`.
+    /// Records that `policy` (`authz`, `edge_route`, `hygiene`, `cors`, …)
+    /// refused the request for `reason`; counted on
+    /// `mesh_policy_denials_total` with the edge route, if one matched.
     pub fn set_denied(&self, policy: &'static str, reason: &'static str) {
         let _ = self.0.denied.set((policy, reason));
     }
@@ -187,7 +188,7 @@ pub fn layer(
                 // Below the errors layer everything is a response; 500 is a backstop.
                 let status = result.as_ref().map_or(500, |r| r.status().as_u16());
                 let elapsed = start.elapsed();
-                let labels = metrics.request_labels(
+                let mut labels = metrics.request_labels(
                     direction,
                     info.upstream(),
                     info.route(),
@@ -195,8 +196,11 @@ pub fn layer(
                     status,
                 );
                 metrics.observe_duration(&labels, elapsed);
+                if let (Direction::Edge, Some(consumer)) = (direction, info.consumer()) {
+                    labels = labels.with_consumer(metrics.consumer_label(consumer));
+                }
                 if let Some((policy, reason)) = info.denied() {
-                    metrics.policy_denial(direction, policy, reason);
+                    metrics.policy_denial(direction, info.route(), policy, reason);
                 }
                 let result = match result {
                     Ok(response) => Ok(count(response, labels, &metrics)),
@@ -370,6 +374,7 @@ mod tests {
                 let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
                 info.set_route(Arc::from("checkout"));
                 info.set_upstream(Arc::from("orders"));
+                info.set_consumer(Arc::from("acme"));
                 info.record_attempt(endpoint);
                 let received = req.into_body().collect().await.unwrap().to_bytes();
                 assert_eq!(received.len(), 5);
@@ -410,7 +415,7 @@ mod tests {
         let metrics = metrics.encode();
         assert!(
             metrics.contains(
-                "mesh_requests_total{direction=\"edge\",upstream=\"orders\",route=\"checkout\",status=\"200\",status_class=\"2xx\"} 1"
+                "mesh_requests_total{direction=\"edge\",upstream=\"orders\",route=\"checkout\",consumer=\"acme\",status=\"200\",status_class=\"2xx\"} 1"
             ),
             "{metrics}"
         );

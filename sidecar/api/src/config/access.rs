@@ -41,7 +41,7 @@ pub struct Jwt {
     /// HS256 (`none` never); a key is used only with its own algorithm family.
     #[serde(default = "default_jwt_algorithms")]
     pub algorithms: Vec<String>,
-    /// Clock skew allowed on `exp` / `nbf` / `iat`.
+    /// Clock skew allowed on `exp` / `nbf` / `iat` (at most `10m`).
     #[serde(default = "default_leeway")]
     pub leeway: String,
     /// Where the token is read, in order: `header:authorization` (Bearer),
@@ -57,7 +57,11 @@ pub struct Jwt {
     pub consumer_claim: String,
 }
 
-/// A JWKS: a file (reloaded when it changes) or a URL (cached).
+/// Where the keys come from: exactly one of a JWKS file (re-read when it
+/// changes), a JWKS URL (cached) or an HS256 `secret`. Keys with `use: enc`,
+/// of another type or curve than RSA, EC P-256 / P-384, OKP Ed25519 and
+/// oct, or for an unknown `alg` are skipped; a key with an `alg` verifies
+/// only that algorithm.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Jwks {
@@ -74,7 +78,8 @@ pub struct Jwks {
     /// Fewest time between two refreshes caused by unknown `kid`s.
     #[serde(default = "default_jwks_min_refresh")]
     pub min_refresh: String,
-    /// A shared secret for HS256, base64url (`secret:` is an alternative to a JWKS with `kty: oct`).
+    /// A shared secret for HS256, base64url, at least 32 bytes (`secret:` is
+    /// an alternative to a JWKS with `kty: oct`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
@@ -108,6 +113,16 @@ pub struct ApiKey {
     pub sha256: String,
 }
 
+impl ApiKey {
+    /// Parses an API-key file: a YAML list of `{consumer, sha256}`.
+    pub fn parse_file(text: &str) -> Result<Vec<ApiKey>, String> {
+        if text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        serde_norway::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
 /// Token introspection (RFC 7662).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,13 +132,14 @@ pub struct Introspection {
     /// Client credentials (HTTP Basic), if the endpoint wants them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// Client secret.
+    /// Client secret (with `client_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
     /// Where the token is read (as for `jwt.from`).
     #[serde(default = "default_jwt_from")]
     pub from: Vec<String>,
-    /// Longest an answer is cached (never past the token's `exp`).
+    /// Longest an answer is cached (never past the token's `exp`; an
+    /// inactive answer: at most 5 s), keyed by the token's SHA-256.
     #[serde(default = "default_introspection_cache")]
     pub cache: String,
     /// Per call.
@@ -137,8 +153,11 @@ pub struct Introspection {
     pub consumer_claim: String,
 }
 
-/// An external authorization service: it gets the request's method, path
-/// and headers and answers allow (2xx, headers to add) or deny.
+/// An external authorization service: it gets the request's method, path,
+/// query, headers and client address as JSON (never the body) and answers
+/// 2xx to allow (an optional JSON body `{"allow", "headers", "consumer"}`
+/// adds headers upstream and names the consumer; `"allow": false` denies),
+/// 401 (unauthenticated) or 403 / another 4xx (denied).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExternalAuthz {
@@ -147,10 +166,12 @@ pub struct ExternalAuthz {
     /// Per call.
     #[serde(default = "default_authz_timeout")]
     pub timeout: String,
-    /// Request headers sent to it (lower case); empty: all but the body's.
+    /// Request headers sent to it (lower case); empty: all but the body's
+    /// (`content-length`, `transfer-encoding`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
-    /// When it cannot be reached: `deny` (503) or `allow`.
+    /// When it cannot be reached, times out or answers 5xx: `deny` (503)
+    /// or `allow` (admitted with no added headers).
     #[serde(default)]
     pub on_error: OnError,
 }
@@ -171,19 +192,25 @@ pub enum OnError {
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// What a bucket is per: any of `consumer`, `client_ip`, `route`,
-    /// `claim:<name>`, `header:<name>`; empty: one bucket for everyone.
+    /// `claim:<name>`, `header:<name>`; empty: one bucket for everyone. A
+    /// part the request lacks counts as empty (such requests share a bucket).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key: Vec<String>,
-    /// `100/s`, `1000/min`, `50000/day`, `1000000/month`.
+    /// `100/s`, `1000/min`, `50000/day`, `1000000/month` (a month is 30
+    /// days); a window of several units: `100/10s`, `5/15min`. Local
+    /// limits spread it (GCRA: one request every period / N); global ones
+    /// allow N per window, the window starting at a key's first request.
     pub rate: String,
     /// Requests allowed at once above the steady rate (default: none
-    /// beyond one request's worth).
+    /// beyond one request's worth). For a global limit: the burst of its
+    /// local fallback (default N - 1, the whole window at once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
     /// `local` (this process) or `global` (shared through `edge.redis`).
     #[serde(default)]
     pub scope: LimitScope,
-    /// `reject` (429) or `throttle` (delay within `max_delay`, queue bound).
+    /// `reject` (429) or `throttle` (delay within `max_delay`, queue bound;
+    /// local limits only).
     #[serde(default)]
     pub mode: LimitMode,
     /// Throttle: longest delay a request may get; beyond it, 429.
