@@ -11,7 +11,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use mesh_api::config::ApiKey;
-use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::commands::Report;
 
@@ -20,12 +19,10 @@ pub fn create(consumer: &str, name: Option<&str>) -> Report {
     if consumer.is_empty() || consumer.chars().any(char::is_control) {
         return failed(format!("invalid consumer {consumer:?}"));
     }
-    let mut key = [0u8; 32];
-    if SystemRandom::new().fill(&mut key).is_err() {
+    let Some(key) = mesh_api::apikey::generate() else {
         return failed("the system's random source failed".into());
-    }
-    let key = base64url(&key);
-    let entry = entry_line(consumer, &sha256_hex(key.as_bytes()));
+    };
+    let entry = entry_line(consumer, &mesh_api::apikey::digest(&key));
     let target = match name {
         Some(name) => format!("edge.auth.api_keys.{name}.keys"),
         None => "the `keys:` of an edge.auth.api_keys entry".into(),
@@ -138,32 +135,6 @@ fn entry_line(consumer: &str, sha256: &str) -> String {
     format!("- {{ consumer: {consumer}, sha256: {sha256} }}")
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .fold(String::with_capacity(64), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-/// Unpadded base64url.
-fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
-}
-
 fn failed(problem: String) -> Report {
     Report {
         stdout: String::new(),
@@ -189,7 +160,7 @@ mod tests {
         let entry = report.stdout.lines().last().unwrap();
         let parsed = ApiKey::parse_file(entry).unwrap();
         assert_eq!(parsed[0].consumer, "acme");
-        assert_eq!(parsed[0].sha256, sha256_hex(key.as_bytes()));
+        assert_eq!(parsed[0].sha256, mesh_api::apikey::digest(key));
         assert!(report.stdout.contains("edge.auth.api_keys.partners.keys"));
         assert_ne!(create("acme", None).stdout, report.stdout);
     }
@@ -222,6 +193,5 @@ mod tests {
         let report = revoke("other", &config);
         assert!(report.problems.is_empty());
         assert!(report.stdout.contains("edge.yaml:6:"), "{}", report.stdout);
-        assert_eq!(base64url(b"hi?"), "aGk_");
     }
 }

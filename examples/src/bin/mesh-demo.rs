@@ -187,12 +187,13 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         make_certs(&mesh, &dir)?;
     }
     make_public_cert(&dir)?;
+    let partner_key = make_partner_key(&dir)?;
     let mut children = Children::default();
     let outcome = async {
         let started = start(&mesh, &bin_dir, &dir, args.log_format, &mut children).await?;
         let edge = start_proxy(
             "edge",
-            &edge_config(&ports, mtls),
+            &edge_config(&ports, mtls, &mesh_api::apikey::digest(&partner_key)),
             &bin_dir,
             &dir,
             args.log_format,
@@ -385,6 +386,16 @@ fn make_public_cert(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fresh API key for the demo partner, in `DIR/partner-api-key` (the
+/// edge config holds only its digest).
+fn make_partner_key(dir: &Path) -> anyhow::Result<String> {
+    let key = mesh_api::apikey::generate().context("the system's random source failed")?;
+    let path = dir.join("partner-api-key");
+    std::fs::write(&path, format!("{key}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(key)
+}
+
 /// Starts every app, then every sidecar (a sidecar's config needs its app's
 /// port), each once the previous one said it is up.
 async fn start(
@@ -463,7 +474,7 @@ async fn start_proxy(
 /// The edge's generated config: HTTPS by SNI with the demo public
 /// certificate, a redirect listener, routes to web and chat (over mutual
 /// TLS with `mtls`), an access log.
-fn edge_config(ports: &Ports, mtls: bool) -> String {
+fn edge_config(ports: &Ports, mtls: bool, partner_key_digest: &str) -> String {
     let mut yaml = format!(
         "# The edge of mesh-demo (the public gateway), written at every start. Edit it
 # while the demo runs: it reloads within a second; see edge.log.
@@ -516,9 +527,25 @@ identity:
     - name: chat
       match: {{ host: {CHAT_PUBLIC_HOST} }}
       to: chat
+    # API key + rate limit: /partner is web's /headers for the demo partner
+    # (its key is in partner-api-key), 5 requests a second, burst 5
+    - name: partner
+      match: {{ host: {API_HOST}, path: /partner }}
+      auth: [partners]
+      rate_limit: [per_partner]
+      rewrite: {{ path: /headers }}
+      cors: {{ origins: [\"https://app.demo.test\"] }}
+      to: web
     - name: home
       match: {{ path: / }}
       redirect: {{ path: /api/headers, status: 302 }}
+  auth:
+    api_keys:
+      partners:
+        from: header:x-api-key
+        keys: [{{ consumer: demo-partner, sha256: {partner_key_digest} }}]
+  rate_limits:
+    per_partner: {{ key: [consumer], rate: 5/s, burst: 5 }}
   upstreams:
     web: {{ discovery: {{ endpoints: [{web}] }} }}
     chat: {{ discovery: {{ endpoints: [{chat}] }} }}
@@ -710,6 +737,8 @@ Through the edge (the public gateway), over HTTPS:
   curl -s {resolve} https://{API_HOST}:{port}/api/headers
   # no route: 404 with x-mesh-error: no_route
   curl -si {resolve} https://{API_HOST}:{port}/nothing
+  # an API key (the demo partner's, in {dir}/partner-api-key), 5 requests/s
+  curl -s {resolve} -H \"x-api-key: $(cat {dir}/partner-api-key)\" https://{API_HOST}:{port}/partner
   # plain HTTP is redirected to HTTPS
   curl -si http://{http}/api/headers
   # one JSON line per request
@@ -852,6 +881,10 @@ async fn check(mesh: &[Service], ports: &Ports, dir: &Path, mtls: bool) -> bool 
         bounded(edge_order_three(ports, dir)).await,
     );
     report(
+        format!("edge API key, GET https://{API_HOST}/partner"),
+        bounded(edge_partner(ports, dir)).await,
+    );
+    report(
         format!("edge, no route for GET https://{API_HOST}/nothing/here"),
         bounded(edge_no_route(ports, dir)).await,
     );
@@ -964,7 +997,7 @@ async fn http_get(url: &str, proxy: Option<SocketAddr>) -> anyhow::Result<(Statu
             .parse()
             .context("request path")?,
     };
-    let (status, _headers, body) = send_get(stream, target, authority.as_str()).await?;
+    let (status, _headers, body) = send_get(stream, target, authority.as_str(), &[]).await?;
     Ok((status, body))
 }
 
@@ -975,6 +1008,7 @@ async fn https_get(
     host: &str,
     path: &str,
     ca: &Path,
+    headers: &[(&str, &str)],
 ) -> anyhow::Result<(StatusCode, hyper::HeaderMap, Bytes)> {
     use rustls::pki_types::pem::PemObject as _;
     use rustls::pki_types::{CertificateDer, ServerName};
@@ -1001,14 +1035,15 @@ async fn https_get(
         .connect(name, stream)
         .await
         .context("TLS handshake")?;
-    send_get(tls, path.parse().context("request path")?, host).await
+    send_get(tls, path.parse().context("request path")?, host, headers).await
 }
 
-/// Sends one HTTP/1.1 GET of `target` with `Host: host` over `io`.
+/// Sends one HTTP/1.1 GET of `target` with `Host: host` and `headers` over `io`.
 async fn send_get<I>(
     io: I,
     target: Uri,
     host: &str,
+    headers: &[(&str, &str)],
 ) -> anyhow::Result<(StatusCode, hyper::HeaderMap, Bytes)>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
@@ -1022,8 +1057,11 @@ where
             tracing::debug!(%error, "check connection failed");
         }
     });
-    let request = Request::get(target)
-        .header(HOST, host)
+    let mut request = Request::get(target).header(HOST, host);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(Empty::<Bytes>::new())
         .context("building the request")?;
     let response = sender
@@ -1045,7 +1083,8 @@ where
 /// took edge → web sidecar → web → orders sidecar → orders.
 async fn edge_order_three(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
     let ca = dir.join("certs/public-ca/bundle.pem");
-    let (status, _, body) = https_get(ports.edge_https, API_HOST, "/api/orders/3", &ca).await?;
+    let (status, _, body) =
+        https_get(ports.edge_https, API_HOST, "/api/orders/3", &ca, &[]).await?;
     if status != StatusCode::OK {
         bail!("expected 200, got {status} {}", one_line(&body));
     }
@@ -1057,10 +1096,49 @@ async fn edge_order_three(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
     Ok(format!("200 {order}"))
 }
 
+/// /partner through the edge: 401 without the demo partner's API key, 200
+/// with it, the consumer's name reaching web.
+async fn edge_partner(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
+    let ca = dir.join("certs/public-ca/bundle.pem");
+    let key_file = dir.join("partner-api-key");
+    let key = std::fs::read_to_string(&key_file)
+        .with_context(|| format!("reading {}", key_file.display()))?;
+    let (status, headers, _) = https_get(ports.edge_https, API_HOST, "/partner", &ca, &[]).await?;
+    let reason = headers
+        .get("x-mesh-error")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if status != StatusCode::UNAUTHORIZED || reason != "unauthenticated" {
+        bail!("without a key: expected 401 unauthenticated, got {status} {reason:?}");
+    }
+    let with_key = [("x-api-key", key.trim())];
+    let (status, _, body) =
+        https_get(ports.edge_https, API_HOST, "/partner", &ca, &with_key).await?;
+    if status != StatusCode::OK {
+        bail!(
+            "with the key: expected 200, got {status} {}",
+            one_line(&body)
+        );
+    }
+    let seen: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("not JSON: {}", one_line(&body)))?;
+    let consumer = seen["x-consumer"].as_str().unwrap_or("");
+    if consumer != "demo-partner" {
+        bail!(
+            "web should see x-consumer: demo-partner, saw {}",
+            one_line(&body)
+        );
+    }
+    Ok(format!(
+        "401 without the key, 200 with it (web sees x-consumer: {consumer})"
+    ))
+}
+
 /// A path no edge route matches: 404 with `x-mesh-error: no_route`.
 async fn edge_no_route(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
     let ca = dir.join("certs/public-ca/bundle.pem");
-    let (status, headers, _) = https_get(ports.edge_https, API_HOST, "/nothing/here", &ca).await?;
+    let (status, headers, _) =
+        https_get(ports.edge_https, API_HOST, "/nothing/here", &ca, &[]).await?;
     let reason = headers
         .get("x-mesh-error")
         .and_then(|v| v.to_str().ok())
@@ -1076,7 +1154,7 @@ async fn edge_redirect(ports: &Ports) -> anyhow::Result<String> {
     let stream = TcpStream::connect(ports.edge_http)
         .await
         .with_context(|| format!("connecting to {}", ports.edge_http))?;
-    let (status, headers, _) = send_get(stream, "/api/headers?x=1".parse()?, API_HOST).await?;
+    let (status, headers, _) = send_get(stream, "/api/headers?x=1".parse()?, API_HOST, &[]).await?;
     let location = headers
         .get(hyper::header::LOCATION)
         .and_then(|v| v.to_str().ok())
@@ -1210,7 +1288,7 @@ mod tests {
                 let authz = config.inbound.and_then(|inbound| inbound.authz);
                 assert_eq!(authz.is_some(), mtls && service.name != "web", "{yaml}");
             }
-            let yaml = edge_config(&ports, mtls);
+            let yaml = edge_config(&ports, mtls, &mesh_api::apikey::digest("key"));
             let (config, _) = mesh_api::config::load(&yaml)
                 .unwrap_or_else(|errors| panic!("{errors:?} in\n{yaml}"));
             assert_eq!(config.mode, mesh_api::config::Mode::Edge);

@@ -7,10 +7,14 @@
 //! - [`ca`]: the mesh CA (root, intermediate) and workload certificates with
 //!   SPIFFE IDs, as `mesh-ctl ca` makes them; SPIFFE ID parsing.
 //! - [`prom`]: the Prometheus text exposition, parsed back.
+//! - [`apikey`]: edge API keys and the digests the config stores.
 //! - [`golden`]: golden signals and the service graph from request
 //!   metrics, and the dashboard page, for the admin API and `mesh-ctl`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod admin;
+pub mod apikey;
 pub mod ca;
 pub mod config;
 pub mod golden;
