@@ -79,6 +79,7 @@ edge:
       ldap:
         url: http://{servers}/authorize
         headers: [x-user, authorization]
+        sets: [x-auth-user, x-auth-groups]
       ldap-down:
         url: http://127.0.0.1:{down}/authorize
         timeout: 500ms
@@ -86,6 +87,7 @@ edge:
         url: http://127.0.0.1:{down}/authorize
         timeout: 500ms
         on_error: allow
+        sets: [x-auth-user]
   routes:
     - name: corp
       match: {{ host: corp.test }}
@@ -356,8 +358,14 @@ fn external_authorizer_down_follows_on_error() {
     let closed = get(&edge, "ldap-down.test", "/headers", &["x-user: alice"]);
     assert_eq!(closed.status, 503, "{}", closed.body);
 
-    // on_error: allow: admitted, with no principal headers.
-    let open = get(&edge, "open.test", "/headers", &["x-user: alice"]);
+    // on_error: allow: admitted, with no principal headers, and never the
+    // client's own copy of a header the authorizer sets.
+    let open = get(
+        &edge,
+        "open.test",
+        "/headers",
+        &["x-user: alice", "x-auth-user: mallory"],
+    );
     let seen = open.seen();
     assert!(seen.get("x-auth-user").is_none(), "{seen}");
 }

@@ -174,6 +174,11 @@ pub struct ExternalAuthz {
     /// or `allow` (admitted with no added headers).
     #[serde(default)]
     pub on_error: OnError,
+    /// Headers it may add upstream (lower case). A client's own copies of
+    /// them are always removed, whatever the answer; headers it answers
+    /// that are not listed are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<String>,
 }
 
 /// What to do when a dependency (authorizer, Redis) cannot be reached.

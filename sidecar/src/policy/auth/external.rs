@@ -22,7 +22,9 @@
 //! - **2xx**: allowed, unless the body is a JSON object with
 //!   `"allow": false` (then denied as for 403). An optional JSON body
 //!   `{ "allow": true, "headers": { "x-user": "alice" }, "consumer": "alice" }`
-//!   adds `headers` to the request sent upstream and names the consumer
+//!   adds `headers` to the request sent upstream — only those declared in
+//!   `sets:`, whose client-sent copies are always removed, so a caller can
+//!   never pass one off as the authorizer's — and names the consumer
 //!   (rate-limit key, access log).
 //! - **401**: the caller is not authenticated (401 `unauthenticated`).
 //! - **403** or any other 4xx: denied (403 `forbidden`).
@@ -344,6 +346,8 @@ pub struct ExternalSettings {
     pub headers: Vec<HeaderName>,
     /// Admit when the service cannot be asked.
     pub allow_on_error: bool,
+    /// Headers it may add upstream; the client's copies are always removed.
+    pub sets: Vec<HeaderName>,
 }
 
 /// Validates `edge.auth.external.<name>` at `at`.
@@ -364,12 +368,25 @@ pub(crate) fn validate(
             ),
         }
     }
+    let mut sets = Vec::new();
+    for (i, name) in raw.sets.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) if header.as_str() == name && !PROTECTED.contains(&header) => {
+                sets.push(header)
+            }
+            _ => errors.push(
+                &format!("{at}.sets[{i}]"),
+                format!("invalid header name {name:?} (lower case, not a framing header)"),
+            ),
+        }
+    }
     ExternalSettings {
         name: name_of(at),
         url,
         timeout,
         headers,
         allow_on_error: raw.on_error == raw::OnError::Allow,
+        sets,
     }
 }
 
@@ -410,6 +427,11 @@ struct Decision {
 }
 
 impl External {
+    /// Headers it may set upstream (`sets`): a caller's own copies are removed.
+    pub fn owned_headers(&self) -> &[HeaderName] {
+        &self.0.settings.sets
+    }
+
     /// The authorizer of `settings`.
     pub fn new(settings: &ExternalSettings) -> Self {
         Self(Box::new(State {
@@ -480,7 +502,9 @@ impl State {
                 HeaderValue::from_str(&value),
             );
             match parsed {
-                (Ok(name), Ok(value)) if !PROTECTED.contains(&name) => headers.push((name, value)),
+                (Ok(name), Ok(value)) if self.settings.sets.contains(&name) => {
+                    headers.push((name, value))
+                }
                 _ => {
                     debug!(authorizer = %self.settings.name, header = %name, "authorizer header left out")
                 }

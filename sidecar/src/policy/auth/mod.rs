@@ -170,7 +170,7 @@ impl Authenticator {
             Authenticator::Jwt(a) => a.owned_headers(),
             Authenticator::ApiKeys(a) => a.owned_headers(),
             Authenticator::Introspection(a) => a.owned_headers(),
-            Authenticator::External(_) => &[],
+            Authenticator::External(a) => a.owned_headers(),
         }
     }
 
