@@ -112,7 +112,9 @@ async fn forward(
         Err(err) => {
             let unsent = err.downcast_ref::<crate::connect::Unsent>();
             // The proxy's own connection limits say nothing about the endpoint.
-            if !unsent.is_some_and(crate::connect::Unsent::overflowed) {
+            if unsent.is_some_and(crate::connect::Unsent::overflowed) {
+                metrics.resilience(target.cluster.name(), "pool_overflow");
+            } else {
                 // A failing endpoint answers fast: it must not look fast to the balancer.
                 endpoint.observe(FAILURE_PENALTY);
                 let outcome = if unsent.is_some() {

@@ -379,6 +379,11 @@ fn the_connection_limit_fails_fast_without_blaming_the_endpoint() {
         sidecar.metric("mesh_upstream_connections_total{upstream=\"web\"}"),
         2.0
     );
+    assert_eq!(
+        sidecar.metric("mesh_resilience_total{upstream=\"web\",decision=\"pool_overflow\"}"),
+        6.0,
+        "each request shed by the pool is counted"
+    );
 }
 
 #[test]
