@@ -47,6 +47,11 @@ impl Cidr {
         }
     }
 
+    /// An IPv6 network (else IPv4).
+    pub fn is_ipv6(&self) -> bool {
+        self.addr.is_ipv6()
+    }
+
     /// Whether any of `list` contains `ip`.
     pub fn any_contains(list: &[Cidr], ip: IpAddr) -> bool {
         list.iter().any(|cidr| cidr.contains(ip))

@@ -16,7 +16,6 @@
 //! Errors: [`IptablesError`].
 
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::process::Command;
 
 use crate::config::Settings;
@@ -162,9 +161,9 @@ pub fn plan(settings: &Settings) -> Result<Plan, IptablesError> {
                 for p in &rules.exclude_outbound_ports {
                     list.push(return_port(*p));
                 }
-                for (addr, prefix) in &rules.exclude_outbound_cidrs {
-                    if matches!(addr, IpAddr::V6(_)) == v6 {
-                        list.push(args(&["-d", &format!("{addr}/{prefix}"), "-j", "RETURN"]));
+                for cidr in &rules.exclude_outbound_cidrs {
+                    if cidr.is_ipv6() == v6 {
+                        list.push(args(&["-d", &cidr.to_string(), "-j", "RETURN"]));
                     }
                 }
                 list.push(args(&[

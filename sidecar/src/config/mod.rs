@@ -78,7 +78,7 @@ pub struct InterceptionSettings {
     /// Outbound destination ports never redirected.
     pub exclude_outbound_ports: Vec<u16>,
     /// Outbound destination networks never redirected: (address, prefix length).
-    pub exclude_outbound_cidrs: Vec<(std::net::IpAddr, u8)>,
+    pub exclude_outbound_cidrs: Vec<crate::cidr::Cidr>,
     /// Also write ip6tables rules.
     pub ipv6: bool,
 }
@@ -1219,16 +1219,11 @@ fn validate_interception(errors: &mut Errors<'_>, raw: &raw::Interception) -> In
             errors.push(&format!("interception.{field}"), "port 0 is not a port");
         }
     }
-    let mut cidrs = Vec::new();
-    for (i, text) in raw.exclude_outbound_cidrs.iter().enumerate() {
-        match parse_cidr(text) {
-            Some(cidr) => cidrs.push(cidr),
-            None => errors.push(
-                &format!("interception.exclude_outbound_cidrs[{i}]"),
-                format!("invalid network {text:?} (expected address/prefix, e.g. 10.0.0.0/8)"),
-            ),
-        }
-    }
+    let cidrs = edge::cidrs(
+        errors,
+        "interception.exclude_outbound_cidrs",
+        &raw.exclude_outbound_cidrs,
+    );
     InterceptionSettings {
         proxy_uid: raw.proxy_uid,
         proxy_gid: raw.proxy_gid,
@@ -1238,23 +1233,6 @@ fn validate_interception(errors: &mut Errors<'_>, raw: &raw::Interception) -> In
         exclude_outbound_cidrs: cidrs,
         ipv6: raw.ipv6,
     }
-}
-
-/// `10.0.0.0/8`, `fd00::/8`, or a bare address (a host route).
-fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (addr, prefix) = match text.split_once('/') {
-        Some((addr, prefix)) => (addr.parse().ok()?, prefix.parse().ok()?),
-        None => {
-            let addr: std::net::IpAddr = text.parse().ok()?;
-            (addr, if addr.is_ipv4() { 32 } else { 128 })
-        }
-    };
-    let max = if std::net::IpAddr::is_ipv4(&addr) {
-        32
-    } else {
-        128
-    };
-    (prefix <= max).then_some((addr, prefix))
 }
 
 fn valid_name(name: &str) -> bool {
