@@ -107,8 +107,11 @@ impl TapFilter {
         };
         let authority_matches = self.authority.as_deref().is_none_or(|want| {
             event.authority.as_deref().is_some_and(|have| {
-                let have = have.to_ascii_lowercase();
-                have == want || have.split(':').next() == Some(want)
+                have.eq_ignore_ascii_case(want)
+                    || have
+                        .split(':')
+                        .next()
+                        .is_some_and(|host| host.eq_ignore_ascii_case(want))
             })
         });
         authority_matches

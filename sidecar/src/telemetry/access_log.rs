@@ -436,7 +436,6 @@ impl Request {
         let conn = req.extensions().get::<ConnInfo>();
         let headers = req.headers();
         let uri = req.uri();
-        let tls = conn.is_some_and(|c| c.tls);
         let entry = Entry {
             time: Some(SystemTime::now()),
             kind: "http",
@@ -447,12 +446,7 @@ impl Request {
             client: conn.and_then(|c| c.peer).map(|p| p.ip().to_canonical()),
             peer_identity: conn.and_then(|c| c.peer_identity.clone()),
             method: Some(req.method().clone()),
-            scheme: Some(match uri.scheme_str() {
-                Some("https") => "https",
-                Some(_) => "http",
-                None if tls => "https",
-                None => "http",
-            }),
+            scheme: Some(super::scheme(uri, conn)),
             authority: uri
                 .authority()
                 .map(|a| a.as_str())

@@ -310,7 +310,7 @@ impl Client {
         .map_err(ExportError::Http)?;
         let status = response.status();
         let grpc = endpoint.protocol == OtlpProtocol::Grpc;
-        let headers_status = grpc_status(response.headers());
+        let headers_status = super::grpc_status(response.headers());
         let collected = Limited::new(response.into_body(), MAX_RESPONSE)
             .collect()
             .await
@@ -319,22 +319,14 @@ impl Client {
             return Err(ExportError::Status(status));
         }
         if grpc {
-            let code = headers_status
-                .or_else(|| collected.trailers().and_then(grpc_status))
-                .unwrap_or_else(|| "missing".to_string());
-            if code != "0" {
-                return Err(ExportError::Grpc(code));
+            match headers_status.or_else(|| collected.trailers().and_then(super::grpc_status)) {
+                Some(0) => {}
+                Some(code) => return Err(ExportError::Grpc(code.to_string())),
+                None => return Err(ExportError::Grpc("missing".to_string())),
             }
         }
         Ok(())
     }
-}
-
-fn grpc_status(headers: &http::HeaderMap) -> Option<String> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
 }
 
 /// The export request: a gRPC unary call or an OTLP/HTTP `POST`.

@@ -592,20 +592,6 @@ impl Metrics {
         self.requests.get_or_create(labels).inc();
     }
 
-    /// One finished request: its duration and its count.
-    pub fn record_request(
-        &self,
-        direction: Direction,
-        upstream: Option<&Arc<str>>,
-        route: Option<&Arc<str>>,
-        status: u16,
-        elapsed: Duration,
-    ) {
-        let labels = self.request_labels(direction, upstream, route, Caller::Absent, status);
-        self.observe_duration(&labels, elapsed);
-        self.count_request(&labels);
-    }
-
     /// Counts a request a policy refused (`policy`: `authz`, `edge_route`,
     /// `hygiene`, `cors`, …) under the edge route it matched, if any.
     pub fn policy_denial(

@@ -223,6 +223,16 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The request's scheme: the URI's, else `https` over TLS, else `http`.
+fn scheme(uri: &http::Uri, conn: Option<&crate::http::ConnInfo>) -> &'static str {
+    match uri.scheme_str() {
+        Some("https") => "https",
+        Some(_) => "http",
+        None if conn.is_some_and(|c| c.tls) => "https",
+        None => "http",
+    }
+}
+
 /// Counts a response now, or, for a gRPC response whose head has no
 /// `grpc-status`, when its trailers arrive or its body ends.
 fn count(

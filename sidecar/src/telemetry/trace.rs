@@ -321,13 +321,7 @@ impl Recording {
         let headers = req.headers();
         let conn = req.extensions().get::<ConnInfo>();
         let uri = req.uri();
-        let tls = conn.is_some_and(|c| c.tls);
-        let scheme = match uri.scheme_str() {
-            Some("https") => "https",
-            Some(_) => "http",
-            None if tls => "https",
-            None => "http",
-        };
+        let scheme = super::scheme(uri, conn);
         let mut attributes = Vec::with_capacity(24);
         attributes.push(KeyValue::string("mesh.direction", direction.as_str()));
         attributes.push(KeyValue::string(
@@ -462,10 +456,7 @@ impl Recording {
     /// `grpc-status` and `x-mesh-error` from response headers or trailers.
     pub fn note(&mut self, headers: &HeaderMap) {
         if self.rpc.is_some() {
-            if let Some(code) = headers
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok()?.parse().ok())
-            {
+            if let Some(code) = super::grpc_status(headers) {
                 self.grpc_status = Some(code);
             }
         }
