@@ -322,8 +322,11 @@ impl CorsSettings {
         let Ok(origin) = Origin::parse(text) else {
             return false;
         };
-        if self.exact.iter().any(|o| *o == origin.normalized()) {
-            return true;
+        if !self.exact.is_empty() {
+            let normalized = origin.normalized();
+            if self.exact.contains(&normalized) {
+                return true;
+            }
         }
         self.wildcard.iter().any(|w| {
             w.scheme == origin.scheme

@@ -23,6 +23,7 @@
 //! [`RequestInfo`]. Errors: none of its own; failures below are answered
 //! here (through `errors::response`) so the request ID reaches every answer.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -214,13 +215,12 @@ fn set_forwarded_for(
 ) {
     let value = match (peer, client) {
         (Some(peer), _) if peer_trusted => {
-            let mut chain = list_items(headers, &X_FORWARDED_FOR)
-                .collect::<Vec<_>>()
-                .join(", ");
-            if !chain.is_empty() {
+            let mut chain = String::with_capacity(64);
+            for item in list_items(headers, &X_FORWARDED_FOR) {
+                chain.push_str(item);
                 chain.push_str(", ");
             }
-            chain.push_str(&peer.to_string());
+            _ = write!(chain, "{peer}");
             chain
         }
         (_, Some(client)) => client.to_string(),
@@ -251,8 +251,9 @@ fn set_forwarded(
         }
     }
     match peer {
-        Some(IpAddr::V4(ip)) => value.push_str(&format!("for={ip}")),
-        Some(IpAddr::V6(ip)) => value.push_str(&format!("for=\"[{ip}]\"")),
+        // Writing to a String cannot fail.
+        Some(IpAddr::V4(ip)) => _ = write!(value, "for={ip}"),
+        Some(IpAddr::V6(ip)) => _ = write!(value, "for=\"[{ip}]\""),
         None => value.push_str("for=unknown"),
     }
     value.push_str(";proto=");

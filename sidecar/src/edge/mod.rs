@@ -12,4 +12,4 @@ pub mod rewrite;
 mod route;
 
 pub use front::{front_layer, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
-pub use route::{dispatch_layer, route_layer, EdgeError, EdgeRoutes, MatchedRoute};
+pub use route::{admits, dispatch_layer, route_layer, EdgeError, EdgeRoutes, MatchedRoute};

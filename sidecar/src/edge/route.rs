@@ -271,8 +271,7 @@ fn route(table: &Arc<RouteTable>, req: &mut Request<Body>) -> Result<Step, Refus
     }
     if !route.allow.is_empty() || !route.deny.is_empty() {
         let admitted = client_ip(req).map_or(route.allow.is_empty(), |ip| {
-            (route.allow.is_empty() || Cidr::any_contains(&route.allow, ip))
-                && !Cidr::any_contains(&route.deny, ip)
+            admits(&route.allow, &route.deny, ip)
         });
         if !admitted {
             return Err(Refusal {
@@ -370,6 +369,12 @@ fn preflight_method(req: &Request<Body>) -> Option<http::Method> {
     req.headers()
         .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
         .and_then(|v| http::Method::from_bytes(v.as_bytes()).ok())
+}
+
+/// Whether `ip` passes an `allow` list (empty: everyone) and a `deny` list;
+/// the edge routes and the edge listeners share it.
+pub fn admits(allow: &[Cidr], deny: &[Cidr], ip: IpAddr) -> bool {
+    (allow.is_empty() || Cidr::any_contains(allow, ip)) && !Cidr::any_contains(deny, ip)
 }
 
 /// The client's address: the front layer's, else the connection's peer.

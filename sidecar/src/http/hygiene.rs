@@ -298,16 +298,18 @@ fn same_authority(host: &HeaderValue, authority: &Authority, uri: &Uri) -> bool 
         Some("http") => b":80",
         _ => b"",
     };
-    let bare = |a: &'_ [u8]| -> Vec<u8> {
-        let a = a.trim_ascii();
-        let a = if default_port.is_empty() {
-            a
-        } else {
-            a.strip_suffix(default_port).unwrap_or(a)
-        };
-        a.to_ascii_lowercase()
-    };
-    bare(host.as_bytes()) == bare(authority.as_str().as_bytes())
+    let host = without_default_port(host.as_bytes(), default_port);
+    let authority = without_default_port(authority.as_str().as_bytes(), default_port);
+    host.eq_ignore_ascii_case(authority)
+}
+
+/// `authority` trimmed, without a trailing `default_port` (`:443`, or empty).
+fn without_default_port<'a>(authority: &'a [u8], default_port: &[u8]) -> &'a [u8] {
+    let authority = authority.trim_ascii();
+    if default_port.is_empty() {
+        return authority;
+    }
+    authority.strip_suffix(default_port).unwrap_or(authority)
 }
 
 /// CR, LF and NUL never belong in a header value (RFC 9110 §5.5).

@@ -32,7 +32,6 @@ use tracing::{debug, Instrument};
 
 use super::proxy_protocol::{self, Header};
 use super::{Accept, HANDSHAKE_TIMEOUT};
-use crate::cidr::Cidr;
 use crate::config::{EdgeListenerSettings, Settings};
 use crate::detect::{self, Rewind};
 use crate::http::{Body, ConnInfo, HttpService, RequestError};
@@ -227,9 +226,7 @@ impl Accept {
             (peer, Rewind::new(Bytes::new(), stream))
         };
         let ip = client.ip().to_canonical();
-        let denied = (!listener.allow.is_empty() && !Cidr::any_contains(&listener.allow, ip))
-            || Cidr::any_contains(&listener.deny, ip);
-        if denied {
+        if !crate::edge::admits(&listener.allow, &listener.deny, ip) {
             return refuse("deny");
         }
         let _ip_slot = match edge.admit_ip(ip, listener.max_connections_per_ip) {
@@ -364,17 +361,7 @@ fn redirect(
     port: u16,
     status: StatusCode,
 ) -> Result<Response<Body>, RequestError> {
-    let authority = match req.uri().authority() {
-        Some(authority) => authority.clone(),
-        None => {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .ok_or(RequestError::MissingHost)?;
-            http::uri::Authority::try_from(host.as_bytes())
-                .map_err(|_| RequestError::InvalidHost)?
-        }
-    };
+    let authority = crate::http::authority(req)?;
     let host = authority.host();
     if host.is_empty() {
         return Err(RequestError::InvalidHost);
