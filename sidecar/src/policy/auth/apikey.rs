@@ -187,17 +187,12 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
     #[test]
     fn keys_are_found_by_digest() {
-        let digest = ring::digest::digest(&ring::digest::SHA256, b"sekret");
         let settings = ApiKeySettings {
             from: CredentialSource::Query("api_key".into()),
             keys: vec![(
-                parse_digest(&hex(digest.as_ref())).unwrap(),
+                parse_digest(&mesh_api::apikey::digest("sekret")).unwrap(),
                 Arc::from("acme"),
             )],
             forward_consumer: HeaderName::from_static("x-consumer"),

@@ -291,10 +291,13 @@ impl ServiceClient {
 
     async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>, CallError> {
         let addr = self.resolve().await?;
-        let tcp = tokio::net::TcpStream::connect(addr)
+        // The proxy's own connect (no Nagle); the call's deadline bounds it.
+        let tcp = crate::connect::tcp(addr, self.timeout)
             .await
-            .map_err(CallError::Connect)?;
-        let _ = tcp.set_nodelay(true);
+            .map_err(|e| match e {
+                crate::connect::ConnectError::Io(e) => CallError::Connect(e),
+                _ => CallError::Timeout(self.timeout),
+            })?;
         let span =
             tracing::debug_span!("auth_service", host = %self.url.host, port = self.url.port);
         match &self.tls {

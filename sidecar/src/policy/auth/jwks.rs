@@ -381,6 +381,9 @@ pub struct Jwks {
     fetched: tokio::sync::Mutex<Option<Instant>>,
     /// Names the authenticator in logs.
     name: Arc<str>,
+    /// TLS for an https URL, built once (the system roots are read here,
+    /// not on every fetch).
+    tls: Option<PublicTls>,
 }
 
 impl Jwks {
@@ -397,11 +400,27 @@ impl Jwks {
             },
             JwksSettings::Url { .. } => KeySet::default(),
         };
+        let tls = match settings {
+            JwksSettings::Url { url, .. } if url.scheme_str() == Some("https") => {
+                let host = url.host().unwrap_or_default();
+                let settings = UpstreamTlsSettings {
+                    ca: None,
+                    sni: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    verify: true,
+                };
+                Some(PublicTls::new(&settings, name))
+            }
+            _ => None,
+        };
         let jwks = Arc::new(Jwks {
             keys: ArcSwap::from_pointee(initial),
             source: settings.clone(),
             fetched: tokio::sync::Mutex::new(None),
             name: name.clone(),
+            tls,
         });
         // Without a runtime (unit tests), keys stay as loaded.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -446,7 +465,10 @@ impl Jwks {
             return;
         };
         *fetched = Some(Instant::now());
-        match fetch(url, &self.name).await.and_then(|body| parse(&body)) {
+        match fetch(url, self.tls.as_ref())
+            .await
+            .and_then(|body| parse(&body))
+        {
             Ok(keys) => {
                 debug!(authenticator = %self.name, keys = keys.len(), "JWKS fetched");
                 self.keys.store(Arc::new(keys));
@@ -508,21 +530,22 @@ async fn poll_url(jwks: Weak<Jwks>, refresh: Duration) {
 
 /// GETs `url` with the proxy's HTTP client stack (TLS verified against the
 /// system roots for https); the body of a 200, at most [`MAX_JWKS`] bytes.
-async fn fetch(url: &Uri, name: &str) -> Result<Bytes, String> {
-    tokio::time::timeout(FETCH_TIMEOUT, fetch_once(url, name))
+async fn fetch(url: &Uri, tls: Option<&PublicTls>) -> Result<Bytes, String> {
+    tokio::time::timeout(FETCH_TIMEOUT, fetch_once(url, tls))
         .await
         .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))?
 }
 
-async fn fetch_once(url: &Uri, name: &str) -> Result<Bytes, String> {
-    let tls = url.scheme_str() == Some("https");
+async fn fetch_once(url: &Uri, tls: Option<&PublicTls>) -> Result<Bytes, String> {
     let authority = url.authority().ok_or("no host in the URL")?;
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let port = authority
+        .port_u16()
+        .unwrap_or(if tls.is_some() { 443 } else { 80 });
     let addr = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
@@ -536,13 +559,7 @@ async fn fetch_once(url: &Uri, name: &str) -> Result<Bytes, String> {
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let response = if tls {
-        let settings = UpstreamTlsSettings {
-            ca: None,
-            sni: host.clone(),
-            verify: true,
-        };
-        let public = PublicTls::new(&settings, name);
+    let response = if let Some(public) = tls {
         let config = public
             .config(crate::tls::ALPN_HTTP1)
             .map_err(|e| e.to_string())?;
