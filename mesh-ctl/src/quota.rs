@@ -56,7 +56,7 @@ pub fn quota(admin: &str, values: &[String], opts: Options) -> Report {
         }
     };
     let stdout = match opts.output {
-        Output::Json => serde_json::to_string_pretty(&view).unwrap_or_default() + "\n",
+        Output::Json => crate::commands::to_json(&view),
         Output::Table => render(&view),
     };
     let problems = view

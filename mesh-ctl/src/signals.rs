@@ -134,37 +134,40 @@ pub fn latency_text(ms: Option<f64>) -> String {
     }
 }
 
+/// The columns of `stat`, one per cell of [`signal_cells`].
+pub const SIGNAL_HEADER: [&str; 10] = [
+    "SERVICE",
+    "DIRECTION",
+    "ROUTE",
+    "UPSTREAM",
+    "RPS",
+    "SUCCESS",
+    "P50",
+    "P95",
+    "P99",
+    "REQUESTS",
+];
+
+/// One row of golden signals as table cells, in [`SIGNAL_HEADER`] order
+/// (`top` shows a subset of them).
+pub fn signal_cells(r: &Signals) -> [String; 10] {
+    [
+        r.service.clone(),
+        r.direction.clone(),
+        r.route.clone().unwrap_or_else(|| "-".into()),
+        r.upstream.clone(),
+        rps_text(r.rps),
+        success_text(r.success_rate),
+        latency_text(r.p50_ms),
+        latency_text(r.p95_ms),
+        latency_text(r.p99_ms),
+        r.requests.to_string(),
+    ]
+}
+
 fn stat_table(rows: &[Signals]) -> String {
-    let header = [
-        "SERVICE",
-        "DIRECTION",
-        "ROUTE",
-        "UPSTREAM",
-        "RPS",
-        "SUCCESS",
-        "P50",
-        "P95",
-        "P99",
-        "REQUESTS",
-    ];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            vec![
-                r.service.clone(),
-                r.direction.clone(),
-                r.route.clone().unwrap_or_else(|| "-".into()),
-                r.upstream.clone(),
-                rps_text(r.rps),
-                success_text(r.success_rate),
-                latency_text(r.p50_ms),
-                latency_text(r.p95_ms),
-                latency_text(r.p99_ms),
-                r.requests.to_string(),
-            ]
-        })
-        .collect();
-    table::render(&header, &cells)
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| signal_cells(r).to_vec()).collect();
+    table::render(&SIGNAL_HEADER, &cells)
 }
 
 /// How `graph` prints.

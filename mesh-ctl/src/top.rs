@@ -23,7 +23,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::{DefaultTerminal, Frame};
 
 use crate::commands::Report;
-use crate::signals::{latency_text, pairs, rps_text, scrape_all, split, success_text};
+use crate::signals::{pairs, scrape_all, signal_cells, split};
 
 /// How far back the rates look once there is that much history.
 const WINDOW: Duration = Duration::from_secs(5);
@@ -80,17 +80,11 @@ const HEADER: [&str; 8] = [
     "P99",
 ];
 
+/// The cells of `stat` that fit a terminal: all but P95 and REQUESTS.
 fn cells(row: &Signals) -> [String; 8] {
-    [
-        row.service.clone(),
-        row.direction.clone(),
-        row.route.clone().unwrap_or_else(|| "-".into()),
-        row.upstream.clone(),
-        rps_text(row.rps),
-        success_text(row.success_rate),
-        latency_text(row.p50_ms),
-        latency_text(row.p99_ms),
-    ]
+    let [service, direction, route, upstream, rps, success, p50, _p95, p99, _requests] =
+        signal_cells(row);
+    [service, direction, route, upstream, rps, success, p50, p99]
 }
 
 fn title(view: &View, total: usize) -> String {

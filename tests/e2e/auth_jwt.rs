@@ -8,54 +8,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mesh_tests::{bin, curl, python, wait_until, Sidecar};
+use mesh_tests::{bin, python, wait_until, Sidecar};
 use serde_json::Value;
 
 use crate::edge_tls::edge_addrs;
-use crate::rest_app;
+use crate::{curl_reply, rest_app, Reply};
 
-/// Status, lower-cased headers and body of one request through the edge.
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map_or("", String::as_str)
-    }
-}
-
-fn get(addr: SocketAddr, path: &str, headers: &[String]) -> Answer {
-    let mut args = vec!["-i".to_string(), format!("http://{addr}{path}")];
+fn get(addr: SocketAddr, path: &str, headers: &[String]) -> Reply {
+    let url = format!("http://{addr}{path}");
+    let mut args = vec!["-i", url.as_str()];
     for header in headers {
-        args.push("-H".into());
-        args.push(header.clone());
+        args.extend(["-H", header.as_str()]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let output = curl(&args);
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    curl_reply(&args)
 }
 
 fn bearer(token: &str) -> Vec<String> {
@@ -189,8 +154,12 @@ fn jwt_and_api_keys_at_the_edge() {
     ] {
         let answer = get(addr, "/headers", &bearer(&tokens[name]));
         assert_eq!(answer.status, 401, "{name}: {}", answer.body);
-        assert_eq!(answer.header("x-mesh-error"), "unauthenticated", "{name}");
-        let challenge = answer.header("www-authenticate");
+        assert_eq!(
+            answer.header("x-mesh-error"),
+            Some("unauthenticated"),
+            "{name}"
+        );
+        let challenge = answer.header("www-authenticate").unwrap_or("");
         assert!(
             challenge.starts_with("Bearer realm="),
             "{name}: {challenge}"
@@ -202,12 +171,15 @@ fn jwt_and_api_keys_at_the_edge() {
     }
     let answer = get(addr, "/headers", &[]);
     assert_eq!(answer.status, 401);
-    assert!(!answer.header("www-authenticate").contains("invalid_token"));
+    assert!(!answer
+        .header("www-authenticate")
+        .unwrap_or("")
+        .contains("invalid_token"));
 
     // Authenticated without the scope: 403.
     let answer = get(addr, "/headers", &bearer(&tokens["no_scope"]));
     assert_eq!(answer.status, 403, "{}", answer.body);
-    assert_eq!(answer.header("x-mesh-error"), "forbidden");
+    assert_eq!(answer.header("x-mesh-error"), Some("forbidden"));
 
     // The token from a cookie and from a query parameter.
     let cookie = vec![format!("Cookie: theme=dark; session={}", tokens["rs256"])];
@@ -239,9 +211,10 @@ fn jwt_and_api_keys_at_the_edge() {
     assert_eq!(answer.json()["_uri"], "/headers?y=2");
     let answer = get(addr, "/keyed", &["x-api-key: not-the-key".into()]);
     assert_eq!(answer.status, 401);
-    assert_eq!(answer.header("x-mesh-error"), "unauthenticated");
+    assert_eq!(answer.header("x-mesh-error"), Some("unauthenticated"));
     assert!(answer
         .header("www-authenticate")
+        .unwrap_or("")
         .starts_with("ApiKey realm="));
 
     // The consumer is in the access log.

@@ -6,7 +6,6 @@
 //! authorizer), and the `*-down` / `open` hosts whose service is a closed
 //! port (fail closed 503, or fail open with `on_error: allow`).
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -15,7 +14,7 @@ use std::time::Duration;
 use mesh_tests::{curl, root, Proc, Sidecar};
 use serde_json::Value;
 
-use crate::{closed_port, rest_app};
+use crate::{closed_port, curl_reply, rest_app, Reply};
 
 /// Starts tests/py/auth_servers.py; returns it and its address.
 fn auth_servers() -> (Proc, SocketAddr) {
@@ -133,56 +132,28 @@ edge:
     }
 }
 
-/// Status, headers (lower-case names) and body of `GET path` on `host`.
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+/// The headers the app received (demo-rest `/headers`).
+trait Seen {
+    fn seen(&self) -> Value;
 }
 
-impl Reply {
-    /// The headers the app received (demo-rest `/headers`).
+impl Seen for Reply {
     fn seen(&self) -> Value {
         assert_eq!(self.status, 200, "{}", self.body);
-        serde_json::from_str(&self.body).unwrap()
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
+        self.json()
     }
 }
 
+/// `GET path` on `host` through the edge.
 fn get(edge: &Edge, host: &str, path: &str, headers: &[&str]) -> Reply {
-    let mut args = vec!["-i".to_string(), "-H".to_string(), format!("Host: {host}")];
+    let host = format!("Host: {host}");
+    let url = format!("http://{}{path}", edge.addr);
+    let mut args = vec!["-i", "-H", host.as_str()];
     for header in headers {
-        args.push("-H".into());
-        args.push(header.to_string());
+        args.extend(["-H", header]);
     }
-    args.push(format!("http://{}{path}", edge.addr));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = curl(&args);
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    args.push(&url);
+    curl_reply(&args)
 }
 
 #[test]

@@ -4,11 +4,12 @@
 //! `/echo-request` answer says what it received (service name, method,
 //! path, query, headers).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use mesh_tests::{curl, service, Proc, Sidecar};
 use serde_json::Value;
+
+use crate::{curl_reply, Reply};
 
 const ROUTES: &str = r#"
     - name: denied
@@ -167,25 +168,12 @@ fn apps() -> ((Proc, SocketAddr), (Proc, SocketAddr)) {
     )
 }
 
-/// One answer: status, headers (lower-case names; repeated ones joined by
-/// ", "), body.
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+/// What the app received: (service, path, query, headers).
+trait Seen {
+    fn seen(&self) -> (String, String, Option<String>, Value);
 }
 
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.body))
-    }
-
-    /// What the app received: (service, path, query, headers).
+impl Seen for Reply {
     fn seen(&self) -> (String, String, Option<String>, Value) {
         assert_eq!(self.status, 200, "{}", self.body);
         let body = self.json();
@@ -205,37 +193,7 @@ fn send(edge: &Edge, host: &str, path: &str, extra: &[&str]) -> Reply {
     let mut args = vec!["-D", "-", "-H", &host_header];
     args.extend_from_slice(extra);
     args.push(&url);
-    let output = curl(&args);
-    assert!(
-        output.status.success(),
-        "curl {url}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut headers: HashMap<String, String> = HashMap::new();
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            headers
-                .entry(name.trim().to_ascii_lowercase())
-                .and_modify(|v| {
-                    v.push_str(", ");
-                    v.push_str(value.trim());
-                })
-                .or_insert_with(|| value.trim().to_string());
-        }
-    }
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    curl_reply(&args)
 }
 
 fn route_of(reply: &Reply) -> &str {

@@ -31,9 +31,11 @@ mod udp;
 mod upstream_tls;
 mod websocket;
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 
-use mesh_tests::{service, Proc, Sidecar};
+use mesh_tests::{curl, service, Proc, Sidecar};
+use serde_json::Value;
 
 /// A port that nothing listens on (bound, then released).
 pub fn closed_port() -> u16 {
@@ -55,4 +57,57 @@ pub fn inbound_sidecar(app: SocketAddr, extra: &str) -> Sidecar {
     Sidecar::start(&format!(
         "service: web\nadmin: {{ listen: 127.0.0.1:0 }}\ndrain: {{ delay: 100ms, deadline: 10s }}\ninbound:\n  listen: 127.0.0.1:0\n  app: {app}\n{extra}"
     ))
+}
+
+/// One HTTP answer as curl saw it: status, headers (lower-case names;
+/// repeated ones joined by ", ") and body.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", self.status, self.body))
+    }
+}
+
+/// Runs curl with `args` (which must make it print the response head, `-i`
+/// or `-D -`) and splits its output into a [`Reply`].
+pub fn curl_reply(args: &[&str]) -> Reply {
+    let output = curl(args);
+    assert!(
+        output.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (name, value) in lines.filter_map(|l| l.split_once(':')) {
+        headers
+            .entry(name.trim().to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(value.trim());
+            })
+            .or_insert_with(|| value.trim().to_string());
+    }
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
 }
