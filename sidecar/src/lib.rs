@@ -25,6 +25,7 @@ pub mod stack;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
+pub mod translate;
 pub mod udp;
 
 /// Errors as they travel between services and tasks.

@@ -78,6 +78,8 @@ pub struct RouteTable {
     auth: Arc<crate::policy::auth::Authenticators>,
     /// The edge rate limiters, kept across reloads while a limit's settings are unchanged.
     limiters: Arc<crate::policy::rate_limit::Limiters>,
+    /// The edge response cache, kept across reloads.
+    cache: Arc<crate::edge::cache::CacheStore>,
 }
 
 impl RouteTable {
@@ -120,6 +122,10 @@ impl RouteTable {
             &previous.limiters,
             metrics,
         ));
+        table.cache = crate::edge::cache::CacheStore::build(
+            settings.edge.as_ref().map(|edge| &edge.cache),
+            &previous.cache,
+        );
         if settings.outbound.passthrough || settings.outbound.transparent.is_some() {
             let spec = UpstreamSettings {
                 name: Arc::from("passthrough"),
@@ -149,6 +155,11 @@ impl RouteTable {
     /// The edge authenticators (none outside edge mode).
     pub fn authenticators(&self) -> &crate::policy::auth::Authenticators {
         &self.auth
+    }
+
+    /// The edge response cache (empty outside edge mode).
+    pub fn cache(&self) -> &Arc<crate::edge::cache::CacheStore> {
+        &self.cache
     }
 
     /// The edge rate limiters (none outside edge mode).

@@ -4,9 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access_log;
+mod aggregate;
 mod auth_jwt;
 mod auth_services;
 mod balance;
+mod cache;
+mod compress;
 mod config;
 mod cors;
 mod dashboard;
@@ -17,6 +20,7 @@ mod edge_front;
 mod edge_routes;
 mod edge_tls;
 mod grpc;
+mod grpc_json;
 mod health;
 mod http;
 mod hygiene;
@@ -26,6 +30,7 @@ mod observe;
 mod rate_limits;
 mod tcp;
 mod tracing;
+mod transform;
 mod transparent;
 mod udp;
 mod upstream_tls;

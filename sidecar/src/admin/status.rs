@@ -147,6 +147,10 @@ fn action(action: &RouteAction) -> (String, Vec<String>) {
             }
             (text, split.iter().map(|s| s.upstream.to_string()).collect())
         }
+        RouteAction::Aggregate(aggregate) => {
+            let upstreams: Vec<String> = aggregate.upstreams().map(str::to_string).collect();
+            (format!("aggregate {}", upstreams.join(" ")), upstreams)
+        }
         RouteAction::Redirect(redirect) => {
             let mut text = format!("redirect {}", redirect.status.as_u16());
             if let Some(to) = redirect.to.as_ref().and_then(|v| v.to_str().ok()) {

@@ -29,6 +29,8 @@ pub struct EdgeSettings {
     pub auth: crate::policy::auth::AuthSettings,
     /// Rate limits and quotas routes refer to.
     pub rate_limits: crate::policy::rate_limit::RateLimitSettings,
+    /// The response store cached routes share.
+    pub cache: crate::edge::cache::CacheStoreSettings,
 }
 
 /// One public listener.
@@ -113,6 +115,7 @@ pub(super) fn validate_edge(
         upstreams,
         auth: &auth.names,
         rate_limits: &rate_limits.names,
+        base,
     };
     EdgeSettings {
         listeners,
@@ -122,6 +125,7 @@ pub(super) fn validate_edge(
         routes: Arc::new(validate_routes(errors, &edge.routes, &known)),
         auth,
         rate_limits,
+        cache: super::cache::validate_store(errors, "edge.cache", &edge.cache),
     }
 }
 

@@ -48,6 +48,14 @@ pub struct RouteSettings {
     pub max_body: Option<u64>,
     /// Authentication, requirements, rate limits and CORS.
     pub access: RouteAccess,
+    /// Response compression (and request decompression).
+    pub compress: Option<Arc<crate::edge::compress::CompressSettings>>,
+    /// Response caching.
+    pub cache: Option<Arc<crate::edge::cache::CacheSettings>>,
+    /// Body transformation.
+    pub transform: Option<Arc<crate::edge::transform::TransformSettings>>,
+    /// REST/JSON ↔ gRPC transcoding.
+    pub grpc_json: Option<Arc<crate::translate::grpc_json::GrpcJsonSettings>>,
 }
 
 /// A route's access control, validated; the names resolve.
@@ -71,6 +79,8 @@ pub(super) struct Known<'a> {
     pub auth: &'a [Arc<str>],
     /// Limits of `edge.rate_limits`.
     pub rate_limits: &'a [Arc<str>],
+    /// The config file's directory: relative paths start here.
+    pub base: &'a std::path::Path,
 }
 
 /// Methods a route may name.
@@ -89,6 +99,7 @@ pub(super) fn validate_routes(
         let at = format!("edge.routes[{i}]");
         let mut settings = validate_route(errors, &at, i, route, upstreams);
         settings.access = validate_access(errors, &at, route, known);
+        validate_features(errors, &at, route, known, &mut settings);
         if compiled.iter().any(|r| r.name == settings.name) {
             errors.push(
                 &format!("{at}.name"),
@@ -198,7 +209,36 @@ fn validate_route(
         encoded_slashes: route.encoded_slashes,
         max_body,
         access: RouteAccess::default(),
+        compress: None,
+        cache: None,
+        transform: None,
+        grpc_json: None,
     }
+}
+
+/// A route's `compress`, `cache`, `transform` and `grpc_json`.
+fn validate_features(
+    errors: &mut Errors<'_>,
+    at: &str,
+    route: &raw::Route,
+    known: &Known<'_>,
+    settings: &mut RouteSettings,
+) {
+    settings.compress = route
+        .compress
+        .as_ref()
+        .and_then(|raw| super::compress::validate(errors, &format!("{at}.compress"), raw));
+    settings.cache = route
+        .cache
+        .as_ref()
+        .and_then(|raw| super::cache::validate(errors, &format!("{at}.cache"), raw));
+    settings.transform = route
+        .transform
+        .as_ref()
+        .and_then(|raw| super::transform::validate(errors, &format!("{at}.transform"), raw));
+    settings.grpc_json = route.grpc_json.as_ref().and_then(|raw| {
+        super::grpc_json::validate(errors, &format!("{at}.grpc_json"), raw, known.base)
+    });
 }
 
 /// A route's `auth`, `require`, `rate_limit` and `cors`: every name known.
@@ -464,12 +504,21 @@ fn validate_action(
         route.to.is_some(),
         !route.split.is_empty(),
         route.redirect.is_some(),
+        route.aggregate.is_some(),
     ]
     .into_iter()
     .filter(|set| *set)
     .count();
     if chosen != 1 {
-        errors.push(at, "exactly one of to, split, redirect");
+        errors.push(at, "exactly one of to, split, redirect, aggregate");
+    }
+    if let Some(aggregate) = &route.aggregate {
+        return RouteAction::Aggregate(super::aggregate::validate(
+            errors,
+            &format!("{at}.aggregate"),
+            aggregate,
+            upstreams,
+        ));
     }
     let mut known = |path: &str, name: &str| {
         if !upstreams.contains(&name) {

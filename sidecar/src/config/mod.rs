@@ -15,10 +15,15 @@ use mesh_api::config::{self as raw, Balance, ConfigError, LineIndex, Protocol, T
 use mesh_api::units::parse_duration;
 
 mod access_log;
+mod aggregate;
+mod cache;
+mod compress;
 mod edge;
 mod edge_routes;
+mod grpc_json;
 mod limits;
 mod tracing;
+mod transform;
 
 pub use self::tracing::{OtlpEndpoint, TracingSettings, MAX_TRACE_QUEUE};
 pub use access_log::{AccessLogSettings, AccessLogTarget, ACCESS_FIELDS};
@@ -148,6 +153,8 @@ pub struct InboundSettings {
     pub detect_timeout: Duration,
     /// Authorization rules; `None`: allow all.
     pub authz: Option<Vec<AuthzRule>>,
+    /// REST/JSON ↔ gRPC transcoding in front of the app.
+    pub grpc_json: Option<Arc<crate::translate::grpc_json::GrpcJsonSettings>>,
 }
 
 /// Outbound listeners and upstreams.
@@ -476,6 +483,10 @@ pub fn validate(
                 .authz
                 .as_ref()
                 .map(|rules| validate_authz(&mut errors, rules)),
+            grpc_json: inbound
+                .grpc_json
+                .as_ref()
+                .and_then(|raw| grpc_json::validate(&mut errors, "inbound.grpc_json", raw, base)),
         }
     });
     let outbound = &config.outbound;

@@ -17,6 +17,8 @@ pub enum RouteAction {
     Forward(Vec<SplitSettings>),
     /// Answer with a redirect.
     Redirect(RedirectSettings),
+    /// Call several upstreams and merge their answers.
+    Aggregate(Arc<super::aggregate::AggregateSettings>),
 }
 
 /// One side of a weighted split.

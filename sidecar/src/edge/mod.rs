@@ -5,11 +5,15 @@
 //! config validation, never per request.
 
 pub mod action;
+pub mod aggregate;
+pub mod cache;
+pub mod compress;
 pub mod cors;
 mod front;
 pub mod matcher;
 pub mod rewrite;
 mod route;
+pub mod transform;
 
 pub use front::{front_layer, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 pub use route::{admits, dispatch_layer, route_layer, EdgeError, EdgeRoutes, MatchedRoute};

@@ -106,7 +106,7 @@ impl EdgeRoutes {
                         .fold(0u32, |sum, (_, w)| sum.saturating_add(*w));
                     Targets { clusters, total }
                 }
-                RouteAction::Redirect(_) => Targets::default(),
+                RouteAction::Redirect(_) | RouteAction::Aggregate(_) => Targets::default(),
             })
             .collect();
         EdgeRoutes {

@@ -5,7 +5,7 @@ use tower::ServiceBuilder;
 use super::Runtime;
 use crate::http::{hygiene, HttpService};
 use crate::telemetry::Direction;
-use crate::{edge, errors, forward, policy, resilience, telemetry};
+use crate::{edge, errors, forward, policy, resilience, telemetry, translate};
 
 /// The edge HTTP stack.
 pub fn edge(rt: &Runtime) -> HttpService {
@@ -18,6 +18,11 @@ pub fn edge(rt: &Runtime) -> HttpService {
         .layer(edge::cors::layer()) // preflights answered before authentication (they carry no credentials); CORS response headers
         .layer(policy::auth::layer(rt.routes.clone())) // the route's authenticators (JWT, API keys, introspection, external) and requirements
         .layer(policy::rate_limit::layer(rt.routes.clone())) // the route's limits, keyed by consumer, claim, client, header: after auth names the caller
+        .layer(edge::compress::layer()) // the route's response compression (Accept-Encoding) and request decompression
+        .layer(edge::cache::layer(rt.routes.clone())) // the route's response cache: after auth and limits, so a hit never skips them
+        .layer(edge::transform::layer()) // the route's body transformation: XML / SOAP ↔ JSON, JSON reshaping
+        .layer(translate::grpc_json::edge_layer()) // the route's REST/JSON ↔ gRPC transcoding
+        .layer(edge::aggregate::layer()) // aggregate routes: one call per part through the layers below, merged
         .layer(edge::dispatch_layer()) // the route's body limit, rewrites, request header changes, upstream (weighted split)
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer
         .service(forward::service(rt.metrics.clone())) // balance over endpoints, pooled connection (mTLS into the mesh, or public TLS), upgrades

@@ -6,7 +6,7 @@ use super::Runtime;
 use crate::http::{hygiene, HttpService};
 use crate::route::RouteKind;
 use crate::telemetry::Direction;
-use crate::{errors, forward, policy, resilience, route, telemetry};
+use crate::{errors, forward, policy, resilience, route, telemetry, translate};
 
 /// The inbound HTTP stack.
 pub fn inbound(rt: &Runtime) -> HttpService {
@@ -14,6 +14,7 @@ pub fn inbound(rt: &Runtime) -> HttpService {
         .layer(telemetry::layer(rt, Direction::Inbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before policy and routing
+        .layer(translate::grpc_json::inbound_layer(rt.settings.clone())) // REST/JSON callers become gRPC calls, so authz sees gRPC methods
         .layer(policy::layer(rt.settings.clone())) // verified caller identity to the app; authz before anything is sent
         .layer(route::layer(rt.routes.clone(), RouteKind::Inbound)) // the local app, with the caller's authority
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer, so a retry may pick another endpoint

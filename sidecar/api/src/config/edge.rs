@@ -37,6 +37,9 @@ pub struct Edge {
     /// Named rate limits and quotas routes refer to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rate_limits: BTreeMap<String, super::RateLimit>,
+    /// The response store cached routes share.
+    #[serde(default)]
+    pub cache: super::CacheStore,
     /// Routes, first match wins. No route matched: 404 `no_route`.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -166,6 +169,21 @@ pub struct Route {
     /// Answer with a redirect instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
+    /// Call several upstreams and merge their JSON, instead of `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<super::Aggregate>,
+    /// Response compression (and request decompression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compress: Option<super::Compress>,
+    /// Response caching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<super::Cache>,
+    /// Body transformation: XML ↔ JSON, SOAP ↔ REST, JSON reshaping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<super::Transform>,
+    /// REST/JSON callers translated to the upstream's gRPC methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_json: Option<super::GrpcJson>,
     /// Path and Host rewrites before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,

@@ -8,7 +8,12 @@
 //! YAML path and line.
 
 mod access;
+mod aggregate;
+mod cache;
+mod compress;
 mod edge;
+mod grpc_json;
+mod transform;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -16,7 +21,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use access::*;
+pub use aggregate::*;
+pub use cache::*;
+pub use compress::*;
 pub use edge::*;
+pub use grpc_json::*;
+pub use transform::*;
 pub use yaml::{load, ConfigError, LineIndex};
 
 /// The whole config file.
@@ -262,6 +272,9 @@ pub struct Inbound {
     /// Who may call: absent, everyone; present, only what a rule allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authz: Option<Vec<AuthzRule>>,
+    /// REST/JSON callers translated to the app's gRPC methods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_json: Option<GrpcJson>,
 }
 
 /// Outbound: the local app calling other services.

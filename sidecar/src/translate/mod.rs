@@ -1,0 +1,3 @@
+//! Protocol translation: REST/JSON ↔ gRPC (`grpc_json`).
+
+pub mod grpc_json;

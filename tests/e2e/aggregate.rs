@@ -1,0 +1,1 @@
+//! End-to-end tests of aggregate (filled in with the feature).

@@ -1,0 +1,1 @@
+//! End-to-end tests of cache (filled in with the feature).

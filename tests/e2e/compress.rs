@@ -1,0 +1,1 @@
+//! End-to-end tests of compress (filled in with the feature).

@@ -1,0 +1,1 @@
+//! End-to-end tests of transform (filled in with the feature).
