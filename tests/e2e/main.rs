@@ -21,6 +21,7 @@ mod edge_routes;
 mod edge_tls;
 mod grpc;
 mod grpc_json;
+mod grpc_web;
 mod health;
 mod http;
 mod hygiene;

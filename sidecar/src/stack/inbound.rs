@@ -14,6 +14,7 @@ pub fn inbound(rt: &Runtime) -> HttpService {
         .layer(telemetry::layer(rt, Direction::Inbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
         .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before policy and routing
+        .layer(translate::grpc_web::layer()) // browsers' gRPC-Web calls become gRPC
         .layer(translate::grpc_json::inbound_layer(rt.settings.clone())) // REST/JSON callers become gRPC calls, so authz sees gRPC methods
         .layer(policy::layer(rt.settings.clone())) // verified caller identity to the app; authz before anything is sent
         .layer(route::layer(rt.routes.clone(), RouteKind::Inbound)) // the local app, with the caller's authority
