@@ -14,6 +14,7 @@
 //! | `discover.rs`, `dns.rs` | the proxies to ask: `--admin`, `--inventory FILE`, `--srv NAME` (a std-only DNS client) |
 //! | `signals.rs` | `stat` and `graph`: golden signals and the service graph from two scrapes of `/metrics` (`mesh_api::golden`) |
 //! | `top.rs` | `top`: the busiest routes, live (ratatui) |
+//! | `cache.rs` | `cache stats` and `cache purge`: an edge proxy's response cache |
 //! | `quota.rs` | `quota`: an edge proxy's rate limits and what is left of each for one consumer |
 //! | `dashboard.rs` | `dashboard`: the dashboard page and its data for several proxies, on a std-only HTTP server |
 //!
@@ -24,11 +25,13 @@
 mod admin_client;
 mod apikey;
 mod ca;
+mod cache;
 mod commands;
 mod dashboard;
 mod discover;
 mod dns;
 mod observe;
+mod openapi;
 mod quota;
 mod signals;
 mod table;
@@ -210,6 +213,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// The OpenAPI 3 document of the proxy's REST/JSON ↔ gRPC transcoded APIs.
+    Openapi {
+        #[command(flatten)]
+        proxy: Proxy,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Re-read the config file now. Exit 1, listing the errors, if it is rejected.
     Reload {
         #[command(flatten)]
@@ -301,6 +311,40 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+    /// An edge proxy's response cache: counters and entries, purge.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Entries, bytes, hits, misses, stale and revalidated answers, per
+    /// route; with --entries N the N most recently used entries and their keys.
+    Stats {
+        /// List up to N entries.
+        #[arg(long, value_name = "N")]
+        entries: Option<usize>,
+        #[command(flatten)]
+        proxy: Proxy,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove stored answers: one key (or every variant of a path and
+    /// query), or every entry whose path starts with a prefix.
+    Purge {
+        /// An entry's key as `cache stats --entries` lists it, or a path and query.
+        #[arg(long, value_name = "KEY", conflicts_with = "prefix")]
+        key: Option<String>,
+        /// A path prefix, e.g. /api/.
+        #[arg(long, value_name = "PATH")]
+        prefix: Option<String>,
+        #[command(flatten)]
+        proxy: Proxy,
+        #[command(flatten)]
+        common: Common,
     },
 }
 
@@ -580,6 +624,7 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
             common,
         } => quota::quota(&one(proxy), &consumer, common.options()),
         Command::Config { proxy, common } => commands::config(&one(proxy), common.options()),
+        Command::Openapi { proxy, common } => openapi::openapi(&one(proxy), common.options()),
         Command::Reload { proxy, common } => commands::reload(&one(proxy), common.options()),
         Command::Metrics {
             proxy,
@@ -643,6 +688,31 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
         Command::Apikey { command } => match command {
             ApikeyCommand::Create { consumer, name } => apikey::create(&consumer, name.as_deref()),
             ApikeyCommand::Revoke { consumer, file } => apikey::revoke(&consumer, &file),
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Stats {
+                entries,
+                proxy,
+                common,
+            } => cache::stats(&one(proxy), entries, common.options()),
+            CacheCommand::Purge {
+                key,
+                prefix,
+                proxy,
+                common,
+            } => {
+                let what = match (key, prefix) {
+                    (Some(key), _) => cache::Purge::Key(key),
+                    (None, Some(prefix)) => cache::Purge::Prefix(prefix),
+                    (None, None) => {
+                        return Report {
+                            stdout: String::new(),
+                            problems: vec!["name --key or --prefix".into()],
+                        }
+                    }
+                };
+                cache::purge(&one(proxy), &what, common.options())
+            }
         },
     }
 }

@@ -14,7 +14,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::http::hygiene::HygieneError;
 use crate::http::{full, Body, HttpService, RequestError};
-use crate::{connect, edge, forward, policy, resilience, route, BoxError};
+use crate::{connect, edge, forward, policy, resilience, route, translate, BoxError};
 
 /// Response header naming why the proxy itself answered.
 pub const REASON_HEADER: &str = "x-mesh-error";
@@ -60,6 +60,16 @@ pub enum Reason {
     RateLimited,
     /// A global rate limit cannot reach Redis and fails closed (503).
     RateLimitUnavailable,
+    /// A part of an aggregate route (`on_part_failure: fail`) timed out (504).
+    PartTimeout,
+    /// A part of an aggregate route (`on_part_failure: fail`) failed (502).
+    PartFailed,
+    /// The request body's `Content-Encoding` cannot be decoded (415).
+    UnsupportedEncoding,
+    /// The upstream's body cannot be transformed as the route says (502).
+    BadUpstreamBody,
+    /// gRPC descriptors could not be fetched by reflection (503).
+    GrpcDescriptors,
     /// A bug or an unexpected state in the proxy.
     Internal,
 }
@@ -86,6 +96,11 @@ impl Reason {
             Reason::UpstreamProtocolError => "upstream_protocol_error",
             Reason::RateLimited => "rate_limited",
             Reason::RateLimitUnavailable => "rate_limit_unavailable",
+            Reason::PartTimeout => "part_timeout",
+            Reason::PartFailed => "part_failed",
+            Reason::UnsupportedEncoding => "unsupported_encoding",
+            Reason::BadUpstreamBody => "bad_upstream_body",
+            Reason::GrpcDescriptors => "grpc_descriptors_unavailable",
             Reason::Internal => "internal",
         }
     }
@@ -111,6 +126,11 @@ impl Reason {
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Reason::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::GrpcDescriptors => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::PartTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Reason::PartFailed => StatusCode::BAD_GATEWAY,
+            Reason::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Reason::BadUpstreamBody => StatusCode::BAD_GATEWAY,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +146,19 @@ pub fn reason(err: &BoxError) -> Reason {
             _ => Reason::BadRequest,
         }
     } else if err.downcast_ref::<RequestError>().is_some() {
+        Reason::BadRequest
+    } else if let Some(err) = edge::compress::decompress_error(err) {
+        match err {
+            edge::compress::DecompressError::Unsupported(_) => Reason::UnsupportedEncoding,
+            edge::compress::DecompressError::Corrupt(_) => Reason::BadRequest,
+        }
+    } else if std::iter::successors(
+        Some(err.as_ref() as &(dyn std::error::Error + 'static)),
+        |e| e.source(),
+    )
+    .any(|e| e.is::<crate::translate::grpc_web::GrpcWebError>())
+    {
+        // A grpc-web-text body that is not base64, found while it was sent.
         Reason::BadRequest
     } else if err.downcast_ref::<route::RouteError>().is_some() {
         Reason::NoRoute
@@ -168,6 +201,25 @@ pub fn reason(err: &BoxError) -> Reason {
             Reason::UpstreamProtocolError
         } else {
             Reason::UpstreamReset
+        }
+    } else if let Some(err) = err.downcast_ref::<edge::aggregate::AggregateError>() {
+        match err {
+            edge::aggregate::AggregateError::PartTimeout(_) => Reason::PartTimeout,
+            edge::aggregate::AggregateError::PartFailed { .. } => Reason::PartFailed,
+        }
+    } else if let Some(err) = err.downcast_ref::<edge::transform::TransformError>() {
+        match err {
+            edge::transform::TransformError::BadRequestBody(_) => Reason::BadRequest,
+            edge::transform::TransformError::BadUpstreamBody(_) => Reason::BadUpstreamBody,
+        }
+    } else if let Some(err) = err.downcast_ref::<translate::grpc_json::GrpcJsonError>() {
+        use translate::grpc_json::GrpcJsonError as E;
+        match err {
+            E::Json(_) => Reason::BadRequest,
+            E::NoMethod(_) => Reason::NoEdgeRoute,
+            E::BodyTooLarge(_) => Reason::BodyTooLarge,
+            E::Descriptors(_) => Reason::GrpcDescriptors,
+            E::NotGrpc(_) => Reason::UpstreamProtocolError,
         }
     } else if let Some(forward::ForwardError::NoEndpoints) =
         err.downcast_ref::<forward::ForwardError>()
@@ -244,6 +296,9 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
     if let Some(err) = hygiene_error(err) {
         return err.to_string();
     }
+    if let Some(err) = edge::compress::decompress_error(err) {
+        return err.to_string();
+    }
     match reason {
         Reason::BadRequest
         | Reason::HeaderTooLarge
@@ -251,8 +306,13 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
         | Reason::NoRoute
         | Reason::NoEdgeRoute
         | Reason::BodyTooLarge
+        | Reason::BadUpstreamBody
+        | Reason::UnsupportedEncoding
         | Reason::Forbidden
-        | Reason::Unauthenticated => err.to_string(),
+        | Reason::Unauthenticated
+        | Reason::PartTimeout
+        | Reason::PartFailed
+        | Reason::GrpcDescriptors => err.to_string(),
         Reason::AuthUnavailable => "the authorization service is unavailable".into(),
         Reason::UpstreamIdentity => "the upstream did not prove the expected identity".into(),
         Reason::UpstreamTls => {

@@ -17,9 +17,12 @@
 //! | `GET /routes` | the edge routes, or a sidecar's listeners and hosts |
 //! | `POST /explain` | what the proxy would do with a request, nothing sent ([`explain`]) |
 //! | `GET /tap` | live request metadata as NDJSON ([`tap`]) |
+//! | `GET /cache` | the edge response cache: entries, bytes, hits, misses (`?entries=N` lists entries) ([`cache`]) |
+//! | `POST /cache/purge` | removes cached responses by `key` or path `prefix` (JSON body or query) |
 //! | `GET /rate_limits`, `GET /quotas` | edge limits; with `?key=` (once per key part) or `?consumer=`, the bucket's remaining count (Redis for global limits) |
 //! | `GET /dashboard`, `GET /dashboard/data` | with `admin.dashboard: true`: the dashboard page and this proxy's golden signals (`dashboard.rs`) |
 
+mod cache;
 mod explain;
 mod status;
 mod tap;
@@ -185,6 +188,12 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             let limiters = app.runtime().routes.load().limiters().clone();
             json(StatusCode::OK, &limiters.view(&key).await)
         }
+        (&Method::GET, "/grpc_json/openapi") => json(
+            StatusCode::OK,
+            &crate::translate::grpc_json::openapi::document(&app.runtime().settings.load()),
+        ),
+        (&Method::GET, "/cache") => cache::stats(app, req.uri().query()),
+        (&Method::POST, "/cache/purge") => cache::purge(app, req).await,
         (&Method::GET, "/tap") => match tap::TapFilter::parse(req.uri().query()) {
             Ok(filter) => tap::stream(
                 app.metrics().access_log().tap().subscribe(),
@@ -200,7 +209,7 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             _,
             "/live" | "/ready" | "/config" | "/config/reload" | "/listeners" | "/clusters"
             | "/metrics" | "/version" | "/status" | "/routes" | "/explain" | "/tap"
-            | "/rate_limits" | "/quotas",
+            | "/rate_limits" | "/quotas" | "/cache" | "/cache/purge",
         ) => json(
             StatusCode::METHOD_NOT_ALLOWED,
             &serde_json::json!({ "error": "method not allowed" }),

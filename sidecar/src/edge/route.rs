@@ -150,6 +150,18 @@ impl MatchedRoute {
         // The index comes from this very table.
         &self.table.edge_routes().routes[self.index]
     }
+
+    /// What the route's path template captured (byte ranges of the path).
+    pub fn captures(&self) -> &Captures {
+        &self.captures
+    }
+
+    /// The cluster of upstream `name` in the table the route came from
+    /// (an aggregate route's parts).
+    pub fn cluster(&self, name: &Arc<str>) -> Option<Arc<Cluster>> {
+        self.table
+            .listener_cluster(&crate::route::RouteKind::Upstream(name.clone()))
+    }
 }
 
 /// The edge routes: the first route that matches decides.
@@ -322,10 +334,13 @@ pub fn dispatch_layer() -> impl Layer<HttpService, Service = HttpService> + Clon
 
 /// Rewrites the request as its route says and picks the upstream.
 fn dispatch(req: &mut Request<Body>) -> Result<(), BoxError> {
-    let matched = req
-        .extensions_mut()
-        .remove::<MatchedRoute>()
-        .ok_or(EdgeError::NoRoute)?;
+    let Some(matched) = req.extensions_mut().remove::<MatchedRoute>() else {
+        // An aggregate route's part: the aggregate layer chose its upstream.
+        return match req.extensions().get::<Target>() {
+            Some(_) => Ok(()),
+            None => Err(EdgeError::NoRoute.into()),
+        };
+    };
     let route = matched.settings();
     if let Some(limit) = route.max_body {
         limit_body(req, limit)?;

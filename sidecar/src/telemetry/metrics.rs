@@ -441,6 +441,7 @@ impl Metrics {
         registry.register_collector(Box::new(ClusterCollector {
             routes: routes.clone(),
         }));
+        registry.register_collector(Box::new(crate::edge::cache::CacheCollector(routes.clone())));
         let edge_certs = Arc::new(crate::tls::public::CertRegistry::default());
         registry.register_collector(Box::new(EdgeCertCollector(edge_certs.clone())));
         let mut process = Registry::default();
