@@ -29,6 +29,7 @@ mod metrics;
 mod mtls;
 mod observe;
 mod rate_limits;
+mod rest_ws;
 mod tcp;
 mod tracing;
 mod transform;
@@ -36,6 +37,7 @@ mod transparent;
 mod udp;
 mod upstream_tls;
 mod websocket;
+mod ws_bridge;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};

@@ -147,6 +147,13 @@ fn action(action: &RouteAction) -> (String, Vec<String>) {
             }
             (text, split.iter().map(|s| s.upstream.to_string()).collect())
         }
+        RouteAction::WebsocketBridge(bridge) => {
+            let upstreams: Vec<String> = bridge.upstreams().map(str::to_string).collect();
+            (
+                format!("websocket_bridge {}", upstreams.join(" ")),
+                upstreams,
+            )
+        }
         RouteAction::Aggregate(aggregate) => {
             let upstreams: Vec<String> = aggregate.upstreams().map(str::to_string).collect();
             (format!("aggregate {}", upstreams.join(" ")), upstreams)

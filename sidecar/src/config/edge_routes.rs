@@ -56,6 +56,8 @@ pub struct RouteSettings {
     pub transform: Option<Arc<crate::edge::transform::TransformSettings>>,
     /// REST/JSON ↔ gRPC transcoding.
     pub grpc_json: Option<Arc<crate::translate::grpc_json::GrpcJsonSettings>>,
+    /// REST → WebSocket.
+    pub rest_ws: Option<Arc<crate::translate::rest_ws::RestWsSettings>>,
 }
 
 /// A route's access control, validated; the names resolve.
@@ -213,6 +215,7 @@ fn validate_route(
         cache: None,
         transform: None,
         grpc_json: None,
+        rest_ws: None,
     }
 }
 
@@ -236,6 +239,9 @@ fn validate_features(
         .transform
         .as_ref()
         .and_then(|raw| super::transform::validate(errors, &format!("{at}.transform"), raw));
+    settings.rest_ws = route.rest_to_websocket.as_ref().and_then(|raw| {
+        super::websocket::validate_rest_ws(errors, &format!("{at}.rest_to_websocket"), raw)
+    });
     settings.grpc_json = route.grpc_json.as_ref().and_then(|raw| {
         super::grpc_json::validate(errors, &format!("{at}.grpc_json"), raw, known.base)
     });
@@ -505,12 +511,24 @@ fn validate_action(
         !route.split.is_empty(),
         route.redirect.is_some(),
         route.aggregate.is_some(),
+        route.websocket_bridge.is_some(),
     ]
     .into_iter()
     .filter(|set| *set)
     .count();
     if chosen != 1 {
-        errors.push(at, "exactly one of to, split, redirect, aggregate");
+        errors.push(
+            at,
+            "exactly one of to, split, redirect, aggregate, websocket_bridge",
+        );
+    }
+    if let Some(bridge) = &route.websocket_bridge {
+        return RouteAction::WebsocketBridge(super::websocket::validate_bridge(
+            errors,
+            &format!("{at}.websocket_bridge"),
+            bridge,
+            upstreams,
+        ));
     }
     if let Some(aggregate) = &route.aggregate {
         return RouteAction::Aggregate(super::aggregate::validate(

@@ -24,6 +24,7 @@ mod grpc_json;
 mod limits;
 mod tracing;
 mod transform;
+mod websocket;
 
 pub use self::tracing::{OtlpEndpoint, TracingSettings, MAX_TRACE_QUEUE};
 pub use access_log::{AccessLogSettings, AccessLogTarget, ACCESS_FIELDS};

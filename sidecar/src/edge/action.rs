@@ -17,6 +17,8 @@ pub enum RouteAction {
     Forward(Vec<SplitSettings>),
     /// Answer with a redirect.
     Redirect(RedirectSettings),
+    /// Hold WebSocket clients, calling REST backends.
+    WebsocketBridge(Arc<crate::translate::ws_bridge::WsBridgeSettings>),
     /// Call several upstreams and merge their answers.
     Aggregate(Arc<super::aggregate::AggregateSettings>),
 }

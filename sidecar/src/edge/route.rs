@@ -106,7 +106,9 @@ impl EdgeRoutes {
                         .fold(0u32, |sum, (_, w)| sum.saturating_add(*w));
                     Targets { clusters, total }
                 }
-                RouteAction::Redirect(_) | RouteAction::Aggregate(_) => Targets::default(),
+                RouteAction::Redirect(_)
+                | RouteAction::Aggregate(_)
+                | RouteAction::WebsocketBridge(_) => Targets::default(),
             })
             .collect();
         EdgeRoutes {

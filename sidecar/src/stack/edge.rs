@@ -23,6 +23,8 @@ pub fn edge(rt: &Runtime) -> HttpService {
         .layer(edge::cache::layer(rt.routes.clone())) // the route's response cache: after auth and limits, so a hit never skips them
         .layer(edge::transform::layer()) // the route's body transformation: XML / SOAP ↔ JSON, JSON reshaping
         .layer(translate::grpc_json::edge_layer()) // the route's REST/JSON ↔ gRPC transcoding
+        .layer(translate::ws_bridge::layer()) // bridge routes: WebSocket clients held here, messages become REST calls through the layers below
+        .layer(translate::rest_ws::layer()) // the route's requests sent as messages over pooled WebSocket connections
         .layer(edge::aggregate::layer()) // aggregate routes: one call per part through the layers below, merged
         .layer(edge::dispatch_layer()) // the route's body limit, rewrites, request header changes, upstream (weighted split)
         .layer(resilience::layer(rt.metrics.clone())) // breaker limits, deadline, retries within budget: above the balancer

@@ -169,6 +169,13 @@ pub struct Route {
     /// Answer with a redirect instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<Redirect>,
+    /// Hold WebSocket clients and call REST backends, instead of `to`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket_bridge: Option<super::WebsocketBridge>,
+    /// Send each request as a message over a pooled WebSocket connection to
+    /// the upstream and answer with its correlated reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rest_to_websocket: Option<super::RestToWebsocket>,
     /// Call several upstreams and merge their JSON, instead of `to`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggregate: Option<super::Aggregate>,

@@ -14,6 +14,7 @@ mod compress;
 mod edge;
 mod grpc_json;
 mod transform;
+mod websocket;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -27,6 +28,7 @@ pub use compress::*;
 pub use edge::*;
 pub use grpc_json::*;
 pub use transform::*;
+pub use websocket::*;
 pub use yaml::{load, ConfigError, LineIndex};
 
 /// The whole config file.

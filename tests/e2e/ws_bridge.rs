@@ -1,0 +1,1 @@
+//! End-to-end tests of ws_bridge (filled in with the feature).
