@@ -239,9 +239,10 @@ fn validate_features(
         .transform
         .as_ref()
         .and_then(|raw| super::transform::validate(errors, &format!("{at}.transform"), raw));
-    settings.rest_ws = route.rest_to_websocket.as_ref().and_then(|raw| {
-        super::websocket::validate_rest_ws(errors, &format!("{at}.rest_to_websocket"), raw)
-    });
+    settings.rest_ws = route
+        .rest_to_websocket
+        .as_ref()
+        .and_then(|raw| super::rest_ws::validate(errors, &format!("{at}.rest_to_websocket"), raw));
     settings.grpc_json = route.grpc_json.as_ref().and_then(|raw| {
         super::grpc_json::validate(errors, &format!("{at}.grpc_json"), raw, known.base)
     });
@@ -523,7 +524,7 @@ fn validate_action(
         );
     }
     if let Some(bridge) = &route.websocket_bridge {
-        return RouteAction::WebsocketBridge(super::websocket::validate_bridge(
+        return RouteAction::WebsocketBridge(super::ws_bridge::validate(
             errors,
             &format!("{at}.websocket_bridge"),
             bridge,

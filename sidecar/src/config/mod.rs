@@ -22,9 +22,10 @@ mod edge;
 mod edge_routes;
 mod grpc_json;
 mod limits;
+mod rest_ws;
 mod tracing;
 mod transform;
-mod websocket;
+mod ws_bridge;
 
 pub use self::tracing::{OtlpEndpoint, TracingSettings, MAX_TRACE_QUEUE};
 pub use access_log::{AccessLogSettings, AccessLogTarget, ACCESS_FIELDS};

@@ -13,8 +13,9 @@ mod cache;
 mod compress;
 mod edge;
 mod grpc_json;
+mod rest_ws;
 mod transform;
-mod websocket;
+mod ws_bridge;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -27,8 +28,9 @@ pub use cache::*;
 pub use compress::*;
 pub use edge::*;
 pub use grpc_json::*;
+pub use rest_ws::*;
 pub use transform::*;
-pub use websocket::*;
+pub use ws_bridge::*;
 pub use yaml::{load, ConfigError, LineIndex};
 
 /// The whole config file.
