@@ -336,3 +336,36 @@ fn bad_compress_settings_are_named_by_path() {
     let (code, stderr) = check("{ encodings: [gzip], decompress_requests: true }");
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn decoded_request_bodies_are_held_to_the_global_body_limit() {
+    let (_app, app) = upstream();
+    let edge = Sidecar::start(&format!(
+        "service: edge
+mode: edge
+admin: {{ listen: 127.0.0.1:0 }}
+limits: {{ max_body: 1MiB }}
+edge:
+  listeners:
+    - listen: 127.0.0.1:0
+  routes:
+    - match: {{ path_prefix: / }}
+      to: app
+      compress: {{ decompress_requests: true }}
+  upstreams:
+    app:
+      discovery: {{ endpoints: [{app}] }}
+"
+    ));
+    let url = format!("http://{}/echo", edge.listener("edge", None));
+    let reply = python("compress_client.py", &["post", &url, "gzip", "json"]);
+    assert_eq!(reply["status"], 200, "{reply}");
+    // 4 KiB on the wire, 4 MiB decoded: under the route's own bound
+    // (max_decoded, 10 MiB), over the global 1 MiB.
+    let reply = python("compress_client.py", &["post", &url, "gzip", "zeros-4mib"]);
+    assert_eq!(reply["status"], 413, "{reply}");
+    assert_eq!(
+        reply["headers"]["x-mesh-error"], "body_too_large",
+        "{reply}"
+    );
+}

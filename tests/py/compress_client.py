@@ -10,7 +10,7 @@ stream URL ACCEPT_ENCODING N
     ended (seconds from the request), and whether the whole text is right.
 post URL CONTENT_ENCODING KIND
     POSTs a body encoded with CONTENT_ENCODING: KIND `json` (the large JSON),
-    `bomb` (64 MiB of zeros, gzip), `corrupt` (a gzip stream with bytes
+    `bomb` (64 MiB of zeros), `zeros-4mib` (4 MiB of zeros), `corrupt` (a gzip stream with bytes
     flipped). Prints the status, the answer, and the sha256 of the plain body.
 
 Prints one JSON line.
@@ -121,6 +121,9 @@ def post(url, encoding, kind):
         body = encode(encoding, plain)
     elif kind == "bomb":
         plain = bytes(64 << 20)
+        body = encode(encoding, plain)
+    elif kind == "zeros-4mib":
+        plain = bytes(4 << 20)
         body = encode(encoding, plain)
     else:
         plain = upstream.LARGE

@@ -19,7 +19,7 @@ pub fn edge(rt: &Runtime) -> HttpService {
         .layer(policy::auth::layer(rt.routes.clone())) // the route's authenticators (JWT, API keys, introspection, external) and requirements
         .layer(policy::rate_limit::layer(rt.routes.clone())) // the route's limits, keyed by consumer, claim, client, header: after auth names the caller
         .layer(translate::grpc_web::layer()) // browsers' gRPC-Web calls become gRPC, answers go back with trailers in the body
-        .layer(edge::compress::layer()) // the route's response compression (Accept-Encoding) and request decompression
+        .layer(edge::compress::layer(rt.settings.clone())) // the route's response compression (Accept-Encoding) and request decompression
         .layer(edge::cache::layer(rt.routes.clone())) // the route's response cache: after auth and limits, so a hit never skips them
         .layer(edge::transform::layer()) // the route's body transformation: XML / SOAP ↔ JSON, JSON reshaping
         .layer(translate::grpc_json::edge_layer()) // the route's REST/JSON ↔ gRPC transcoding

@@ -32,6 +32,9 @@ mod decode;
 mod encode;
 mod negotiate;
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use http::header::{
     HeaderMap, HeaderValue, ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH,
     CONTENT_TYPE, ETAG, VARY,
@@ -45,6 +48,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use super::MatchedRoute;
+use crate::config::Settings;
 use crate::http::{Body, HttpService};
 
 pub use decode::{decompress_error, DecompressError};
@@ -175,22 +179,33 @@ struct Plan {
 }
 
 /// The compression layer: reads the [`MatchedRoute`]'s settings; routes
-/// without `compress:` pass straight through.
-pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
-    layer_fn(|inner: HttpService| {
+/// without `compress:` pass straight through. A decoded request body is
+/// bounded by the route's `max_body`, else `limits.max_body`, and never
+/// more than the route's `max_decoded`.
+pub fn layer(
+    running: Arc<ArcSwap<Settings>>,
+) -> impl Layer<HttpService, Service = HttpService> + Clone {
+    layer_fn(move |inner: HttpService| {
+        let running = running.clone();
         BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
             let settings = req.extensions().get::<MatchedRoute>().and_then(|matched| {
                 let route = matched.settings();
                 let settings = route.compress.clone()?;
-                Some((settings, route.max_body))
+                let limit = route
+                    .max_body
+                    .or_else(|| running.load().limits.max_body)
+                    .map_or(settings.max_decoded, |limit| {
+                        limit.min(settings.max_decoded)
+                    });
+                Some((settings, limit))
             });
             let inner = inner.clone();
             async move {
-                let Some((settings, max_body)) = settings else {
+                let Some((settings, limit)) = settings else {
                     return inner.oneshot(req).await;
                 };
                 if settings.decompress_requests {
-                    decode::decode_request(&mut req, max_body.unwrap_or(settings.max_decoded))?;
+                    decode::decode_request(&mut req, limit)?;
                 }
                 let plan = Plan {
                     encoding: negotiate::choose(req.headers(), &settings.encodings),
