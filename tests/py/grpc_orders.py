@@ -30,6 +30,12 @@ import grpc
 PROTO_DIR = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "protos")
 )
+# google/api/{annotations,http}.proto, as the proxy embeds them.
+GOOGLE_API_DIR = os.path.normpath(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "sidecar", "src", "translate", "grpc_json"
+    )
+)
 DEADLINE_S = 20.0
 USAGE = "usage: grpc_orders.py TARGET (unary ID | server COUNT INTERVAL_MS | client N | bidi TEXT...)"
 
@@ -49,10 +55,14 @@ def load_stubs():
             [
                 "grpc_tools.protoc",
                 f"-I{PROTO_DIR}",
+                f"-I{GOOGLE_API_DIR}",
                 f"-I{well_known}",
                 f"--python_out={out}",
                 f"--grpc_python_out={out}",
                 os.path.join(PROTO_DIR, "orders.proto"),
+                # orders.proto's HTTP rules import these.
+                os.path.join(GOOGLE_API_DIR, "google/api/annotations.proto"),
+                os.path.join(GOOGLE_API_DIR, "google/api/http.proto"),
             ]
         )
         if status != 0:

@@ -295,11 +295,15 @@ fn topology(ports: &Ports, mtls: bool) -> [Service; 3] {
                 mode: "strict",
                 why: "only web's sidecar calls orders, always over mutual TLS",
                 authz: Some(format!(
-                    "  # Only web may call orders (any path); everyone else gets 403 forbidden.
+                    "  # Only web may call orders (any path), and the edge its two REST-mapped
+  # methods; everyone else gets 403 forbidden.
   authz:
     - allow: [{web}]
+    - allow: [{edge}]
+      paths: [/orders.v1.Orders/GetOrder, /orders.v1.Orders/ListOrders]
 ",
                     web = mesh_api::ca::spiffe_id(TRUST_DOMAIN, "web"),
+                    edge = mesh_api::ca::spiffe_id(TRUST_DOMAIN, "edge"),
                 )),
             }),
         },
@@ -512,17 +516,37 @@ identity:
     - listen: {http}
       redirect_https: {https_port}
   routes:
-    # GET /api/orders/N -> web's /orders/N (web asks orders over gRPC)
+    # GET /api/orders/N -> web's /orders/N (web asks orders over gRPC),
+    # answers cached 10 s (x-cache: MISS, then HIT; purge: POST /cache/purge on the admin API)
     - name: orders
       match: {{ host: {API_HOST}, path_prefix: /api/orders, methods: [GET] }}
       rewrite: {{ prefix: /orders }}
+      cache: {{ ttl: 10s, key: [path] }}
       to: web
-    # the rest of /api -> web, prefix stripped, a response header added
+    # one request, three upstream calls made at once, merged into one JSON answer
+    - name: summary
+      match: {{ host: {API_HOST}, path: /api/summary }}
+      aggregate:
+        parts:
+          first: {{ to: web, path: /orders/1 }}
+          third: {{ to: web, path: /orders/3 }}
+          missing: {{ to: web, path: /orders/42, optional: true }}
+        timeout: 2s
+        on_part_failure: partial
+    # the rest of /api -> web, prefix stripped, a response header added,
+    # compressed for clients that accept br, zstd or gzip (bodies of 256 bytes and more)
     - name: api
       match: {{ host: {API_HOST}, path_prefix: /api }}
       rewrite: {{ prefix: / }}
       headers: {{ response: {{ set: {{ x-demo-route: api }} }} }}
+      compress: {{ encodings: [br, zstd, gzip], min_size: 256B }}
       to: web
+    # REST/JSON straight to the gRPC orders app, mapped by the HTTP rules in
+    # orders.proto: GET /v1/orders/3, GET /v1/orders?count=3&intervalMs=300 (NDJSON, or SSE)
+    - name: orders-rest
+      match: {{ host: {API_HOST}, path_prefix: /v1/orders }}
+      grpc_json: {{ protos: [orders.proto], include: [\"{protos}\"] }}
+      to: orders
     # WebSocket echo on its own host
     - name: chat
       match: {{ host: {CHAT_PUBLIC_HOST} }}
@@ -549,12 +573,15 @@ identity:
   upstreams:
     web: {{ discovery: {{ endpoints: [{web}] }} }}
     chat: {{ discovery: {{ endpoints: [{chat}] }} }}
+    orders: {{ discovery: {{ endpoints: [{orders}] }}, protocol: grpc }}
 ",
         https = ports.edge_https,
         https_port = ports.edge_https.port(),
         http = ports.edge_http,
         web = ports.web_inbound,
         chat = ports.chat_inbound,
+        orders = ports.orders_inbound,
+        protos = concat!(env!("CARGO_MANIFEST_DIR"), "/protos"),
     ));
     yaml
 }
@@ -735,6 +762,16 @@ Through the edge (the public gateway), over HTTPS:
   curl -s {resolve} https://{API_HOST}:{port}/api/orders/3
   # what web sees: X-Forwarded-For, X-Forwarded-Proto, Forwarded, X-Request-Id
   curl -s {resolve} https://{API_HOST}:{port}/api/headers
+  # compressed for clients that accept it (br, zstd, gzip)
+  curl -s {resolve} --compressed -D - https://{API_HOST}:{port}/api/headers
+  # cached at the edge: x-cache MISS, then HIT for 10 s
+  curl -si {resolve} https://{API_HOST}:{port}/api/orders/4 | grep -i x-cache
+  # three upstream calls at once, one JSON answer (the failing optional part named in _errors)
+  curl -s {resolve} https://{API_HOST}:{port}/api/summary
+  # the gRPC orders app as REST/JSON, from the HTTP rules in examples/protos/orders.proto
+  curl -s {resolve} https://{API_HOST}:{port}/v1/orders/3
+  # a server stream as NDJSON, each order as it comes (or -H 'accept: text/event-stream')
+  curl -sN {resolve} 'https://{API_HOST}:{port}/v1/orders?count=3&intervalMs=400'
   # no route: 404 with x-mesh-error: no_route
   curl -si {resolve} https://{API_HOST}:{port}/nothing
   # an API key (the demo partner's, in {dir}/partner-api-key), 5 requests/s
@@ -797,6 +834,8 @@ The whole mesh at once with mesh-ctl (send some requests first):
   {mesh_ctl} top {all}        # live; q quits
   {mesh_ctl} tap --admin {edge_admin} --path-prefix /api
   {mesh_ctl} explain --admin {edge_admin} GET https://{API_HOST}/api/orders/3
+  {mesh_ctl} cache stats --admin {edge_admin}
+  {mesh_ctl} openapi --admin {edge_admin}   # OpenAPI 3 of the REST-mapped gRPC API
   # the service graph and golden signals in a browser
   open http://{edge_admin}/dashboard
 
@@ -879,6 +918,22 @@ async fn check(mesh: &[Service], ports: &Ports, dir: &Path, mtls: bool) -> bool 
             ports.edge_https.port()
         ),
         bounded(edge_order_three(ports, dir)).await,
+    );
+    report(
+        format!("edge cache, GET https://{API_HOST}/api/orders/5 twice"),
+        bounded(edge_cache(ports, dir)).await,
+    );
+    report(
+        format!("edge aggregation, GET https://{API_HOST}/api/summary"),
+        bounded(edge_summary(ports, dir)).await,
+    );
+    report(
+        format!("edge compression, GET https://{API_HOST}/api/headers, Accept-Encoding: gzip"),
+        bounded(edge_compressed(ports, dir)).await,
+    );
+    report(
+        format!("edge REST/JSON -> gRPC, GET https://{API_HOST}/v1/orders/3"),
+        bounded(edge_grpc_json(ports, dir)).await,
     );
     report(
         format!("edge API key, GET https://{API_HOST}/partner"),
@@ -1092,6 +1147,79 @@ async fn edge_order_three(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
         serde_json::from_slice(&body).with_context(|| format!("not JSON: {}", one_line(&body)))?;
     if order["id"] != "3" {
         bail!("expected the order with id \"3\", got {order}");
+    }
+    Ok(format!("200 {order}"))
+}
+
+/// An edge GET over HTTPS with the demo public CA; the body must be JSON.
+async fn edge_json(
+    ports: &Ports,
+    dir: &Path,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(hyper::HeaderMap, serde_json::Value)> {
+    let ca = dir.join("certs/public-ca/bundle.pem");
+    let (status, headers, body) = https_get(ports.edge_https, API_HOST, path, &ca, headers).await?;
+    if status != StatusCode::OK {
+        bail!("expected 200, got {status} {}", one_line(&body));
+    }
+    let json =
+        serde_json::from_slice(&body).with_context(|| format!("not JSON: {}", one_line(&body)))?;
+    Ok((headers, json))
+}
+
+/// A header's value, or "" when absent.
+fn header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// The same order twice: the second answer comes from the edge's cache.
+async fn edge_cache(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
+    let (first, _) = edge_json(ports, dir, "/api/orders/5", &[]).await?;
+    let (second, order) = edge_json(ports, dir, "/api/orders/5", &[]).await?;
+    let seen = (header(&first, "x-cache"), header(&second, "x-cache"));
+    if seen != ("MISS", "HIT") || order["id"] != "5" {
+        bail!("expected x-cache MISS then HIT and order 5, got {seen:?} {order}");
+    }
+    Ok(format!("x-cache {} then {}", seen.0, seen.1))
+}
+
+/// Three parts in one answer; the optional one that fails is named.
+async fn edge_summary(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
+    let (_, summary) = edge_json(ports, dir, "/api/summary", &[]).await?;
+    if summary["first"]["id"] != "1"
+        || summary["third"]["id"] != "3"
+        || summary["_errors"]["missing"]["status"] != 404
+    {
+        bail!("expected orders 1 and 3 and the missing part's 404, got {summary}");
+    }
+    Ok(format!(
+        "orders 1 and 3, missing: {}",
+        summary["_errors"]["missing"]
+    ))
+}
+
+/// A client that accepts gzip gets gzip.
+async fn edge_compressed(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
+    let ca = dir.join("certs/public-ca/bundle.pem");
+    let accept = [("accept-encoding", "gzip")];
+    let (status, headers, body) =
+        https_get(ports.edge_https, API_HOST, "/api/headers", &ca, &accept).await?;
+    let encoding = header(&headers, "content-encoding");
+    if status != StatusCode::OK || encoding != "gzip" || !body.starts_with(&[0x1f, 0x8b]) {
+        bail!("expected 200 gzip, got {status} content-encoding {encoding:?}");
+    }
+    Ok(format!("200, {} gzip bytes", body.len()))
+}
+
+/// The orders gRPC app called as REST by the HTTP rule in orders.proto.
+async fn edge_grpc_json(ports: &Ports, dir: &Path) -> anyhow::Result<String> {
+    let (headers, order) = edge_json(ports, dir, "/v1/orders/3", &[]).await?;
+    if order["id"] != "3" || !header(&headers, "content-type").starts_with("application/json") {
+        bail!("expected order 3 as JSON, got {order}");
     }
     Ok(format!("200 {order}"))
 }
