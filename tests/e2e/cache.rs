@@ -456,3 +456,63 @@ fn entries_survive_a_reload_and_a_smaller_store_evicts() {
         "the most recently used stays"
     );
 }
+
+#[test]
+fn a_cached_route_behind_jwt_answers_401_without_a_token() {
+    let keys = tempfile::tempdir().unwrap();
+    let path = keys.path().to_str().unwrap();
+    assert_eq!(python("jwt_tokens.py", &["keys", path])["ok"], true);
+    let tokens = python("jwt_tokens.py", &["tokens", path]);
+    let token = tokens["rs256"].as_str().unwrap();
+    let (_origin, origin) = origin();
+    let edge = Sidecar::start(&format!(
+        "service: edge
+mode: edge
+admin: {{ listen: 127.0.0.1:0 }}
+edge:
+  listeners:
+    - listen: 127.0.0.1:0
+  auth:
+    jwt:
+      users:
+        jwks: {{ file: {jwks} }}
+        issuers: [https://issuer.test]
+        audiences: [mesh-api]
+  routes:
+    - match: {{ path_prefix: / }}
+      auth: [users]
+      cache: {{ ttl: 30s, key: [path, query, \"claim:sub\"] }}
+      to: origin
+  upstreams:
+    origin:
+      discovery: {{ endpoints: [{origin}] }}
+",
+        jwks = keys.path().join("jwks.json").display(),
+    ));
+    let url = format!("http://{}/me?cc=max-age=60", edge.listener("edge", None));
+    let bearer = format!("Authorization: Bearer {token}");
+    let get = |headers: &[&str]| {
+        let mut args = vec!["-i"];
+        for header in headers {
+            args.extend(["-H", header]);
+        }
+        args.push(&url);
+        curl_reply(&args)
+    };
+    assert_eq!(x_cache(&get(&[&bearer])), "MISS");
+    let hit = get(&[&bearer]);
+    assert_eq!((hit.status, x_cache(&hit)), (200, "HIT"));
+
+    // The entry is there, but no token (or a forged one) never reaches it.
+    let stranger = get(&[]);
+    assert_eq!(stranger.status, 401, "{}", stranger.body);
+    assert!(stranger.header("x-cache").is_none());
+    let forged = format!(
+        "Authorization: Bearer {}",
+        tokens["expired"].as_str().unwrap_or("not.a.token")
+    );
+    assert_eq!(get(&[&forged]).status, 401);
+    let out = curl(&[&format!("http://{origin}/_counts")]);
+    let counts: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(counts["hits"]["/me"], 1, "{counts}");
+}
