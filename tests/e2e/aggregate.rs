@@ -6,13 +6,12 @@
 //! answer, or 504 in `fail` mode), non-2xx and oversized parts, and an
 //! unknown part reference refused by `sidecar check`.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin, curl, python, root, Proc, Sidecar};
+use mesh_tests::{bin, curl, py_service, python, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::edge_tls::edge_addrs;
@@ -20,20 +19,7 @@ use crate::{curl_reply, Reply};
 
 /// Starts the recording upstream; returns it and its address.
 fn upstream() -> (Proc, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/py/aggregate_upstream.py"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc::adopt("aggregate-upstream", child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let value: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("upstream printed {line:?}: {e}; {:?}", proc.log()));
-    (proc, value["listening"].as_str().unwrap().parse().unwrap())
+    py_service("aggregate_upstream.py", &[])
 }
 
 /// The calls the upstream recorded: `{path, method, headers}`.

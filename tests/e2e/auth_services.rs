@@ -6,33 +6,17 @@
 //! authorizer), and the `*-down` / `open` hosts whose service is a closed
 //! port (fail closed 503, or fail open with `on_error: allow`).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mesh_tests::{curl, root, Proc, Sidecar};
+use mesh_tests::{curl, py_service, Proc, Sidecar};
 use serde_json::Value;
 
 use crate::{closed_port, curl_reply, rest_app, Reply};
 
 /// Starts tests/py/auth_servers.py; returns it and its address.
 fn auth_servers() -> (Proc, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/py/auth_servers.py"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc::adopt("auth-servers", child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let value: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("auth servers printed {line:?}: {e}; {:?}", proc.log()));
-    let addr = value["listening"].as_str().unwrap().parse().unwrap();
-    (proc, addr)
+    py_service("auth_servers.py", &[])
 }
 
 /// Call counts of the auth servers.

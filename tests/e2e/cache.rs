@@ -6,12 +6,11 @@
 //! stale answers, purge, coalescing, authentication in front of the cache,
 //! and entries kept across a reload.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use mesh_tests::{bin, curl, http, python, root, wait_until, Proc, Sidecar};
+use mesh_tests::{bin, curl, http, py_service, python, wait_until, Proc, Sidecar};
 use serde_json::Value;
 
 use crate::{curl_reply, Reply};
@@ -21,21 +20,7 @@ const TEST_KEY_SHA256: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd
 
 /// Starts tests/py/cache_origin.py; returns it and its address.
 fn origin() -> (Proc, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/py/cache_origin.py"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc::adopt("cache-origin", child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let value: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("origin printed {line:?}: {e}; {:?}", proc.log()));
-    let addr = value["listening"].as_str().unwrap().parse().unwrap();
-    (proc, addr)
+    py_service("cache_origin.py", &[])
 }
 
 /// The edge config: `/private/` behind an API key (keyed by consumer),

@@ -9,31 +9,17 @@
 //! before forwarding, with a gzip bomb stopped at 413, an unknown coding
 //! refused with 415 and corrupt data with 400.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use mesh_tests::{curl, python, root, Proc, Sidecar};
+use mesh_tests::{curl, py_service, python, Proc, Sidecar};
 use serde_json::Value;
 
 use crate::curl_reply;
 
 /// Starts the upstream; returns it and its address.
 fn upstream() -> (Proc, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/py/compress_upstream.py"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc::adopt("compress-upstream", child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let value: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("upstream printed {line:?}: {e}; {:?}", proc.log()));
-    (proc, value["listening"].as_str().unwrap().parse().unwrap())
+    py_service("compress_upstream.py", &[])
 }
 
 /// An edge with a compress route per case; returns it and its base URL.

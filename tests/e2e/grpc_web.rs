@@ -5,13 +5,12 @@
 //! preflight a browser sends, and headless Chromium running the npm
 //! `grpc-web` client from a page of another origin.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mesh_tests::{python, root, service, Proc, Sidecar};
+use mesh_tests::{py_service, python, root, service, Proc, Sidecar};
 use serde_json::Value;
 
 use crate::{closed_port, curl_reply, inbound_sidecar};
@@ -288,21 +287,8 @@ fn bundled_page() -> PathBuf {
 
 /// Serves `tests/web` on 127.0.0.1:0; returns it and its origin.
 fn page_server() -> (Proc, String) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/py/grpc_web_page.py"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let proc = Proc::adopt("page server", child);
-    let listening: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-    let origin = format!("http://{}", listening["listening"].as_str().unwrap());
-    (proc, origin)
+    let (proc, addr) = py_service("grpc_web_page.py", &[]);
+    (proc, format!("http://{addr}"))
 }
 
 /// The headless Chromium binary.

@@ -4,32 +4,16 @@
 //! their action), driven with curl as a JSON client. What reached the
 //! upstream is read back from its `/last`.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
-use mesh_tests::{curl, root, Proc, Sidecar};
+use mesh_tests::{curl, py_service, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::{curl_reply, Reply};
 
 /// Starts tests/py/transform_upstreams.py; returns it and its address.
 fn upstreams() -> (Proc, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg(root().join("tests/py/transform_upstreams.py"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc::adopt("transform-upstreams", child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let value: Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("upstreams printed {line:?}: {e}; {:?}", proc.log()));
-    let addr = value["listening"].as_str().unwrap().parse().unwrap();
-    (proc, addr)
+    py_service("transform_upstreams.py", &[])
 }
 
 /// An edge with one route per transformation, and the upstreams behind it.

@@ -4,13 +4,12 @@
 //! answer 200; a wrong CA or a wrong name is a 502 `upstream_tls`; a CA
 //! file that cannot be read is a config error naming its YAML path.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use mesh_tests::{bin, curl, wait_until, Proc, Sidecar};
+use mesh_tests::{announced, bin, curl, wait_until, Proc, Sidecar};
 
 use crate::balance::state;
 use crate::edge_tls::TestPki;
@@ -67,24 +66,14 @@ server.serve_forever()
 
 /// Starts the HTTPS server with `cert` / `key`; returns it and its address.
 fn https_server(cert: &Path, key: &Path) -> (Proc, SocketAddr) {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(SERVER)
-        .arg(cert)
-        .arg(key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is installed");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc::adopt("https-server", child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let value: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|e| panic!("https server printed {line:?}: {e}; {:?}", proc.log()));
-    let addr = value["listening"].as_str().unwrap().parse().unwrap();
-    (proc, addr)
+    announced(
+        "https-server",
+        Command::new("python3")
+            .arg("-c")
+            .arg(SERVER)
+            .arg(cert)
+            .arg(key),
+    )
 }
 
 /// A sidecar with one outbound upstream `ext` at `server` over TLS (`tls` is the YAML flow map).

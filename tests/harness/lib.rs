@@ -135,24 +135,35 @@ fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
 /// Starts a demo service binary; returns it and the address it reports
 /// on its first stdout line, `{"listening":"127.0.0.1:PORT"}`.
 pub fn service(name: &str, args: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(bin(name))
-        .args(args)
+    announced(name, Command::new(bin(name)).args(args))
+}
+
+/// Starts the Python test server `tests/py/<script>` with `args`; returns
+/// it and the address it reports like [`service`].
+pub fn py_service(script: &str, args: &[&str]) -> (Proc, SocketAddr) {
+    announced(
+        script,
+        Command::new("python3")
+            .arg(root().join("tests/py").join(script))
+            .args(args),
+    )
+}
+
+/// Starts `command`, which reports `{"listening":"127.0.0.1:PORT"}` on its
+/// first stdout line; returns it and that address.
+pub fn announced(name: &str, command: &mut Command) -> (Proc, SocketAddr) {
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let log = collect_stderr(&mut child);
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let proc = Proc::adopt(name, child);
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
-    let proc = Proc {
-        name: name.into(),
-        child,
-        log,
-    };
-    let value: Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{name} printed {line:?}: {e}"));
+    let value: Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("{name} printed {line:?}: {e}; {:?}", proc.log()));
     let addr = value["listening"].as_str().unwrap().parse().unwrap();
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
