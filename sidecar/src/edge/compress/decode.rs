@@ -6,14 +6,12 @@
 //! is refused before forwarding with [`DecompressError::Unsupported`] (415).
 
 use std::io::Write;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderMap, CONTENT_ENCODING, CONTENT_LENGTH};
-use http_body::{Frame, SizeHint};
 use mesh_api::config::Encoding;
 
+use super::coded::{CodedBody, Coder};
 use crate::http::hygiene::HygieneError;
 use crate::http::{Body, BodyError};
 
@@ -144,7 +142,7 @@ impl Decoder {
     }
 
     /// The end of the body: the encoded stream must be complete.
-    fn finish(&mut self) -> Result<Bytes, BodyError> {
+    fn end(&mut self) -> Result<Bytes, BodyError> {
         let finished = match self {
             Decoder::Gzip(d) => d.try_finish(),
             Decoder::Br(d) => d.close(),
@@ -169,81 +167,13 @@ impl Decoder {
     }
 }
 
-/// A request body decoded as it streams.
-pub(super) struct DecodedBody {
-    inner: Body,
-    /// `None` once finished (or failed).
-    decoder: Option<Decoder>,
-    trailers: Option<HeaderMap>,
-}
-
-impl DecodedBody {
-    /// `inner`, sent with `encoding`, decoded up to `max` bytes.
-    fn new(inner: Body, encoding: Encoding, max: u64) -> Result<DecodedBody, BodyError> {
-        Ok(DecodedBody {
-            inner,
-            decoder: Some(Decoder::new(encoding, max)?),
-            trailers: None,
-        })
+impl Coder for Decoder {
+    fn code(&mut self, data: &[u8]) -> Result<Bytes, BodyError> {
+        self.decode(data)
     }
 
-    fn finish(&mut self) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let last = match self.decoder.take().as_mut().map(Decoder::finish) {
-            Some(Ok(last)) => last,
-            Some(Err(err)) => return Poll::Ready(Some(Err(err))),
-            None => Bytes::new(),
-        };
-        if last.is_empty() {
-            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
-        }
-        Poll::Ready(Some(Ok(Frame::data(last))))
-    }
-}
-
-impl http_body::Body for DecodedBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        loop {
-            let Some(decoder) = this.decoder.as_mut() else {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-            };
-            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                Some(Err(err)) => {
-                    this.decoder = None;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                None => return this.finish(),
-            };
-            match frame.into_data() {
-                Ok(data) => match decoder.decode(&data) {
-                    Ok(out) if out.is_empty() => {}
-                    Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-                    Err(err) => {
-                        this.decoder = None;
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                },
-                Err(frame) => {
-                    this.trailers = frame.into_trailers().ok();
-                    return this.finish();
-                }
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.decoder.is_none() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+    fn finish(mut self) -> Result<Bytes, BodyError> {
+        self.end()
     }
 }
 
@@ -265,8 +195,8 @@ pub(super) fn decode_request(
     }
     req.headers_mut().remove(CONTENT_LENGTH);
     let body = std::mem::replace(req.body_mut(), crate::http::empty());
-    *req.body_mut() = match DecodedBody::new(body, encoding, max) {
-        Ok(decoded) => http_body_util::BodyExt::boxed_unsync(decoded),
+    *req.body_mut() = match Decoder::new(encoding, max) {
+        Ok(decoder) => http_body_util::BodyExt::boxed_unsync(CodedBody::new(body, decoder)),
         Err(err) => {
             tracing::debug!(error = %err, "request decoder");
             return Err(DecompressError::Corrupt(encoding.as_str()));

@@ -5,14 +5,11 @@
 //! mid-stream ends the body with that error, never with a clean end.
 
 use std::io::Write;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
-use http_body::{Frame, SizeHint};
 use mesh_api::config::Encoding;
 
+use super::coded::{CodedBody, Coder};
 use super::Levels;
 use crate::http::{Body, BodyError};
 
@@ -24,7 +21,7 @@ const BROTLI_WINDOW: u32 = 20;
 const BROTLI_BUFFER: usize = 16 * 1024;
 
 /// A streaming encoder writing into a buffer the body drains per frame.
-enum Encoder {
+pub(super) enum Encoder {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
@@ -73,7 +70,7 @@ impl Encoder {
     }
 
     /// Ends the stream: the encoder's last bytes.
-    fn finish(self) -> std::io::Result<Bytes> {
+    fn end(self) -> std::io::Result<Bytes> {
         let out = match self {
             Encoder::Gzip(w) => w.finish()?,
             Encoder::Br(w) => w.into_inner(),
@@ -84,97 +81,39 @@ impl Encoder {
 }
 
 /// A response body compressed as it streams.
-pub(super) struct CompressedBody {
-    inner: Body,
-    /// `None` once finished (or failed).
-    encoder: Option<Encoder>,
-    /// The upstream's trailers, sent after the encoder's last bytes.
-    trailers: Option<HeaderMap>,
-}
+pub(super) type CompressedBody = CodedBody<Encoder>;
 
-impl CompressedBody {
+impl CodedBody<Encoder> {
     /// `inner` compressed with `encoding`; `inner` back if the encoder
     /// cannot be created.
-    pub(super) fn new(
+    pub(super) fn compressed(
         inner: Body,
         encoding: Encoding,
         levels: &Levels,
     ) -> Result<CompressedBody, (Body, std::io::Error)> {
         match Encoder::new(encoding, levels) {
-            Ok(encoder) => Ok(CompressedBody {
-                inner,
-                encoder: Some(encoder),
-                trailers: None,
-            }),
+            Ok(encoder) => Ok(CodedBody::new(inner, encoder)),
             Err(err) => Err((inner, err)),
         }
     }
-
-    /// The encoder's last bytes (then the trailers, on the next poll).
-    fn finish(&mut self) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let last = match self.encoder.take().map(Encoder::finish) {
-            Some(Ok(last)) => last,
-            Some(Err(err)) => return Poll::Ready(Some(Err(BodyError(err.into())))),
-            None => Bytes::new(),
-        };
-        if last.is_empty() {
-            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
-        }
-        Poll::Ready(Some(Ok(Frame::data(last))))
-    }
 }
 
-impl http_body::Body for CompressedBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        loop {
-            let Some(encoder) = this.encoder.as_mut() else {
-                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
-            };
-            let frame = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => frame,
-                Some(Err(err)) => {
-                    this.encoder = None;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                None => return this.finish(),
-            };
-            match frame.into_data() {
-                Ok(data) if data.is_empty() => {}
-                Ok(data) => match encoder.compress(&data) {
-                    Ok(out) if out.is_empty() => {}
-                    Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-                    Err(err) => {
-                        this.encoder = None;
-                        return Poll::Ready(Some(Err(BodyError(err.into()))));
-                    }
-                },
-                Err(frame) => {
-                    this.trailers = frame.into_trailers().ok();
-                    return this.finish();
-                }
-            }
-        }
+impl Coder for Encoder {
+    fn code(&mut self, data: &[u8]) -> Result<Bytes, BodyError> {
+        self.compress(data).map_err(|err| BodyError(err.into()))
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.encoder.is_none() && self.trailers.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+    fn finish(self) -> Result<Bytes, BodyError> {
+        self.end().map_err(|err| BodyError(err.into()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::io::Read;
+
+    use http::HeaderMap;
+    use http_body::Frame;
 
     use http_body_util::BodyExt;
 
@@ -246,7 +185,7 @@ mod tests {
         for encoding in [Encoding::Gzip, Encoding::Br, Encoding::Zstd] {
             let mut trailers = HeaderMap::new();
             trailers.insert("x-checksum", "abc".parse().unwrap());
-            let mut body = CompressedBody::new(
+            let mut body = CompressedBody::compressed(
                 upstream(&["first chunk;", "second chunk;"], Ok(Some(trailers))),
                 encoding,
                 &Levels::default(),
@@ -279,7 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_upstream_error_is_not_a_clean_end() {
-        let mut body = CompressedBody::new(
+        let mut body = CompressedBody::compressed(
             upstream(&["some data"], Err("upstream reset")),
             Encoding::Gzip,
             &Levels::default(),

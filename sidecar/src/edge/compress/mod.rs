@@ -28,9 +28,10 @@
 //! 400 for corrupt data); a decoded body over the bound fails with
 //! `HygieneError::BodyTooLarge` (413).
 
+mod coded;
 mod decode;
 mod encode;
-mod negotiate;
+pub(crate) mod negotiate;
 
 use std::sync::Arc;
 
@@ -231,7 +232,7 @@ fn compress(settings: &CompressSettings, plan: &Plan, response: Response<Body>) 
         Some(encoding) if !plan.head && !too_small && !body.is_end_stream() => encoding,
         _ => return Response::from_parts(parts, body),
     };
-    let body = match encode::CompressedBody::new(body, encoding, &settings.levels) {
+    let body = match encode::CompressedBody::compressed(body, encoding, &settings.levels) {
         Ok(compressed) => compressed.boxed_unsync(),
         Err((body, err)) => {
             // The response is still whole: send it as it is.

@@ -33,7 +33,7 @@ fn slot(encoding: Encoding) -> usize {
 
 /// The coding a response to these request headers gets: one of `offered`
 /// (in the route's order of preference), or `None` for identity.
-pub(super) fn choose(headers: &HeaderMap, offered: &[Encoding]) -> Option<Encoding> {
+pub(crate) fn choose(headers: &HeaderMap, offered: &[Encoding]) -> Option<Encoding> {
     let accepted = parse(headers)?;
     let mut best: Option<(Encoding, Quality)> = None;
     for &encoding in offered {
