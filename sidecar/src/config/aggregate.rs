@@ -250,12 +250,8 @@ mod tests {
     const EDGE: &str = "service: edge\nmode: edge\nedge:\n  listeners: [{ listen: 127.0.0.1:0 }]\n  upstreams:\n    users: { discovery: { endpoints: [127.0.0.1:7001] } }\n    billing: { discovery: { endpoints: [127.0.0.1:7002] } }\n  routes:\n    - match: { path: /dash }\n      aggregate:\n";
 
     fn load(aggregate: &str) -> Result<std::sync::Arc<AggregateSettings>, String> {
-        let settings = crate::config::load_str(&format!("{EDGE}{aggregate}")).map_err(|errs| {
-            errs.iter()
-                .map(|e| format!("{}: {}", e.path, e.message))
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+        let settings = crate::config::load_lines(&format!("{EDGE}{aggregate}"))
+            .map_err(|errs| errs.join("\n"))?;
         match &settings.edge.as_ref().unwrap().routes[0].action {
             RouteAction::Aggregate(aggregate) => Ok(aggregate.clone()),
             _ => panic!("not an aggregate"),

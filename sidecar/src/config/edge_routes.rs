@@ -871,18 +871,12 @@ fn header_changes(errors: &mut Errors<'_>, at: &str, ops: &raw::HeaderOps) -> He
 
 #[cfg(test)]
 mod tests {
-    use crate::config::{load_str, RouteSettings};
+    use crate::config::{load_lines, RouteSettings};
 
     const BASE: &str = "service: edge\nmode: edge\nedge:\n  listeners: [{ listen: 127.0.0.1:0 }]\n  upstreams:\n    web: { discovery: { endpoints: [127.0.0.1:7001] } }\n    canary: { discovery: { endpoints: [127.0.0.1:7002] } }\n  routes:\n";
 
     fn routes(yaml: &str) -> Result<Vec<RouteSettings>, Vec<String>> {
-        load_str(&format!("{BASE}{yaml}"))
-            .map(|s| s.edge.unwrap().routes.to_vec())
-            .map_err(|errs| {
-                errs.into_iter()
-                    .map(|e| format!("{}: {}", e.path, e.message))
-                    .collect()
-            })
+        load_lines(&format!("{BASE}{yaml}")).map(|s| s.edge.unwrap().routes.to_vec())
     }
 
     fn errors(yaml: &str) -> Vec<String> {

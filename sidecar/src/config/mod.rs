@@ -363,6 +363,17 @@ pub fn load_str(text: &str) -> Result<Settings, Vec<ConfigError>> {
     load_str_in(text, Path::new("."))
 }
 
+/// For tests: [`load_str`] with its errors as `path: message` lines.
+#[cfg(test)]
+pub(crate) fn load_lines(text: &str) -> Result<Settings, Vec<String>> {
+    load_str(text).map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect()
+    })
+}
+
 /// Parses and validates config text; relative file paths are taken from `base`.
 pub fn load_str_in(text: &str, base: &Path) -> Result<Settings, Vec<ConfigError>> {
     let (config, index) = raw::load(text)?;
