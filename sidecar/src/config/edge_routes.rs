@@ -246,6 +246,33 @@ fn validate_features(
     settings.grpc_json = route.grpc_json.as_ref().and_then(|raw| {
         super::grpc_json::validate(errors, &format!("{at}.grpc_json"), raw, known.base)
     });
+    let forwards = route.to.is_some() || !route.split.is_empty();
+    for (field, set) in [
+        ("rest_to_websocket", route.rest_to_websocket.is_some()),
+        ("grpc_json", route.grpc_json.is_some()),
+    ] {
+        if set && !forwards {
+            errors.push(
+                &format!("{at}.{field}"),
+                "needs an upstream to send to: set the route's `to` (or `split`)",
+            );
+        }
+    }
+    if route.grpc_json.is_some() {
+        // The transcoder picks the gRPC path; a rewrite below it would change it.
+        if route.rewrite.is_some() {
+            errors.push(
+                &format!("{at}.rewrite"),
+                "does not apply to a grpc_json route (the gRPC method decides the path)",
+            );
+        }
+        if route.encoded_slashes == EncodedSlashes::Keep {
+            errors.push(
+                &format!("{at}.encoded_slashes"),
+                "keep does not apply to a grpc_json route (the gRPC method decides the path)",
+            );
+        }
+    }
 }
 
 /// A route's `auth`, `require`, `rate_limit` and `cors`: every name known.
@@ -881,6 +908,24 @@ mod tests {
 
     fn errors(yaml: &str) -> Vec<String> {
         routes(yaml).expect_err("config should be refused")
+    }
+
+    #[test]
+    fn translating_routes_need_an_upstream_and_keep_their_path() {
+        let errors = routes(
+            "    - match: { path_prefix: /ws }\n      rest_to_websocket: {}\n      redirect: { path: /x }\n    - match: { path_prefix: /v1 }\n      grpc_json: { reflection: true }\n      rewrite: { prefix: /v2 }\n      to: web\n",
+        )
+        .err()
+        .unwrap_or_default()
+        .join("\n");
+        assert!(
+            errors.contains("edge.routes[0].rest_to_websocket: needs an upstream"),
+            "{errors}"
+        );
+        assert!(
+            errors.contains("edge.routes[1].rewrite: does not apply to a grpc_json route"),
+            "{errors}"
+        );
     }
 
     #[test]
