@@ -15,6 +15,7 @@
 //! | `signals.rs` | `stat` and `graph`: golden signals and the service graph from two scrapes of `/metrics` (`mesh_api::golden`) |
 //! | `top.rs` | `top`: the busiest routes, live (ratatui) |
 //! | `cache.rs` | `cache stats` and `cache purge`: an edge proxy's response cache |
+//! | `connections.rs` | `connections`: an edge proxy's open bridged WebSocket connections |
 //! | `quota.rs` | `quota`: an edge proxy's rate limits and what is left of each for one consumer |
 //! | `dashboard.rs` | `dashboard`: the dashboard page and its data for several proxies, on a std-only HTTP server |
 //!
@@ -27,6 +28,7 @@ mod apikey;
 mod ca;
 mod cache;
 mod commands;
+mod connections;
 mod dashboard;
 mod discover;
 mod dns;
@@ -311,6 +313,14 @@ enum Command {
     Apikey {
         #[command(subcommand)]
         command: ApikeyCommand,
+    },
+    /// An edge proxy's open bridged WebSocket connections (ID, route,
+    /// client, identity, connected at, last active).
+    Connections {
+        #[command(flatten)]
+        proxy: Proxy,
+        #[command(flatten)]
+        common: Common,
     },
     /// An edge proxy's response cache: counters and entries, purge.
     Cache {
@@ -689,6 +699,9 @@ fn run(command: Command, env_admin: Option<&str>) -> Report {
             ApikeyCommand::Create { consumer, name } => apikey::create(&consumer, name.as_deref()),
             ApikeyCommand::Revoke { consumer, file } => apikey::revoke(&consumer, &file),
         },
+        Command::Connections { proxy, common } => {
+            connections::connections(&one(proxy), common.options())
+        }
         Command::Cache { command } => match command {
             CacheCommand::Stats {
                 entries,

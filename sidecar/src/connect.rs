@@ -381,8 +381,7 @@ impl Pool {
         &self,
         endpoint: &Arc<EndpointState>,
     ) -> Result<(UpstreamIo, ConnectionGuard), ConnectError> {
-        let io = self.open(endpoint, crate::tls::ALPN_TCP).await?;
-        Ok((io, self.count(endpoint)))
+        self.open(endpoint, crate::tls::ALPN_TCP).await
     }
 
     /// A new connection to `endpoint` for an active health check: TCP, then
@@ -393,17 +392,32 @@ impl Pool {
         endpoint: &Arc<EndpointState>,
         alpn: &'static [u8],
     ) -> Result<UpstreamIo, ConnectError> {
-        self.open(endpoint, alpn).await
+        self.within_limits(self.connect(endpoint, alpn)).await
     }
 
-    /// TCP to the endpoint, then TLS offering `alpn` if the cluster uses it.
+    /// TCP to the endpoint, then TLS offering `alpn` if the cluster uses it;
+    /// counted as open (the guard) from the moment it is.
     async fn open(
         &self,
         endpoint: &Arc<EndpointState>,
         alpn: &'static [u8],
-    ) -> Result<UpstreamIo, ConnectError> {
+    ) -> Result<(UpstreamIo, ConnectionGuard), ConnectError> {
+        self.within_limits(async {
+            let io = self.connect(endpoint, alpn).await?;
+            Ok((io, self.count(endpoint)))
+        })
+        .await
+    }
+
+    /// Runs `connect` unless the cluster is at `max_pending` or
+    /// `max_connections`. A connection being opened counts toward both
+    /// until it is open, and is counted as open before it stops counting as
+    /// pending, so concurrent callers never see a gap to slip through.
+    async fn within_limits<T>(
+        &self,
+        connect: impl std::future::Future<Output = Result<T, ConnectError>>,
+    ) -> Result<T, ConnectError> {
         let inner = &self.0;
-        // Connections being opened count toward both limits until they are open.
         let pending = inner.connecting.fetch_add(1, Ordering::AcqRel);
         let over = pending >= inner.limits.max_pending
             || inner.open.load(Ordering::Acquire).saturating_add(pending)
@@ -411,7 +425,7 @@ impl Pool {
         let result = if over {
             Err(ConnectError::Overflow)
         } else {
-            self.connect(endpoint, alpn).await
+            connect.await
         };
         inner.connecting.fetch_sub(1, Ordering::AcqRel);
         result
@@ -546,12 +560,12 @@ impl Pool {
         &self,
         endpoint: &Arc<EndpointState>,
     ) -> Result<http1::SendRequest<Body>, ConnectError> {
-        let stream = self.open(endpoint, crate::tls::ALPN_HTTP1).await?;
+        let (stream, guard) = self.open(endpoint, crate::tls::ALPN_HTTP1).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
-        self.drive(endpoint, conn.with_upgrades());
+        drive(guard, conn.with_upgrades());
         Ok(sender)
     }
 
@@ -559,32 +573,15 @@ impl Pool {
         &self,
         endpoint: &Arc<EndpointState>,
     ) -> Result<http2::SendRequest<Body>, ConnectError> {
-        let stream = self.open(endpoint, crate::tls::ALPN_H2).await?;
+        let (stream, guard) = self.open(endpoint, crate::tls::ALPN_H2).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30))
             .handshake(TokioIo::new(stream))
             .await
             .map_err(ConnectError::Handshake)?;
-        self.drive(endpoint, conn);
+        drive(guard, conn);
         Ok(sender)
-    }
-
-    /// Runs an upstream connection's I/O until it closes, counted while open.
-    fn drive<C>(&self, endpoint: &Arc<EndpointState>, conn: C)
-    where
-        C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
-    {
-        let guard = self.count(endpoint);
-        tokio::spawn(
-            async move {
-                let _guard = guard;
-                if let Err(err) = conn.await {
-                    debug!(error = %err, "upstream connection failed");
-                }
-            }
-            .instrument(tracing::debug_span!("upstream_conn", endpoint = %endpoint.addr)),
-        );
     }
 
     fn count(&self, endpoint: &Arc<EndpointState>) -> ConnectionGuard {
@@ -598,6 +595,24 @@ impl Pool {
             count: self.0.open.clone(),
         }
     }
+}
+
+/// Runs an upstream connection's I/O until it closes, counted (by `guard`)
+/// while open.
+fn drive<C>(guard: ConnectionGuard, conn: C)
+where
+    C: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    let span = tracing::debug_span!("upstream_conn", endpoint = %guard.endpoint.addr);
+    tokio::spawn(
+        async move {
+            let _guard = guard;
+            if let Err(err) = conn.await {
+                debug!(error = %err, "upstream connection failed");
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// Counts one open upstream connection until dropped.

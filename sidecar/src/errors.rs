@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::http::hygiene::HygieneError;
@@ -70,6 +69,10 @@ pub enum Reason {
     BadUpstreamBody,
     /// gRPC descriptors could not be fetched by reflection (503).
     GrpcDescriptors,
+    /// A WebSocket upstream answered the handshake without switching protocols (502).
+    UpgradeRefused,
+    /// The proxy is over an `overload:` threshold and sheds new work (503).
+    Overloaded,
     /// A bug or an unexpected state in the proxy.
     Internal,
 }
@@ -101,6 +104,8 @@ impl Reason {
             Reason::UnsupportedEncoding => "unsupported_encoding",
             Reason::BadUpstreamBody => "bad_upstream_body",
             Reason::GrpcDescriptors => "grpc_descriptors_unavailable",
+            Reason::UpgradeRefused => "upstream_upgrade_refused",
+            Reason::Overloaded => "overloaded",
             Reason::Internal => "internal",
         }
     }
@@ -131,6 +136,8 @@ impl Reason {
             Reason::PartFailed => StatusCode::BAD_GATEWAY,
             Reason::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Reason::BadUpstreamBody => StatusCode::BAD_GATEWAY,
+            Reason::UpgradeRefused => StatusCode::BAD_GATEWAY,
+            Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -160,6 +167,8 @@ pub fn reason(err: &BoxError) -> Reason {
     {
         // A grpc-web-text body that is not base64, found while it was sent.
         Reason::BadRequest
+    } else if err.downcast_ref::<crate::overload::Overloaded>().is_some() {
+        Reason::Overloaded
     } else if err.downcast_ref::<route::RouteError>().is_some() {
         Reason::NoRoute
     } else if let Some(err) = err.downcast_ref::<edge::EdgeError>() {
@@ -221,6 +230,16 @@ pub fn reason(err: &BoxError) -> Reason {
             E::Descriptors(_) => Reason::GrpcDescriptors,
             E::NotGrpc(_) => Reason::UpstreamProtocolError,
         }
+    } else if let Some(err) = err.downcast_ref::<translate::rest_ws::RestWsError>() {
+        use translate::rest_ws::RestWsError as E;
+        match err {
+            E::Timeout => Reason::UpstreamTimeout,
+            E::ConnectionLost => Reason::UpstreamReset,
+            E::UpgradeRefused(_) => Reason::UpgradeRefused,
+            E::BadRequestBody(_) => Reason::BadRequest,
+            E::BadReply(_) => Reason::BadUpstreamBody,
+            E::TooManyPaths => Reason::CircuitOpen,
+        }
     } else if let Some(forward::ForwardError::NoEndpoints) =
         err.downcast_ref::<forward::ForwardError>()
     {
@@ -247,7 +266,7 @@ fn hygiene_error(err: &BoxError) -> Option<&HygieneError> {
 /// above it (telemetry) see the status the client will see.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<Body>| {
+        crate::http::shared_fn(move |req: http::Request<Body>| {
             let grpc = crate::http::is_grpc(req.headers());
             let inner = inner.clone();
             async move {
@@ -256,7 +275,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                     Err(err) => Ok(response(&err, grpc)),
                 }
             }
-        }))
+        })
     })
 }
 
@@ -312,7 +331,8 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
         | Reason::Unauthenticated
         | Reason::PartTimeout
         | Reason::PartFailed
-        | Reason::GrpcDescriptors => err.to_string(),
+        | Reason::GrpcDescriptors
+        | Reason::UpgradeRefused => err.to_string(),
         Reason::AuthUnavailable => "the authorization service is unavailable".into(),
         Reason::UpstreamIdentity => "the upstream did not prove the expected identity".into(),
         Reason::UpstreamTls => {
@@ -326,6 +346,7 @@ fn public_message(reason: Reason, err: &BoxError) -> String {
         Reason::UpstreamProtocolError => "the upstream answered with invalid HTTP".into(),
         Reason::RateLimited => "rate limit exceeded; retry after the Retry-After delay".into(),
         Reason::RateLimitUnavailable => "rate limiting is unavailable".into(),
+        Reason::Overloaded => "the proxy is overloaded; retry later".into(),
         Reason::Internal => "internal proxy error".into(),
     }
 }
@@ -376,7 +397,7 @@ pub fn grpc_reset_trailers() -> http::HeaderMap {
 }
 
 /// Percent-encoding of `grpc-message` (gRPC over HTTP/2 spec).
-fn percent_encode(text: &str) -> String {
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if (0x20..0x7f).contains(&byte) && byte != b'%' {

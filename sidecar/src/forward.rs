@@ -18,7 +18,6 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use mesh_api::config::Protocol;
 use pin_project_lite::pin_project;
-use tower::util::BoxCloneSyncService;
 use tracing::{debug, Instrument};
 
 use crate::balance::sticky::{self, StickyKey};
@@ -64,7 +63,7 @@ pub enum ForwardError {
 
 /// The forwarding service.
 pub fn service(metrics: Arc<Metrics>) -> HttpService {
-    BoxCloneSyncService::new(tower::service_fn(move |req| forward(req, metrics.clone())))
+    crate::http::shared_fn(move |req| forward(req, metrics.clone()))
 }
 
 /// Feeds outlier detection; counts ejections.

@@ -15,9 +15,12 @@ pub mod discovery;
 pub mod edge;
 pub mod errors;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod iptables;
 pub mod listen;
+pub mod overload;
 pub mod policy;
 pub mod resilience;
 pub mod route;

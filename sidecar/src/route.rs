@@ -19,7 +19,6 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use http::{Request, Version};
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::cluster::Cluster;
@@ -141,6 +140,7 @@ impl RouteTable {
                 tls: None,
                 public_tls: None,
                 locality: None,
+                grpc_bridge: None,
             };
             table.passthrough = Some(reuse(&spec, previous.passthrough.as_ref()));
         }
@@ -321,7 +321,7 @@ pub fn layer(
     layer_fn(move |inner: HttpService| {
         let table = table.clone();
         let kind = kind.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        crate::http::shared_fn(move |mut req: Request<Body>| {
             let routed = target_of(&table.load(), &kind, &req);
             let inner = inner.clone();
             async move {
@@ -332,7 +332,7 @@ pub fn layer(
                 req.extensions_mut().insert(target);
                 inner.oneshot(req).await
             }
-        }))
+        })
     })
 }
 

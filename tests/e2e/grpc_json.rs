@@ -599,9 +599,11 @@ fn descriptor_set_file_gives_the_same_answers() {
     let set = dir.path().join("library.pb");
     let protos = root().join("tests/protos");
     let status = Command::new("python3")
-        .args(["-c", "import sys, os, grpc_tools; from grpc_tools import protoc; sys.exit(protoc.main(['protoc', '-I' + sys.argv[1], '-I' + os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'), '--include_imports', '--descriptor_set_out=' + sys.argv[2], 'library/v1/library.proto']))"])
+        .args(["-c", "import sys, os, grpc_tools; from grpc_tools import protoc; sys.exit(protoc.main(['protoc', '-I' + sys.argv[1], '-I' + sys.argv[3], '-I' + os.path.join(os.path.dirname(grpc_tools.__file__), '_proto'), '--include_imports', '--descriptor_set_out=' + sys.argv[2], 'library/v1/library.proto']))"])
         .arg(&protos)
         .arg(&set)
+        // google/api, as the proxy embeds it.
+        .arg(root().join("sidecar/src/translate/grpc_json"))
         .status()
         .unwrap();
     assert!(status.success());
@@ -818,4 +820,88 @@ fn openapi_document_from_the_descriptors_validates() {
         book["published"],
         json!({"type": "string", "format": "date-time"})
     );
+}
+
+#[test]
+fn transcoded_calls_report_their_grpc_status_in_metrics_and_the_access_log() {
+    let (_app, app) = library(false);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let edge = Sidecar::start(&format!(
+        "service: edge
+mode: edge
+admin: {{ listen: 127.0.0.1:0 }}
+log: {{ access: {} }}
+edge:
+  listeners:
+    - listen: 127.0.0.1:0
+  routes:
+    - name: library
+      match: {{ path_prefix: / }}
+      to: library
+      grpc_json: {}
+  upstreams:
+    library:
+      protocol: grpc
+      discovery: {{ endpoints: [{app}] }}
+",
+        log.display(),
+        from_protos()
+    ));
+    let base = format!("http://{}", edge.listener("edge", None));
+    ok_json(&call(
+        "GET",
+        &format!("{base}/v1/shelves/s1/books/b2"),
+        None,
+        &[],
+    ));
+    let missing = call(
+        "DELETE",
+        &format!("{base}/v1/shelves/s1/books/missing"),
+        None,
+        &[],
+    );
+    assert_eq!(missing.status, 404, "{}", missing.body);
+    // A server stream: the status arrives after the last line.
+    let stream = call(
+        "GET",
+        &format!("{base}/v1/shelves/s1:watch?count=2&intervalMs=10"),
+        None,
+        &[],
+    );
+    assert_eq!(stream.status, 200, "{}", stream.body);
+
+    // The JSON caller saw no gRPC status; the metrics and the log carry it.
+    let series = |status: &str, grpc: &str| {
+        edge.metrics()
+            .lines()
+            .filter(|l| l.starts_with("mesh_requests_total{"))
+            .filter(|l| l.contains("route=\"library\""))
+            .filter(|l| l.contains(&format!("status=\"{status}\"")))
+            .filter(|l| l.contains(&format!("grpc_status=\"{grpc}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    mesh_tests::wait_until(Duration::from_secs(5), "counted with grpc_status", || {
+        series("200", "0") >= 2.0 && series("404", "5") >= 1.0
+    });
+    let mut lines = Vec::new();
+    mesh_tests::wait_until(Duration::from_secs(5), "three access log lines", || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect();
+        lines.len() >= 3
+    });
+    let status_of = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str().is_some_and(|p| p.starts_with(path)))
+            .map(|l| l["grpc_status"].clone())
+            .unwrap_or_else(|| panic!("no line for {path}: {lines:?}"))
+    };
+    assert_eq!(status_of("/v1/shelves/s1/books/b2"), 0);
+    assert_eq!(status_of("/v1/shelves/s1/books/missing"), 5);
+    assert_eq!(status_of("/v1/shelves/s1:watch"), 0);
 }

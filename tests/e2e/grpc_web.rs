@@ -386,3 +386,29 @@ fn grpc_web_page_in_chromium_calls_the_service_through_the_edge() {
         .collect();
     assert_eq!(ids, ["1", "2", "3", "4"], "{dom}");
 }
+
+#[test]
+fn grpc_web_calls_are_counted_with_the_status_of_their_trailer_frame() {
+    let (_app, app) = service("demo-grpc", &[]);
+    let edge = edge(app, "http://127.0.0.1:1");
+    let base = edge_url(&edge);
+    let found = web_call(&base, "proto", &["get", "3"]);
+    // The status travels in the body's trailer frame, not in HTTP trailers.
+    assert_eq!(trailers(&found)["grpc-status"], "0", "{found}");
+    assert!(found["headers"].get("grpc-status").is_none(), "{found}");
+    let text = web_call(&base, "text", &["list", "2", "10"]);
+    assert_eq!(trailers(&text)["grpc-status"], "0", "{text}");
+    let ok_series = || {
+        edge.metrics()
+            .lines()
+            .filter(|l| l.starts_with("mesh_requests_total{"))
+            .filter(|l| l.contains("route=\"orders\"") && l.contains("grpc_status=\"0\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    mesh_tests::wait_until(
+        Duration::from_secs(5),
+        "gRPC-Web calls counted with grpc_status 0",
+        || ok_series() >= 2.0,
+    );
+}

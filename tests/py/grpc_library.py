@@ -42,6 +42,12 @@ import grpc
 PROTO_DIR = os.path.normpath(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "protos")
 )
+# google/api/{annotations,http}.proto, as the proxy embeds them.
+GOOGLE_API_DIR = os.path.normpath(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "sidecar", "src", "translate", "grpc_json"
+    )
+)
 
 
 def load_stubs():
@@ -52,20 +58,21 @@ def load_stubs():
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
     out = tempfile.mkdtemp(prefix="library-stubs-")
     files = [
-        "library/v1/library.proto",
-        "google/api/annotations.proto",
-        "google/api/http.proto",
-        "google/rpc/status.proto",
+        os.path.join(PROTO_DIR, "library/v1/library.proto"),
+        os.path.join(GOOGLE_API_DIR, "google/api/annotations.proto"),
+        os.path.join(GOOGLE_API_DIR, "google/api/http.proto"),
+        os.path.join(PROTO_DIR, "google/rpc/status.proto"),
     ]
     status = protoc.main(
         [
             "grpc_tools.protoc",
             f"-I{PROTO_DIR}",
+            f"-I{GOOGLE_API_DIR}",
             f"-I{well_known}",
             f"--python_out={out}",
             f"--grpc_python_out={out}",
         ]
-        + [os.path.join(PROTO_DIR, f) for f in files]
+        + files
     )
     if status != 0:
         raise RuntimeError(f"protoc failed (exit {status})")

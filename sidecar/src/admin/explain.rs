@@ -16,7 +16,6 @@ use http_body_util::BodyExt;
 use mesh_api::admin::{ExplainAnswer, ExplainRequest, PolicyOutcome, SkippedRoute};
 use mesh_api::config::Mode;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use crate::edge::matcher::{Captures, RequestView};
@@ -298,7 +297,7 @@ fn probe_layer(
     layer_fn(move |inner: HttpService| {
         let seen = seen.clone();
         let routes = routes.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let mut seen_now = lock(&seen);
             seen_now.normalized = Some(req.uri().path().to_string());
             let table = routes.load();
@@ -324,13 +323,13 @@ fn probe_layer(
             }
             drop(seen_now);
             inner.clone().oneshot(req)
-        }))
+        })
     })
 }
 
 /// Where `forward` would be: records the target and answers 200.
 fn stub(seen: Arc<Mutex<Seen>>) -> HttpService {
-    BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+    crate::http::shared_fn(move |req: Request<Body>| {
         if let Some(target) = req.extensions().get::<Target>() {
             let forwarded = req
                 .uri()
@@ -339,7 +338,7 @@ fn stub(seen: Arc<Mutex<Seen>>) -> HttpService {
             lock(&seen).target = Some((target.clone(), forwarded));
         }
         async move { Ok::<_, BoxError>(Response::new(crate::http::empty())) }
-    }))
+    })
 }
 
 /// The inbound authz rules' verdict on the normalised request.

@@ -15,6 +15,7 @@
 //! | `GET /version` | build version |
 //! | `GET /status` | mode, service, version, uptime, config hash, generation, identity, readiness |
 //! | `GET /routes` | the edge routes, or a sidecar's listeners and hosts |
+//! | `GET /connections` | the WebSocket bridge's open connections on this process ([`connections`]) |
 //! | `POST /explain` | what the proxy would do with a request, nothing sent ([`explain`]) |
 //! | `GET /tap` | live request metadata as NDJSON ([`tap`]) |
 //! | `GET /cache` | the edge response cache: entries, bytes, hits, misses (`?entries=N` lists entries) ([`cache`]) |
@@ -23,6 +24,7 @@
 //! | `GET /dashboard`, `GET /dashboard/data` | with `admin.dashboard: true`: the dashboard page and this proxy's golden signals (`dashboard.rs`) |
 
 mod cache;
+mod connections;
 mod explain;
 mod status;
 mod tap;
@@ -158,6 +160,7 @@ async fn handle(app: &App, req: Request<Incoming>) -> Response<Body> {
             json(StatusCode::OK, &status::status(app, uptime))
         }
         (&Method::GET, "/routes") => json(StatusCode::OK, &status::routes(app).await),
+        (&Method::GET, "/connections") => json(StatusCode::OK, &connections::list()),
         (&Method::POST, "/explain") => {
             let ask = match http_body_util::Limited::new(req.into_body(), MAX_EXPLAIN_BODY)
                 .collect()

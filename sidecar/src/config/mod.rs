@@ -31,7 +31,7 @@ pub use self::tracing::{OtlpEndpoint, TracingSettings, MAX_TRACE_QUEUE};
 pub use access_log::{AccessLogSettings, AccessLogTarget, ACCESS_FIELDS};
 pub use edge::{EdgeListenerSettings, EdgeSettings, ServerCertSettings, ServerTlsSettings};
 pub use edge_routes::RouteSettings;
-pub use limits::LimitSettings;
+pub use limits::{Http2Settings, LimitSettings, OverloadSettings};
 
 use crate::balance::{HashKey, Policy};
 use crate::discovery::{Endpoint, Source};
@@ -47,6 +47,8 @@ pub struct Settings {
     pub mode: raw::Mode,
     /// Request limits of every HTTP listener.
     pub limits: LimitSettings,
+    /// Overload shedding thresholds (`overload:`); default: never sheds.
+    pub overload: OverloadSettings,
     /// The access log.
     pub access_log: AccessLogSettings,
     /// The public gateway (`mode: edge`).
@@ -203,6 +205,8 @@ pub struct UpstreamSettings {
     pub resilience: ResilienceSettings,
     /// Active health checks; `None`: endpoints are never checked.
     pub health: Option<HealthSettings>,
+    /// gRPC callers bridged onto this REST upstream (`grpc_bridge`).
+    pub grpc_bridge: Option<Arc<crate::translate::grpc_json::reverse::GrpcBridgeSettings>>,
 }
 
 /// TLS to an upstream outside the mesh, validated.
@@ -491,6 +495,7 @@ pub fn validate(
                 balance: Policy::P2cEwma,
                 resilience: ResilienceSettings::defaults(),
                 health: None,
+                grpc_bridge: None,
             },
             authz: inbound
                 .authz
@@ -593,6 +598,11 @@ pub fn validate(
         upstreams.push(settings);
     }
     let limits = limits::validate_limits(&mut errors, &config.limits);
+    let overload = config
+        .overload
+        .as_ref()
+        .map(|raw_overload| limits::validate_overload(&mut errors, raw_overload))
+        .unwrap_or_default();
     let access_log = access_log::validate_access_log(&mut errors, &config.log, base);
     let tracing = config
         .tracing
@@ -633,6 +643,7 @@ pub fn validate(
         service: config.service.clone(),
         mode: config.mode,
         limits,
+        overload,
         access_log,
         edge,
         admin,
@@ -752,7 +763,29 @@ fn validate_upstream(
             .health
             .as_ref()
             .map(|health| validate_health(errors, &format!("{at}.health"), health)),
+        grpc_bridge: validate_grpc_bridge(errors, at, upstream, base),
     }
+}
+
+/// `grpc_bridge`: only on an HTTP upstream (what the REST service speaks).
+fn validate_grpc_bridge(
+    errors: &mut Errors<'_>,
+    at: &str,
+    upstream: &raw::Upstream,
+    base: &Path,
+) -> Option<Arc<crate::translate::grpc_json::reverse::GrpcBridgeSettings>> {
+    let bridge = upstream.grpc_bridge.as_ref()?;
+    let at = format!("{at}.grpc_bridge");
+    if matches!(
+        upstream.protocol,
+        Protocol::Grpc | Protocol::Tcp | Protocol::Udp
+    ) {
+        errors.push(
+            &at,
+            "needs the protocol the REST service speaks (http1, http2 or auto)",
+        );
+    }
+    grpc_json::validate_bridge(errors, &at, bridge, base)
 }
 
 /// `protocol: udp`: a dedicated `listen` port is the only way in (no

@@ -45,7 +45,6 @@ use http_body_util::{BodyExt, Limited};
 use mesh_api::config::OnPartFailure;
 use serde_json::{Map, Value};
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use super::action::RouteAction;
@@ -315,7 +314,7 @@ type Outcome = Result<Value, PartFailure>;
 /// below once per part.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let settings = aggregate_of(&req);
             let inner = inner.clone();
             async move {
@@ -324,7 +323,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                     Some(settings) => answer(&settings, req, inner).await,
                 }
             }
-        }))
+        })
     })
 }
 
@@ -646,7 +645,7 @@ mod tests {
         );
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
-        let upstream = BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        let upstream = crate::http::shared_fn(move |req: Request<Body>| {
             let target = req.extensions().get::<Target>().unwrap();
             let path = req.uri().path().to_string();
             record
@@ -669,7 +668,7 @@ mod tests {
                 };
                 Ok(Response::new(crate::http::full(body)))
             }
-        }));
+        });
         let service = tower::ServiceBuilder::new()
             .layer(crate::edge::route_layer(Arc::new(ArcSwap::from_pointee(
                 table,
@@ -677,7 +676,7 @@ mod tests {
             .layer(layer())
             .layer(crate::edge::dispatch_layer())
             .service(upstream);
-        (BoxCloneSyncService::new(service), seen)
+        (tower::util::BoxCloneSyncService::new(service), seen)
     }
 
     async fn get(service: &HttpService, uri: &str) -> Result<(Response<Body>, Value), BoxError> {

@@ -35,7 +35,6 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use mesh_api::config as raw;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use super::MatchedRoute;
@@ -526,7 +525,7 @@ fn requested_headers(request: &HeaderMap) -> Option<HeaderValue> {
 /// The CORS layer of the edge stack.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let decision = req.extensions().get::<MatchedRoute>().and_then(|matched| {
                 let route = matched.settings();
                 let cors = route.access.cors.as_ref()?;
@@ -558,7 +557,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                 decoration.apply(response.headers_mut());
                 Ok(response)
             }
-        }))
+        })
     })
 }
 
@@ -584,7 +583,7 @@ mod tests {
 
     /// A service answering 200 (or failing, for `/fail`) and counting calls.
     fn service(calls: Arc<std::sync::atomic::AtomicUsize>) -> HttpService {
-        let app = BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        let app = crate::http::shared_fn(move |req: Request<Body>| {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             async move {
                 if req.uri().path() == "/fail" {
@@ -597,7 +596,7 @@ mod tests {
                 );
                 Ok(response)
             }
-        }));
+        });
         layer().layer(app)
     }
 

@@ -31,7 +31,6 @@ use arc_swap::ArcSwap;
 use http::header::{HeaderMap, HeaderName, HeaderValue, FORWARDED, HOST};
 use http::Request;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::cidr::Cidr;
@@ -57,7 +56,7 @@ pub fn front_layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        crate::http::shared_fn(move |mut req: Request<Body>| {
             let request_id = {
                 let settings = settings.load();
                 let trusted = settings
@@ -76,7 +75,7 @@ pub fn front_layer(
                 response.headers_mut().insert(X_REQUEST_ID, request_id);
                 Ok(response)
             }
-        }))
+        })
     })
 }
 

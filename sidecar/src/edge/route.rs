@@ -27,7 +27,6 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use mesh_api::config::EncodedSlashes;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use super::action::{RedirectSettings, RouteAction};
@@ -164,6 +163,18 @@ impl MatchedRoute {
         self.table
             .listener_cluster(&crate::route::RouteKind::Upstream(name.clone()))
     }
+
+    /// The cluster the route forwards to, picked by weight as dispatch
+    /// does; `None` for routes that do not forward (REST → WebSocket).
+    pub fn forward_cluster(&self) -> Option<Arc<Cluster>> {
+        let targets = self.table.edge_routes().targets.get(self.index)?;
+        targets.pick().cloned()
+    }
+
+    /// The request's authority as routing saw it (REST → WebSocket).
+    pub fn authority(&self) -> Option<&Authority> {
+        self.authority.as_ref()
+    }
 }
 
 /// The edge routes: the first route that matches decides.
@@ -172,7 +183,7 @@ pub fn route_layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        crate::http::shared_fn(move |mut req: Request<Body>| {
             let table = routes.load_full();
             let step = route(&table, &mut req);
             if let (Err(refusal), Some(info)) = (&step, req.extensions().get::<RequestInfo>()) {
@@ -198,7 +209,7 @@ pub fn route_layer(
                 }
                 Ok(response)
             }
-        }))
+        })
     })
 }
 
@@ -323,14 +334,14 @@ fn route(table: &Arc<RouteTable>, req: &mut Request<Body>) -> Result<Step, Refus
 /// rewrites and upstream.
 pub fn dispatch_layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
-        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        crate::http::shared_fn(move |mut req: Request<Body>| {
             let dispatched = dispatch(&mut req);
             let inner = inner.clone();
             async move {
                 dispatched?;
                 inner.oneshot(req).await
             }
-        }))
+        })
     })
 }
 

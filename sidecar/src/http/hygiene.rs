@@ -37,7 +37,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mesh_api::config::EncodedSlashes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use super::{Body, BodyError, HttpService};
@@ -138,7 +137,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let version = req.version();
             let grpc = super::is_grpc(req.headers());
             let info = req.extensions().get::<RequestInfo>().cloned();
@@ -155,7 +154,7 @@ pub fn layer(
                     }
                 }
             }
-        }))
+        })
     })
 }
 
@@ -172,7 +171,10 @@ fn refusal(err: HygieneError, version: Version, grpc: bool) -> Response<Body> {
 }
 
 /// Every check, in the order of the status a client should see first.
-fn check(mut req: Request<Body>, limits: &LimitSettings) -> Result<Request<Body>, HygieneError> {
+pub(crate) fn check(
+    mut req: Request<Body>,
+    limits: &LimitSettings,
+) -> Result<Request<Body>, HygieneError> {
     check_sizes(&req, limits)?;
     check_framing(&req)?;
     check_host(&req)?;

@@ -3,8 +3,10 @@
 //! hygiene (hop-by-hop headers, malformed requests).
 //! Errors: [`RequestError`] for requests the proxy refuses to forward (400).
 
+mod h2guard;
 pub mod hygiene;
 mod serve;
+mod shared;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,6 +17,7 @@ use tower::util::BoxCloneSyncService;
 use crate::BoxError;
 
 pub use serve::serve;
+pub use shared::shared_fn;
 
 /// Every body the proxy moves: streamed, never buffered whole.
 pub type Body = UnsyncBoxBody<Bytes, BodyError>;
@@ -149,10 +152,19 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether `name` is one [`strip_hop_by_hop`] may remove or rewrite.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::TE || name == header::UPGRADE || HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, and every header the `Connection` header
 /// names. `TE: trailers` survives (gRPC needs it); `Upgrade` survives when
 /// `keep_upgrade` (the proxy is forwarding an upgrade).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Fast path (most requests and responses): nothing to strip or rewrite.
+    if !keep_upgrade && !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()

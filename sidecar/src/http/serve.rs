@@ -5,9 +5,10 @@
 //! `limits` bound the request head here, in hyper (431, the header read
 //! timeout); HTTP/1 reads are watched for each head's framing headers as
 //! sent ([`WatchHeads`]), which hyper's parsed request no longer shows and
-//! `hygiene` checks.
+//! `hygiene` checks. HTTP/2 connections go through [`H2Guard`] (frame
+//! checks, flood limits from `limits.http2`); malformed HTTP/2 requests
+//! reset their stream instead of getting a 400.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -19,10 +20,15 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::debug;
 
+use super::h2guard::{self, H2Guard};
 use super::hygiene::{RawHeads, WatchHeads};
 use super::{boxed, Body, ConnInfo, HttpService};
 use crate::config::LimitSettings;
 use crate::errors;
+
+/// Response bytes buffered per HTTP/2 stream before the upstream body is
+/// no longer read (a client that never opens its window holds no more).
+const H2_SEND_BUF: usize = 256 * 1024;
 
 /// The smallest read buffer hyper's HTTP/1 server accepts.
 const MIN_BUF_SIZE: usize = 8 * 1024;
@@ -41,20 +47,36 @@ pub async fn serve<I>(
     // HTTP/1 request heads as sent, for what hyper's parsed request no longer shows.
     let heads = (version != Version::HTTP_2).then(RawHeads::default);
     let raw_heads = heads.clone();
+    let h2_malformed = version == Version::HTTP_2;
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(conn.clone());
         if let Some(raw) = raw_heads.as_ref().and_then(RawHeads::next) {
             req.extensions_mut().insert(raw);
         }
         let service = service.clone();
-        async move { Ok::<_, Infallible>(call(service, req.map(boxed)).await) }
+        // A malformed HTTP/2 request resets its stream (RST_STREAM(PROTOCOL_ERROR)).
+        let malformed = h2_malformed && h2guard::malformed_request(&req);
+        async move {
+            if malformed {
+                return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
+            }
+            Ok(call(service, req.map(boxed)).await)
+        }
     });
     let result = if version == Version::HTTP_2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        let h2 = &limits.http2;
         builder
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
-        let conn = builder.serve_connection(TokioIo::new(io), hyper_service);
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_pending_accept_reset_streams(h2.max_pending_resets)
+            .max_local_error_reset_streams(h2.max_pending_resets)
+            .max_send_buf_size(H2_SEND_BUF)
+            .keep_alive_interval(h2.keepalive_interval)
+            .keep_alive_timeout(h2.keepalive_timeout);
+        let io = TokioIo::new(H2Guard::new(io, *h2));
+        let conn = builder.serve_connection(io, hyper_service);
         until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
     } else {
         let mut builder = hyper::server::conn::http1::Builder::new();

@@ -202,6 +202,9 @@ impl Accept {
         };
         let global_limit = settings.edge.as_ref().and_then(|e| e.max_connections);
         // Limits first: a refused connection costs no read.
+        if crate::overload::state().refuses_connections() {
+            return refuse("overloaded");
+        }
         let _slot = match edge.admit(listener.max_connections, global_limit) {
             Ok(slot) => slot,
             Err(reason) => return refuse(reason),
@@ -276,6 +279,9 @@ impl Accept {
     ) where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        if !super::admission::tls_handshake_allowed(&self.shared.runtime.settings.load().limits) {
+            return self.refuse("tls_handshake_rate");
+        }
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
             Ok(Ok(stream)) => stream,

@@ -8,12 +8,17 @@
 //! A `protocol: udp` upstream's listener is a UDP socket, served by
 //! `crate::udp` (same stop token, same reload rules). Edge listeners
 //! (`edge.rs`) first admit the connection (limits, PROXY protocol,
-//! allow / deny), then terminate public TLS or answer HTTPS redirects.
+//! allow / deny), then terminate public TLS or answer HTTPS redirects;
+//! sidecar listeners admit by `limits.max_connections` and
+//! `max_connections_per_ip` (`admission.rs`). TLS handshakes on either are
+//! rate limited (`limits.tls_handshakes_per_second`); while the proxy is
+//! overloaded (`crate::overload`) new connections are refused.
 //! Reads: the running settings (detection timeout, opaque upstreams) and
 //! the route table, at each accept. Writes: connection metrics.
 
+mod admission;
 mod edge;
-mod proxy_protocol;
+pub(crate) mod proxy_protocol;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -242,6 +247,7 @@ pub fn start(listener: Bound, spec: ListenerSpec, shared: &Shared) -> std::io::R
     };
     let bound = listener.local_addr()?;
     let name = spec.name();
+    crate::overload::watch(&shared.runtime.settings, &shared.tracker, &shared.drain);
     let service = match &spec.kind {
         RouteKind::Inbound => stack::inbound(&shared.runtime),
         RouteKind::Edge(_) => stack::edge(&shared.runtime),
@@ -265,6 +271,7 @@ pub fn start(listener: Bound, spec: ListenerSpec, shared: &Shared) -> std::io::R
         service,
         shared: shared.clone(),
         edge,
+        per_ip: Arc::default(),
     };
     shared.tracker.spawn(
         accept
@@ -282,6 +289,8 @@ struct Accept {
     shared: Shared,
     /// Admission, PROXY protocol and public TLS state of an edge listener.
     edge: Option<Arc<edge::EdgeListener>>,
+    /// Connections open per client address (`limits.max_connections_per_ip`).
+    per_ip: Arc<admission::PerIp>,
 }
 
 impl Accept {
@@ -303,6 +312,10 @@ impl Accept {
                 Err(err) => {
                     // Out of file descriptors and the like: back off, do not spin.
                     warn!(error = %err, "accept failed");
+                    this.shared
+                        .runtime
+                        .metrics
+                        .connection_refused(&this.name, "accept_error");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -314,6 +327,11 @@ impl Accept {
         if let Some(edge) = self.edge.clone() {
             return self.edge_connection(edge, stream, peer).await;
         }
+        let limits = &self.shared.runtime.settings.load().limits;
+        let _admitted = match admission::admit(&self.per_ip, peer.ip().to_canonical(), limits) {
+            Ok(admitted) => admitted,
+            Err(reason) => return self.refuse(reason),
+        };
         let _ = stream.set_nodelay(true);
         let original_dst = match self.kind {
             RouteKind::Transparent => match original_dst(&stream) {
@@ -415,8 +433,18 @@ impl Accept {
         }
     }
 
+    /// Closes a connection refused at admission, counting why.
+    fn refuse(&self, reason: &'static str) {
+        let metrics = &self.shared.runtime.metrics;
+        metrics.connection_refused(&self.name, reason);
+        debug!(reason, "connection refused");
+    }
+
     /// Terminates mutual TLS, then serves what ALPN says is inside.
     async fn serve_mtls(&self, io: Rewind<TcpStream>, identity: &tls::Loaded, peer: SocketAddr) {
+        if !admission::tls_handshake_allowed(&self.shared.runtime.settings.load().limits) {
+            return self.refuse("tls_handshake_rate");
+        }
         let accept = tokio_rustls::TlsAcceptor::from(identity.server.clone()).accept(io);
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
             Ok(Ok(stream)) => stream,

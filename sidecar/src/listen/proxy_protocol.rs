@@ -23,7 +23,7 @@ const V1_MAX: usize = 107;
 /// Fixed part of a v2 header: signature, version/command, family, length.
 const V2_FIXED: usize = 16;
 /// Longest v2 header accepted: addresses plus a reasonable amount of TLVs.
-const V2_MAX: usize = 4096;
+pub(crate) const V2_MAX: usize = 4096;
 
 /// What a header says about the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

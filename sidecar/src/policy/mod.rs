@@ -16,7 +16,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request};
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::config::Settings;
@@ -36,7 +35,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        crate::http::shared_fn(move |mut req: Request<Body>| {
             let caller = req
                 .extensions()
                 .get::<ConnInfo>()
@@ -74,6 +73,6 @@ pub fn layer(
                 }
                 inner.oneshot(req).await
             }
-        }))
+        })
     })
 }

@@ -17,7 +17,6 @@ use std::sync::Arc;
 
 use http::Request;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::config::ResilienceSettings;
@@ -93,7 +92,7 @@ impl Drop for Slot<'_> {
 pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let metrics = metrics.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let target = req.extensions().get::<Target>().cloned();
             let inner = inner.clone();
             let metrics = metrics.clone();
@@ -130,6 +129,6 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpSer
                     },
                 }
             }
-        }))
+        })
     })
 }

@@ -6,13 +6,14 @@ use super::Runtime;
 use crate::http::{hygiene, HttpService};
 use crate::route::RouteKind;
 use crate::telemetry::Direction;
-use crate::{errors, forward, policy, resilience, route, telemetry, translate};
+use crate::{errors, forward, overload, policy, resilience, route, telemetry, translate};
 
 /// The inbound HTTP stack.
 pub fn inbound(rt: &Runtime) -> HttpService {
     ServiceBuilder::new()
         .layer(telemetry::layer(rt, Direction::Inbound)) // see every request, even rejected ones
         .layer(errors::layer()) // every failure below becomes the status the caller sees
+        .layer(overload::layer()) // over an overload: threshold, new requests get 503 before any work
         .layer(hygiene::layer(rt.settings.clone())) // smuggling shapes, path normalisation, limits: before policy and routing
         .layer(translate::grpc_web::layer()) // browsers' gRPC-Web calls become gRPC
         .layer(translate::grpc_json::inbound_layer(rt.settings.clone())) // REST/JSON callers become gRPC calls, so authz sees gRPC methods

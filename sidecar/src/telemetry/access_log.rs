@@ -494,6 +494,7 @@ impl Request {
             request: self,
             metrics,
             sent: 0,
+            info: info.clone(),
         });
         match result {
             Ok(response) => {
@@ -564,6 +565,8 @@ struct Pending {
     request: Request,
     metrics: Arc<Metrics>,
     sent: u64,
+    /// For the gRPC status a translating layer recorded.
+    info: RequestInfo,
 }
 
 impl Pending {
@@ -572,6 +575,7 @@ impl Pending {
             request,
             metrics,
             sent,
+            info,
         } = *self;
         let Request {
             mut entry,
@@ -579,6 +583,7 @@ impl Pending {
             start,
             received,
         } = request;
+        entry.grpc_status = entry.grpc_status.or_else(|| info.grpc_status());
         entry.bytes_received = Some(received.load(Ordering::Relaxed));
         entry.bytes_sent = Some(sent);
         entry.duration = Some(start.elapsed());

@@ -258,7 +258,8 @@ struct ConnectionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabels {
     listener: Arc<str>,
-    /// `deny`, `listener_limit`, `ip_limit`, `global_limit` or `proxy_protocol`.
+    /// `deny`, `listener_limit`, `ip_limit`, `global_limit`, `proxy_protocol`,
+    /// `tls_handshake_rate`, `overloaded` or `accept_error`.
     reason: &'static str,
 }
 
@@ -349,6 +350,11 @@ impl Metrics {
     /// Registers every family.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("mesh");
+        crate::translate::ws_bridge::hub()
+            .metrics
+            .register(&mut registry); // the bridge's connections live per process
+        crate::overload::state().register(&mut registry); // one overload budget per process
+        crate::translate::rest_ws::metrics().register(&mut registry); // pooled WebSocket connections live in the route settings, one set per process
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",

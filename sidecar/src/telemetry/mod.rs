@@ -34,7 +34,6 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::config::AccessLogTarget;
@@ -60,6 +59,8 @@ struct InfoInner {
     endpoint: Mutex<Option<SocketAddr>>,
     first_attempt: OnceLock<Instant>,
     denied: OnceLock<(&'static str, &'static str)>,
+    grpc_status: OnceLock<u32>,
+    translated: std::sync::atomic::AtomicBool,
 }
 
 impl RequestInfo {
@@ -147,6 +148,83 @@ impl RequestInfo {
     pub fn denied(&self) -> Option<(&'static str, &'static str)> {
         self.0.denied.get().copied()
     }
+
+    /// Records the gRPC status a translating layer (gRPC-Web, REST/JSON
+    /// transcoding) saw, for a caller whose answer carries it in the body
+    /// or not at all; the first recorded wins.
+    pub fn set_grpc_status(&self, code: u32) {
+        let _ = self.0.grpc_status.set(code);
+    }
+
+    /// The gRPC status a translating layer recorded.
+    pub fn grpc_status(&self) -> Option<u32> {
+        self.0.grpc_status.get().copied()
+    }
+
+    /// Whether a translating layer is watching the call's gRPC status
+    /// (telemetry then waits for the body's end to read it).
+    pub fn translated(&self) -> bool {
+        self.0.translated.load(Ordering::Relaxed)
+    }
+}
+
+/// For a translating layer: records the gRPC status of the upstream's
+/// answer on the request's [`RequestInfo`] (from `headers` of a
+/// trailers-only answer, else from the trailers of `body`, which is handed
+/// back watched). Without a `RequestInfo` the body passes as is.
+pub fn watch_grpc_status(info: Option<&RequestInfo>, headers: &HeaderMap, body: Body) -> Body {
+    let Some(info) = info else {
+        return body;
+    };
+    info.0.translated.store(true, Ordering::Relaxed);
+    if let Some(code) = grpc_status(headers) {
+        info.set_grpc_status(code);
+        return body;
+    }
+    GrpcWatched {
+        inner: body,
+        info: info.clone(),
+    }
+    .boxed_unsync()
+}
+
+/// A gRPC body whose trailers' status is recorded on a [`RequestInfo`]
+/// (a reset as UNAVAILABLE, an end without trailers as INTERNAL; the first
+/// recorded wins).
+struct GrpcWatched {
+    inner: Body,
+    info: RequestInfo,
+}
+
+impl HttpBody for GrpcWatched {
+    type Data = Bytes;
+    type Error = crate::http::BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        // What the translating layers answer for a failed or unfinished
+        // stream: UNAVAILABLE for a reset, INTERNAL for no status.
+        let code = match &frame {
+            Some(Ok(frame)) => frame.trailers_ref().and_then(grpc_status),
+            Some(Err(_)) => Some(14),
+            None => Some(13),
+        };
+        if let Some(code) = code {
+            self.info.set_grpc_status(code);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Records every request of a stack on the metrics and, when `log.access`
@@ -160,7 +238,7 @@ pub fn layer(
     layer_fn(move |inner: HttpService| {
         let metrics = metrics.clone();
         let settings = settings.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        crate::http::shared_fn(move |mut req: Request<Body>| {
             let info = RequestInfo::default();
             req.extensions_mut().insert(info.clone());
             let caller = Caller::of(
@@ -203,7 +281,7 @@ pub fn layer(
                     metrics.policy_denial(direction, info.route(), policy, reason);
                 }
                 let result = match result {
-                    Ok(response) => Ok(count(response, labels, &metrics)),
+                    Ok(response) => Ok(count(response, labels, &metrics, &info)),
                     Err(err) => {
                         metrics.count_request(&labels);
                         Err(err)
@@ -211,7 +289,7 @@ pub fn layer(
                 };
                 access_log::respond(logged, span, result, info, metrics)
             }
-        }))
+        })
     })
 }
 
@@ -235,32 +313,46 @@ fn scheme(uri: &http::Uri, conn: Option<&crate::http::ConnInfo>) -> &'static str
 
 /// Counts a response now, or, for a gRPC response whose head has no
 /// `grpc-status`, when its trailers arrive or its body ends.
+/// A translated call (gRPC-Web, REST/JSON) is counted with the status the
+/// translating layer recorded.
 fn count(
     response: Response<Body>,
     labels: RequestLabels,
     metrics: &Arc<Metrics>,
+    info: &RequestInfo,
 ) -> Response<Body> {
-    if !crate::http::is_grpc(response.headers()) {
+    if !crate::http::is_grpc(response.headers()) && !info.translated() {
         metrics.count_request(&labels);
         return response;
     }
-    if let Some(code) = grpc_status(response.headers()) {
+    if let Some(code) = grpc_status(response.headers()).or_else(|| info.grpc_status()) {
         metrics.count_request(&labels.with_grpc_status(code));
         return response;
     }
     let pending = Some(Box::new((labels, metrics.clone())));
-    response.map(|inner| GrpcCounted { inner, pending }.boxed_unsync())
+    let info = info.clone();
+    response.map(|inner| {
+        GrpcCounted {
+            inner,
+            pending,
+            info,
+        }
+        .boxed_unsync()
+    })
 }
 
 /// A gRPC response body that counts its request once the status is known.
 struct GrpcCounted {
     inner: Body,
     pending: Option<Box<(RequestLabels, Arc<Metrics>)>>,
+    info: RequestInfo,
 }
 
 impl GrpcCounted {
-    /// Counts the request, with `code` if the status was seen.
+    /// Counts the request, with `code` if the status was seen (in the
+    /// trailers, or recorded by a translating layer).
     fn finish(&mut self, code: Option<u32>) {
+        let code = code.or_else(|| self.info.grpc_status());
         if let Some(pending) = self.pending.take() {
             let (labels, metrics) = *pending;
             match code {
@@ -329,15 +421,14 @@ mod tests {
     #[tokio::test]
     async fn counts_the_status_the_caller_sees_under_the_routed_upstream() {
         let metrics = Arc::new(Metrics::new());
-        let failing =
-            BoxCloneSyncService::new(tower::service_fn(|req: Request<Body>| async move {
-                if let Some(info) = req.extensions().get::<RequestInfo>() {
-                    info.set_upstream(Arc::from("orders"));
-                }
-                Err::<http::Response<Body>, _>(crate::BoxError::from(
-                    crate::forward::ForwardError::NoEndpoints,
-                ))
-            }));
+        let failing = crate::http::shared_fn(|req: Request<Body>| async move {
+            if let Some(info) = req.extensions().get::<RequestInfo>() {
+                info.set_upstream(Arc::from("orders"));
+            }
+            Err::<http::Response<Body>, _>(crate::BoxError::from(
+                crate::forward::ForwardError::NoEndpoints,
+            ))
+        });
         let service = ServiceBuilder::new()
             .layer(layer(
                 &runtime("service: web\n", &metrics),
@@ -379,17 +470,16 @@ mod tests {
             .spawn_writer(rt.settings.clone(), stop.clone())
             .unwrap();
         let endpoint: SocketAddr = "10.0.0.7:8080".parse().unwrap();
-        let upstream =
-            BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| async move {
-                let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
-                info.set_route(Arc::from("checkout"));
-                info.set_upstream(Arc::from("orders"));
-                info.set_consumer(Arc::from("acme"));
-                info.record_attempt(endpoint);
-                let received = req.into_body().collect().await.unwrap().to_bytes();
-                assert_eq!(received.len(), 5);
-                Ok::<_, crate::BoxError>(http::Response::new(crate::http::full("hello!")))
-            }));
+        let upstream = crate::http::shared_fn(move |req: Request<Body>| async move {
+            let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
+            info.set_route(Arc::from("checkout"));
+            info.set_upstream(Arc::from("orders"));
+            info.set_consumer(Arc::from("acme"));
+            info.record_attempt(endpoint);
+            let received = req.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(received.len(), 5);
+            Ok::<_, crate::BoxError>(http::Response::new(crate::http::full("hello!")))
+        });
         let service = ServiceBuilder::new()
             .layer(layer(&rt, Direction::Edge))
             .service(upstream);
@@ -435,24 +525,23 @@ mod tests {
     async fn grpc_statuses_come_from_trailers_and_inbound_requests_name_their_caller() {
         use http_body_util::{BodyExt, StreamBody};
         let metrics = Arc::new(Metrics::new());
-        let upstream =
-            BoxCloneSyncService::new(tower::service_fn(|req: Request<Body>| async move {
-                let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
-                info.set_upstream(Arc::from("inbound"));
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
-                let frames: Vec<Result<Frame<Bytes>, crate::http::BodyError>> = vec![
-                    Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
-                    Ok(Frame::trailers(trailers)),
-                ];
-                let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
-                let mut response = Response::new(body);
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/grpc"),
-                );
-                Ok::<_, crate::BoxError>(response)
-            }));
+        let upstream = crate::http::shared_fn(|req: Request<Body>| async move {
+            let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
+            info.set_upstream(Arc::from("inbound"));
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", http::HeaderValue::from_static("5"));
+            let frames: Vec<Result<Frame<Bytes>, crate::http::BodyError>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+            let mut response = Response::new(body);
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            Ok::<_, crate::BoxError>(response)
+        });
         let service = ServiceBuilder::new()
             .layer(layer(
                 &runtime("service: web\n", &metrics),
@@ -486,5 +575,42 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn translating_layers_record_the_status_of_the_body_they_read() {
+        use http_body_util::StreamBody;
+        let body = |frames: Vec<Result<Frame<Bytes>, crate::http::BodyError>>| {
+            StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+        };
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("7"));
+        let info = RequestInfo::default();
+        let watched = watch_grpc_status(
+            Some(&info),
+            &HeaderMap::new(),
+            body(vec![
+                Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                Ok(Frame::trailers(trailers.clone())),
+            ]),
+        );
+        assert!(info.translated() && info.grpc_status().is_none());
+        watched.collect().await.unwrap();
+        assert_eq!(info.grpc_status(), Some(7));
+        // Trailers-only: the head says it at once.
+        let info = RequestInfo::default();
+        let _ = watch_grpc_status(Some(&info), &trailers, body(Vec::new()));
+        assert_eq!(info.grpc_status(), Some(7));
+        // A reset is UNAVAILABLE, an end without a status INTERNAL.
+        let info = RequestInfo::default();
+        let failed = body(vec![Err(crate::http::BodyError("reset".into()))]);
+        let _ = watch_grpc_status(Some(&info), &HeaderMap::new(), failed)
+            .collect()
+            .await;
+        assert_eq!(info.grpc_status(), Some(14));
+        let info = RequestInfo::default();
+        let ended = watch_grpc_status(Some(&info), &HeaderMap::new(), body(Vec::new()));
+        ended.collect().await.unwrap();
+        assert_eq!(info.grpc_status(), Some(13));
     }
 }

@@ -304,6 +304,8 @@ pub struct Recording {
     error: Option<String>,
     queue_limit: usize,
     metrics: Arc<Metrics>,
+    /// For the gRPC status a translating layer recorded.
+    info: Option<RequestInfo>,
 }
 
 impl Recording {
@@ -417,12 +419,14 @@ impl Recording {
             error: None,
             queue_limit: settings.queue,
             metrics: metrics.clone(),
+            info: None,
         }
     }
 
     /// Learns the response head (or the error that stands for it) and
     /// what the layers below found out.
     pub fn respond(&mut self, result: &Result<Response<Body>, BoxError>, info: &RequestInfo) {
+        self.info = Some(info.clone());
         let attributes = &mut self.span.attributes;
         if let Some(route) = info.route() {
             attributes.push(KeyValue::string("http.route", &**route));
@@ -485,7 +489,9 @@ impl Recording {
             error,
             queue_limit,
             metrics,
+            info,
         } = self;
+        let grpc_status = grpc_status.or_else(|| info.and_then(|i| i.grpc_status()));
         span.end_time_unix_nano = span
             .start_time_unix_nano
             .saturating_add(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
@@ -660,27 +666,23 @@ mod tests {
             metrics: metrics.clone(),
             identity: Arc::new(crate::tls::IdentityStore::new(Default::default())),
         };
-        let upstream = tower::util::BoxCloneSyncService::new(tower::service_fn(
-            |req: Request<Body>| async move {
-                let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
-                info.set_upstream(Arc::from("orders"));
-                assert!(req.headers()["traceparent"]
-                    .to_str()
-                    .unwrap()
-                    .ends_with("-01"));
-                let mut trailers = HeaderMap::new();
-                trailers.insert("grpc-status", "14".parse().unwrap());
-                let body = http_body_util::Full::new(bytes::Bytes::from_static(b"x"))
-                    .with_trailers(
-                        async move { Some(Ok::<_, std::convert::Infallible>(trailers)) },
-                    );
-                let response = Response::builder()
-                    .header("content-type", "application/grpc")
-                    .body(crate::http::boxed(body))
-                    .unwrap();
-                Ok::<_, BoxError>(response)
-            },
-        ));
+        let upstream = crate::http::shared_fn(|req: Request<Body>| async move {
+            let info = req.extensions().get::<RequestInfo>().cloned().unwrap();
+            info.set_upstream(Arc::from("orders"));
+            assert!(req.headers()["traceparent"]
+                .to_str()
+                .unwrap()
+                .ends_with("-01"));
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", "14".parse().unwrap());
+            let body = http_body_util::Full::new(bytes::Bytes::from_static(b"x"))
+                .with_trailers(async move { Some(Ok::<_, std::convert::Infallible>(trailers)) });
+            let response = Response::builder()
+                .header("content-type", "application/grpc")
+                .body(crate::http::boxed(body))
+                .unwrap();
+            Ok::<_, BoxError>(response)
+        });
         let service = ServiceBuilder::new()
             .layer(super::super::layer(&rt, Direction::Outbound))
             .service(upstream);

@@ -35,10 +35,10 @@ use http::{Request, Response, Version};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::http::{Body, BodyError, HttpService};
+use crate::telemetry::{watch_grpc_status, RequestInfo};
 use crate::BoxError;
 
 /// The content type every gRPC-Web request starts with.
@@ -127,7 +127,7 @@ fn content_type(text: &str) -> HeaderValue {
 /// The gRPC-Web layer: requests of another content type pass untouched.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let call = req
                 .headers()
                 .get(CONTENT_TYPE)
@@ -138,6 +138,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                     return inner.oneshot(req).await;
                 };
                 let version = req.version();
+                let info = req.extensions().get::<RequestInfo>().cloned();
                 let (req, undecodable) = to_grpc(req, &call);
                 let response = match inner.oneshot(req).await {
                     Ok(response) => response,
@@ -147,9 +148,13 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                         None => crate::errors::response(&err, true),
                     },
                 };
+                // Telemetry sees the status in the body only; it reports the one seen here.
+                let (head, body) = response.into_parts();
+                let body = watch_grpc_status(info.as_ref(), &head.headers, body);
+                let response = Response::from_parts(head, body);
                 Ok(to_grpc_web(response, &call, version))
             }
-        }))
+        })
     })
 }
 
@@ -649,18 +654,17 @@ mod tests {
     async fn other_content_types_pass_untouched_and_text_requests_are_decoded() {
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
-        let inner: HttpService =
-            BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
-                let log = log.clone();
-                async move {
-                    let (parts, body) = req.into_parts();
-                    let bytes = collect(body).await;
-                    log.lock()
-                        .unwrap()
-                        .push((parts.version, parts.headers, bytes));
-                    Ok::<_, BoxError>(grpc_response(grpc_body(b"", None)))
-                }
-            }));
+        let inner: HttpService = crate::http::shared_fn(move |req: Request<Body>| {
+            let log = log.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = collect(body).await;
+                log.lock()
+                    .unwrap()
+                    .push((parts.version, parts.headers, bytes));
+                Ok::<_, BoxError>(grpc_response(grpc_body(b"", None)))
+            }
+        });
         let service = layer().layer(inner);
         let request = |ct: &str, body: &'static [u8]| {
             let mut req = Request::new(full(body));

@@ -459,6 +459,89 @@ pub struct RequestLimits {
     /// closed after it (slowloris).
     #[serde(default = "default_header_timeout")]
     pub header_timeout: String,
+    /// HTTP/2 connection limits (abuse defences: floods, rapid reset, stalls).
+    #[serde(default)]
+    pub http2: Http2Limits,
+    /// Connections open at once across the sidecar listeners (inbound,
+    /// outbound, proxy, transparent); beyond it new ones are closed at
+    /// accept. Omitted: no limit. Edge listeners use `edge.max_connections`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Connections open at once from one client address on one sidecar
+    /// listener. Omitted: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_ip: Option<u32>,
+    /// TLS handshakes started per second across the inbound mTLS and edge
+    /// public TLS listeners (a burst of the same size allowed); beyond it
+    /// connections are closed before the handshake. Omitted: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_handshakes_per_second: Option<u32>,
+}
+
+/// HTTP/2 limits per downstream connection (`limits.http2`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Limits {
+    /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// PING, SETTINGS, PRIORITY, RST_STREAM, empty DATA and surplus
+    /// WINDOW_UPDATE frames a client may send per second; beyond it the
+    /// connection ends with GOAWAY(ENHANCE_YOUR_CALM).
+    #[serde(default = "default_max_control_frames_per_second")]
+    pub max_control_frames_per_second: u32,
+    /// Streams a client may reset before the proxy accepts them (rapid
+    /// reset); beyond it GOAWAY(ENHANCE_YOUR_CALM).
+    #[serde(default = "default_max_pending_resets")]
+    pub max_pending_resets: u32,
+    /// A header block (HEADERS plus CONTINUATION frames) as sent, encoded;
+    /// beyond it GOAWAY(ENHANCE_YOUR_CALM).
+    #[serde(default = "default_max_header_block", deserialize_with = "super::size")]
+    pub max_header_block: String,
+    /// Interval of keep-alive PINGs the proxy sends.
+    #[serde(default = "default_keepalive_interval")]
+    pub keepalive_interval: String,
+    /// Time to wait for a PING's answer before closing the connection (a
+    /// stalled or vanished client).
+    #[serde(default = "default_keepalive_timeout")]
+    pub keepalive_timeout: String,
+}
+
+impl Default for Http2Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: default_max_concurrent_streams(),
+            max_control_frames_per_second: default_max_control_frames_per_second(),
+            max_pending_resets: default_max_pending_resets(),
+            max_header_block: default_max_header_block(),
+            keepalive_interval: default_keepalive_interval(),
+            keepalive_timeout: default_keepalive_timeout(),
+        }
+    }
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    100
+}
+
+fn default_max_control_frames_per_second() -> u32 {
+    1000
+}
+
+fn default_max_pending_resets() -> u32 {
+    20
+}
+
+fn default_max_header_block() -> String {
+    "256KiB".into()
+}
+
+fn default_keepalive_interval() -> String {
+    "30s".into()
+}
+
+fn default_keepalive_timeout() -> String {
+    "20s".into()
 }
 
 impl Default for RequestLimits {
@@ -469,6 +552,10 @@ impl Default for RequestLimits {
             max_uri: default_max_uri(),
             max_body: default_max_body(),
             header_timeout: default_header_timeout(),
+            http2: Http2Limits::default(),
+            max_connections: None,
+            max_connections_per_ip: None,
+            tls_handshakes_per_second: None,
         }
     }
 }

@@ -13,6 +13,7 @@ mod cache;
 mod compress;
 mod edge;
 mod grpc_json;
+mod overload;
 mod rest_ws;
 mod transform;
 mod ws_bridge;
@@ -28,6 +29,7 @@ pub use cache::*;
 pub use compress::*;
 pub use edge::*;
 pub use grpc_json::*;
+pub use overload::*;
 pub use rest_ws::*;
 pub use transform::*;
 pub use ws_bridge::*;
@@ -72,6 +74,10 @@ pub struct Config {
     /// Request limits every HTTP listener enforces (431, 414, 413, header timeout).
     #[serde(default)]
     pub limits: RequestLimits,
+    /// Overload shedding (503 `overloaded` past a memory or request
+    /// threshold); omitted: never sheds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overload: Option<Overload>,
     /// The public gateway (`mode: edge` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edge: Option<Edge>,
@@ -353,6 +359,11 @@ pub struct Upstream {
     /// of rotation for a while.
     #[serde(default)]
     pub outlier: Outlier,
+    /// gRPC → REST reverse bridge: callers speak gRPC, the upstream speaks
+    /// REST/JSON; methods are mapped by their `google.api.http` rules
+    /// (`protos` + `include`, or `descriptor_set`; `reflection` is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_bridge: Option<GrpcJson>,
 }
 
 /// Endpoint sources; exactly one is set.

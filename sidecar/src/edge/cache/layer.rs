@@ -20,7 +20,6 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 use tracing::Instrument;
 
@@ -61,7 +60,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let cached = req.extensions().get::<MatchedRoute>().and_then(|matched| {
                 let route = matched.settings();
                 let policy = route.cache.clone()?;
@@ -80,7 +79,7 @@ pub fn layer(
                     None => inner.oneshot(req).await,
                 }
             }
-        }))
+        })
     })
 }
 
@@ -570,7 +569,7 @@ mod tests {
     /// Cache-Control, a body saying how many calls it had (100 bytes more
     /// on `/big`, no Content-Length), and 503 on `/down` once called before.
     fn upstream(calls: Arc<AtomicUsize>) -> HttpService {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -594,7 +593,7 @@ mod tests {
                 }
                 Ok::<_, BoxError>(response)
             }
-        }))
+        })
     }
 
     /// The route and cache layers over [`upstream`], and its call count.
@@ -612,7 +611,7 @@ mod tests {
             .layer(crate::edge::route_layer(routes.clone()))
             .layer(layer(routes))
             .service(upstream(calls.clone()));
-        (BoxCloneSyncService::new(service), calls)
+        (tower::util::BoxCloneSyncService::new(service), calls)
     }
 
     /// `x-cache` and the body of a GET of `target`.

@@ -45,7 +45,6 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use mesh_api::config::Encoding;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use super::MatchedRoute;
@@ -188,7 +187,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let running = running.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |mut req: Request<Body>| {
+        crate::http::shared_fn(move |mut req: Request<Body>| {
             let settings = req.extensions().get::<MatchedRoute>().and_then(|matched| {
                 let route = matched.settings();
                 let settings = route.compress.clone()?;
@@ -215,7 +214,7 @@ pub fn layer(
                 let response = inner.oneshot(req).await?;
                 Ok(compress(&settings, &plan, response))
             }
-        }))
+        })
     })
 }
 

@@ -29,7 +29,6 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use self::document::Json;
@@ -109,7 +108,7 @@ pub enum TransformError {
 /// without any, upgrades and gRPC calls pass through untouched.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let settings = req
                 .extensions()
                 .get::<MatchedRoute>()
@@ -122,7 +121,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                     Some(settings) => exchange(&settings, inner, req).await,
                 }
             }
-        }))
+        })
     })
 }
 
@@ -432,7 +431,7 @@ mod tests {
         headers: &'static [(&'static str, &'static str)],
         answer: &'static str,
     ) -> HttpService {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let check = check.clone();
             async move {
                 let (parts, body) = req.into_parts();
@@ -446,7 +445,7 @@ mod tests {
                 }
                 Ok::<_, BoxError>(response)
             }
-        }))
+        })
     }
 
     fn post(body: &'static str) -> Request<Body> {

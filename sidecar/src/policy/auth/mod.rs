@@ -30,7 +30,6 @@ use http::request::Parts;
 use http::Request;
 use mesh_api::config as raw;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use crate::config::Errors;
@@ -632,7 +631,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let routes = routes.clone();
             let inner = inner.clone();
             async move {
@@ -650,7 +649,7 @@ pub fn layer(
                 admit(&table, &mut parts).await?;
                 inner.oneshot(Request::from_parts(parts, body)).await
             }
-        }))
+        })
     })
 }
 

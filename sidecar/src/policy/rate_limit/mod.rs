@@ -38,7 +38,6 @@ use http::{HeaderMap, Request, Response};
 use mesh_api::config as raw;
 use mesh_api::config::{LimitMode, LimitScope, OnRedisDown};
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use self::gcra::{Decision, Gcra, Waiting};
@@ -600,7 +599,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let limited = req
                 .extensions()
                 .get::<MatchedRoute>()
@@ -613,7 +612,7 @@ pub fn layer(
                     Some(table) => limit(table, inner, req).await,
                 }
             }
-        }))
+        })
     })
 }
 

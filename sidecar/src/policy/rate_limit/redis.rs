@@ -555,7 +555,7 @@ impl Connection {
 }
 
 /// One command and its reply on a connection nothing else uses yet.
-async fn request(
+pub(crate) async fn request(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     args: &[&[u8]],

@@ -18,6 +18,7 @@
 pub mod descriptors;
 pub mod json;
 pub mod openapi;
+pub mod reverse;
 pub mod rules;
 pub mod status;
 pub mod stream;
@@ -32,7 +33,6 @@ use http_body_util::{BodyExt, Limited};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tokio::time::Instant;
 use tower::layer::layer_fn;
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
 use self::json::{JsonError, Print};
@@ -252,13 +252,13 @@ impl GrpcJsonSettings {
 /// Transcoding on the edge: reads the [`crate::edge::MatchedRoute`]'s settings.
 pub fn edge_layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let settings = req
                 .extensions()
                 .get::<crate::edge::MatchedRoute>()
                 .and_then(|matched| matched.settings().grpc_json.clone());
             call(settings, inner.clone(), req)
-        }))
+        })
     })
 }
 
@@ -268,14 +268,14 @@ pub fn inbound_layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        BoxCloneSyncService::new(tower::service_fn(move |req: Request<Body>| {
+        crate::http::shared_fn(move |req: Request<Body>| {
             let grpc_json = settings
                 .load()
                 .inbound
                 .as_ref()
                 .and_then(|inbound| inbound.grpc_json.clone());
             call(grpc_json, inner.clone(), req)
-        }))
+        })
     })
 }
 
@@ -328,6 +328,9 @@ async fn transcode(
         Err(err) => return Err(bad_line().map_or(err, |e| GrpcJsonError::Json(e).into())),
     };
     let (head, body) = response.into_parts();
+    // Telemetry sees JSON; it reports the status seen here.
+    let info = parts.extensions.get::<crate::telemetry::RequestInfo>();
+    let body = crate::telemetry::watch_grpc_status(info, &head.headers, body);
     let mut headers = metadata(&head.headers);
     if let Some(status) = GrpcStatus::from_headers(&head.headers, &api.pool) {
         // Trailers-only.

@@ -79,6 +79,13 @@ impl PathTemplate {
                 template.segments.push(segment(token, text)?);
             }
         }
+        // Each `**` multiplies the ways a path can split: with two or more,
+        // matching a peer's path backtracks exponentially (found by fuzzing).
+        let segments = &template.segments;
+        let doubles = segments.iter().filter(|s| **s == Segment::Multi).count();
+        if doubles > 1 {
+            return Err(format!("{text:?}: at most one `**` per template"));
+        }
         Ok(template)
     }
 
@@ -125,6 +132,51 @@ impl PathTemplate {
             captures.push((var.field.clone(), value));
         }
         Some(captures)
+    }
+
+    /// The path for field values (the inverse of [`Self::matches`]):
+    /// single-segment variables fully percent-encoded, multi-segment ones
+    /// with `/` kept. `Err` names a variable without a value (or a value
+    /// that does not fit its segments).
+    pub fn expand(&self, value: impl Fn(&[String]) -> Option<String>) -> Result<String, String> {
+        let mut out = String::new();
+        let mut at = 0;
+        while at < self.segments.len() {
+            out.push('/');
+            if let Some(var) = self.variables.iter().find(|v| v.start == at) {
+                let name = var.field.join(".");
+                let text = value(&var.field)
+                    .filter(|text| !text.is_empty())
+                    .ok_or_else(|| format!("path variable `{name}` is empty"))?;
+                let multi = var.end - var.start > 1
+                    || self.segments[var.start..var.end].contains(&Segment::Multi);
+                let encoded = percent_encode(&text, multi);
+                let segments = &self.segments[var.start..var.end];
+                let parts: Vec<&str> = encoded.split('/').collect();
+                let mut bounds = vec![(0, 0); segments.len()];
+                if multi && !match_from(segments, 0, &parts, 0, &mut bounds) {
+                    return Err(format!(
+                        "`{name}` = {text:?} does not fit the path template"
+                    ));
+                }
+                out.push_str(&encoded);
+                at = var.end;
+                continue;
+            }
+            match &self.segments[at] {
+                Segment::Literal(text) => out.push_str(text),
+                _ => return Err("the path template has a wildcard outside a variable".into()),
+            }
+            at += 1;
+        }
+        if self.segments.is_empty() {
+            out.push('/');
+        }
+        if let Some(verb) = &self.verb {
+            out.push(':');
+            out.push_str(verb);
+        }
+        Ok(out)
     }
 
     /// How specific the template is: verb first, then literal count.
@@ -233,6 +285,23 @@ fn match_from(
     }
 }
 
+/// Percent-encodes a path variable's value: unreserved characters (and
+/// `/` when `keep_slash`) stay as they are.
+pub fn percent_encode(text: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        let plain = byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && byte == b'/');
+        if plain {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// Percent-decodes one segment; `keep_slash` leaves `%2F` encoded.
 /// `None` for invalid UTF-8.
 pub fn percent_decode(text: &str, keep_slash: bool) -> Option<String> {
@@ -289,6 +358,8 @@ pub struct Binding {
     pub response_body: Option<FieldDescriptor>,
     /// The template as written, for the OpenAPI document and logs.
     pub pattern: String,
+    /// From `additional_bindings` (the reverse bridge prefers the main rule).
+    pub additional: bool,
 }
 
 /// Every binding of the selected services, most specific first.
@@ -343,6 +414,7 @@ fn default_binding(rpc: &MethodDescriptor) -> Binding {
         body: BodyRule::All,
         response_body: None,
         pattern,
+        additional: false,
     }
 }
 
@@ -421,6 +493,7 @@ fn rule_bindings(
             body,
             response_body,
             pattern,
+            additional: !top,
         });
     }
     if top {
@@ -481,6 +554,20 @@ pub fn find<'a>(
 mod tests {
     use super::*;
 
+    /// Found by fuzzing: with many `**`, matching a long path of `*`
+    /// segments backtracked for minutes. Such templates are refused, and
+    /// one `**` still matches a long path.
+    #[test]
+    fn a_template_with_two_double_wildcards_is_refused() {
+        assert!(PathTemplate::parse("/v1/{a=**}/x/{b=**}").is_err());
+        assert!(PathTemplate::parse("/*/**/*/**").is_err());
+        let one = PathTemplate::parse("/v1/{path=**}/x/*").unwrap();
+        let long = format!("/v1/{}y/z", "a/".repeat(2000));
+        assert!(one.matches(&long).is_none());
+        let hit = format!("/v1/{}x/z", "a/".repeat(2000));
+        assert!(one.matches(&hit).is_some());
+    }
+
     fn captures(template: &str, path: &str) -> Option<Vec<(String, String)>> {
         let t = PathTemplate::parse(template).unwrap();
         t.matches(path)
@@ -530,6 +617,35 @@ mod tests {
         assert_eq!(
             captures("/v1/{name=**}/meta", "/v1/a/b/meta"),
             Some(vec![pair("name", "a/b")])
+        );
+    }
+
+    #[test]
+    fn expansion_inverts_matching() {
+        let t = PathTemplate::parse("/v1/{name=shelves/*/books/*}:publish").unwrap();
+        let path = t
+            .expand(|f| (f == ["name"]).then(|| "shelves/s 1/books/b2".to_string()))
+            .unwrap();
+        assert_eq!(path, "/v1/shelves/s%201/books/b2:publish");
+        assert_eq!(
+            t.matches(&path),
+            Some(vec![(
+                vec!["name".to_string()],
+                "shelves/s 1/books/b2".into()
+            )])
+        );
+        // The value must fit the variable's segments.
+        assert!(t.expand(|_| Some("shelves/1".into())).is_err());
+        assert!(t.expand(|_| None).is_err());
+        let t = PathTemplate::parse("/v1/books/{id}").unwrap();
+        assert_eq!(
+            t.expand(|_| Some("a/b c".into())).unwrap(),
+            "/v1/books/a%2Fb%20c"
+        );
+        let t = PathTemplate::parse("/v1/files/{path=**}").unwrap();
+        assert_eq!(
+            t.expand(|_| Some("a/b.txt".into())).unwrap(),
+            "/v1/files/a/b.txt"
         );
     }
 
