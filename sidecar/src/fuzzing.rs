@@ -450,6 +450,38 @@ pub fn aggregate_target(text: &str) {
     }
 }
 
+/// The WebSocket bridge the [`ws_bridge_message`] harness routes with:
+/// `$request.body.op.name` selects `send` or `join`, else `$default`.
+fn bridge() -> &'static crate::translate::ws_bridge::WsBridgeSettings {
+    static BRIDGE: OnceLock<Arc<crate::translate::ws_bridge::WsBridgeSettings>> = OnceLock::new();
+    BRIDGE.get_or_init(|| {
+        let yaml = "service: edge\nmode: edge\nedge:\n  listeners: [{ listen: 127.0.0.1:0 }]\n  upstreams:\n    web: { discovery: { endpoints: [127.0.0.1:7001] } }\n  routes:\n    - match: { path: /ws }\n      websocket_bridge:\n        route_selection: $request.body.op.name\n        routes:\n          send: { to: web, path: /send, reply: true }\n          join: { to: web, path: /join }\n          $default: { to: web, path: /default }\n";
+        let settings = crate::config::load_str(yaml).expect("the bridge harness config loads");
+        let edge = settings.edge.expect("edge mode");
+        match &edge.routes[0].action {
+            crate::edge::action::RouteAction::WebsocketBridge(bridge) => bridge.clone(),
+            _ => unreachable!("the harness route is a bridge"),
+        }
+    })
+}
+
+/// A client message through the bridge's route selection: always a route;
+/// the named one exactly when the body is JSON whose `op.name` is a string
+/// naming it, else `$default`.
+pub fn ws_bridge_message(body: &[u8]) {
+    let route = bridge()
+        .select(body)
+        .expect("a $default route catches the rest");
+    let named = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| json.get("op")?.get("name")?.as_str().map(str::to_string))
+        .filter(|name| name == "send" || name == "join");
+    match named {
+        Some(name) => assert_eq!(&*route.key, name.as_str()),
+        None => assert_eq!(&*route.key, "$default"),
+    }
+}
+
 /// A RESP reply parsed from `buf`: what it used lies within `buf` and
 /// parses alone to the same value.
 pub fn redis_reply(buf: &[u8]) {

@@ -703,6 +703,22 @@ fn aggregate_placeholders_parse_and_render() {
     check(2048, targets, |target| fuzzing::aggregate_target(&target));
 }
 
+// ---- WebSocket bridge messages ----
+
+#[test]
+fn ws_bridge_messages_always_find_their_route() {
+    let bodies = prop_oneof![
+        "\\{\"op\": ?\\{\"name\": ?\"(send|join|leave|)\"\\}\\}",
+        "\\{\"op\": ?(\"send\"|1|null|\\[\\]|\\{\"name\": ?(1|true|\\{\\})\\})\\}",
+        "[ -~]{0,40}",
+    ];
+    check(
+        2048,
+        bodies.prop_flat_map(|b| mutated(b.into_bytes())),
+        |body| fuzzing::ws_bridge_message(&body),
+    );
+}
+
 // ---- Redis replies ----
 
 /// RESP replies with random kinds, lengths and contents.
