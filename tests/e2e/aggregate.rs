@@ -8,10 +8,9 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin, curl, py_service, python, Proc, Sidecar};
+use mesh_tests::{curl, py_service, python, sidecar_check, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::edge_tls::edge_addrs;
@@ -302,17 +301,8 @@ fn an_unknown_part_reference_is_a_config_error() {
         "service: edge\nmode: edge\nedge:\n  listeners:\n    - listen: 127.0.0.1:0\n  routes:\n    - match: { path: /me }\n      aggregate:\n        parts:\n          profile: { to: users, path: \"/users/{query.id}\" }\n          account: { to: users, path: \"/accounts/{profil.account_id}\" }\n          loop_a: { to: users, path: \"/a/{loop_b.x}\" }\n          loop_b: { to: users, path: \"/b/{loop_a.x}\" }\n  upstreams:\n    users:\n      discovery: { endpoints: [127.0.0.1:1] }\n",
     )
     .unwrap();
-    let output = Command::new(bin("sidecar"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    let (code, text) = sidecar_check(&config);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("edge.routes[0].aggregate.parts.account.path")
             && text.contains("unknown part \"profil\""),

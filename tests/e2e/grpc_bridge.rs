@@ -10,9 +10,8 @@
 //! `sidecar check`.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
-use mesh_tests::{bin, curl, py_service, python, root, Proc, Sidecar};
+use mesh_tests::{curl, py_service, python, root, sidecar_check, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::closed_port;
@@ -393,17 +392,8 @@ outbound:
         ),
     )
     .unwrap();
-    let out = Command::new(bin("sidecar"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!out.status.success(), "{text}");
+    let (code, text) = sidecar_check(&config);
+    assert!(code != Some(0), "{text}");
     assert!(
         text.contains("outbound.upstreams.library.grpc_bridge.protos[0]"),
         "{text}"

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin, curl, root, Proc, Sidecar};
+use mesh_tests::{bin, curl, root, sidecar_check, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::{curl_reply, inbound_sidecar, Reply};
@@ -741,17 +741,8 @@ edge:
 ",
     )
     .unwrap();
-    let output = Command::new(bin("sidecar"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(output.status.code(), Some(1), "{text}");
+    let (code, text) = sidecar_check(&config);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("edge.routes[0].grpc_json.protos[0]"),
         "{text}"

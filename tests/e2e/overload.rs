@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{curl, wait_until, Sidecar};
+use mesh_tests::{curl, sidecar_check, wait_until, Sidecar};
 
 use crate::edge_tls::{edge_addrs, edge_yaml, TestPki};
 use crate::{curl_reply, rest_app};
@@ -200,17 +200,8 @@ fn overload_config_errors_name_their_paths() {
         "service: web\noverload: { shed_at: 1.5, max_active_requests: 0 }\nlimits: { max_connections_per_ip: 0 }\n",
     )
     .unwrap();
-    let out = Command::new(mesh_tests::bin("sidecar"))
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, text) = sidecar_check(&path);
+    assert_ne!(code, Some(0), "{text}");
     for path in [
         "overload.shed_at",
         "overload.max_active_requests",

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use mesh_tests::{bin, curl, py_service, python, root, wait_until, Proc, Sidecar};
+use mesh_tests::{bin, curl, py_service, python, root, sidecar_check, wait_until, Proc, Sidecar};
 use serde_json::Value;
 
 use crate::closed_port;
@@ -458,17 +458,8 @@ fn check_names_a_bridge_route_with_an_unknown_upstream() {
     let text = yaml("127.0.0.1:1".parse().unwrap(), None, "1m", false)
         .replace("sendMessage: { to: web", "sendMessage: { to: nowhere");
     std::fs::write(&config, text).unwrap();
-    let output = Command::new(bin("sidecar"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success());
+    let (code, text) = sidecar_check(&config);
+    assert!(code != Some(0));
     assert!(
         text.contains("edge.routes[0].websocket_bridge.routes.sendMessage.to"),
         "{text}"

@@ -170,6 +170,22 @@ pub fn announced(name: &str, command: &mut Command) -> (Proc, SocketAddr) {
     (proc, addr)
 }
 
+/// `sidecar check <config>`: its exit code and what it printed (stdout,
+/// then stderr).
+pub fn sidecar_check(config: &Path) -> (Option<i32>, String) {
+    let output = Command::new(bin("sidecar"))
+        .arg("check")
+        .arg(config)
+        .output()
+        .unwrap_or_else(|e| panic!("run sidecar check: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
 /// A running sidecar with its config file in a temporary directory.
 pub struct Sidecar {
     pub proc: Proc,
