@@ -500,3 +500,47 @@ fn with_redis_down_local_clients_work_and_remote_ids_answer_503() {
     assert_eq!(end["messages"][0], "local", "{end}");
     assert_eq!(end["close_code"], 1000, "{end}");
 }
+
+#[test]
+fn raw_binary_routes_and_the_maximum_duration() {
+    let (_b, backend) = py_service("ws_bridge_backend.py", &[]);
+    let text = yaml(backend, None, "1m", false)
+        .replace("max_duration: 1h", "max_duration: 2s")
+        .replace(
+            "$default:    { to: web, path: /ws/default }",
+            "$default:    { to: web, path: /ws/default, binary: bytes }",
+        );
+    assert!(text.contains("binary: bytes") && text.contains("max_duration: 2s"));
+    let edge = Sidecar::start(&text);
+    let addr = edge_addrs(&edge)[0];
+    let session = python(
+        "ws_bridge_client.py",
+        &["session", &format!("ws://{addr}/ws")],
+    );
+    assert!(session["id"].is_string(), "{session}");
+    wait_until(Duration::from_secs(10), "three $default calls", || {
+        calls_to(backend, "/ws/default").len() == 3
+    });
+    let binary = &calls_to(backend, "/ws/default")[2];
+    assert_eq!(binary["body"], "\u{0}\u{1}\u{2}", "raw bytes: {binary}");
+    assert_eq!(
+        binary["headers"]["content-type"], "application/octet-stream",
+        "{binary}"
+    );
+
+    // A client that stays past max_duration is closed by the proxy.
+    let started = std::time::Instant::now();
+    let held = python(
+        "ws_bridge_client.py",
+        &["hold", &format!("ws://{addr}/ws"), "8"],
+    );
+    assert_eq!(held["close_code"], 1001, "{held}");
+    assert_eq!(
+        held["close_reason"], "maximum connection duration reached",
+        "{held}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(7),
+        "closed at 2 s, not at the client's 8 s"
+    );
+}
