@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -381,51 +380,7 @@ fn top_shows_the_busiest_routes_and_quits_on_q() {
     }
 }
 
-/// The headless Chromium binary.
-fn chromium() -> PathBuf {
-    let installed = PathBuf::from("/usr/lib/chromium/chromium-headless-shell");
-    if installed.exists() {
-        return installed;
-    }
-    PathBuf::from("chromium-headless-shell")
-}
 
-/// The DOM of `url` after the page's scripts ran (5 s of virtual time).
-fn dump_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let child = Command::new(chromium())
-        .args([
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chromium-headless-shell is installed (scripts/test installs it)");
-    let pid = child.id();
-    // Bounded: killed by PID if it hangs.
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(25));
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    });
-    let out = child.wait_with_output().unwrap();
-    drop(watchdog);
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        dom.contains("id=\"signals\""),
-        "no page from {url}: {dom}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dom
-}
 
 /// Every start tag `<tag ...>` of the DOM with `class="class"`.
 fn tags<'a>(dom: &'a str, tag: &str, class: &str) -> Vec<&'a str> {
@@ -470,7 +425,7 @@ fn dashboard_page_renders_the_graph_and_the_numbers_of_metrics() {
     assert_eq!(status, 200);
     assert!(page.contains("<svg id=\"graph\""));
 
-    let dom = dump_dom(&format!("http://{}/dashboard", chain.web.admin));
+    let dom = dump_dom_of(&format!("http://{}/dashboard", chain.web.admin));
     let metrics = chain.web.metrics();
     let nodes: Vec<&str> = tags(&dom, "g", "node")
         .into_iter()
@@ -516,7 +471,7 @@ fn dashboard_page_renders_the_graph_and_the_numbers_of_metrics() {
         url.starts_with("http://127.0.0.1:") && url.ends_with("/dashboard"),
         "{url}"
     );
-    let dom = dump_dom(&url);
+    let dom = dump_dom_of(&url);
     drop(server);
     let proxies = tags(&dom, "li", "up");
     assert_eq!(proxies.len(), 2, "{dom}");
@@ -531,4 +486,9 @@ fn dashboard_page_renders_the_graph_and_the_numbers_of_metrics() {
         .filter_map(|t| attr(t, "data-service"))
         .collect();
     assert_eq!(nodes.len(), 2, "{nodes:?}");
+}
+
+/// The DOM of `url` once the page is ready.
+fn dump_dom_of(url: &str) -> String {
+    mesh_tests::dump_dom(url, 5000, "id=\"signals\"")
 }

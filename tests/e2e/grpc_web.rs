@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use mesh_tests::{py_service, python, root, service, Proc, Sidecar};
@@ -291,55 +291,7 @@ fn page_server() -> (Proc, String) {
     (proc, format!("http://{addr}"))
 }
 
-/// The headless Chromium binary.
-fn chromium() -> PathBuf {
-    let installed = PathBuf::from("/usr/lib/chromium/chromium-headless-shell");
-    if installed.exists() {
-        return installed;
-    }
-    PathBuf::from("chromium-headless-shell")
-}
 
-/// The DOM of `url` once its scripts ran (bounded by virtual time and a
-/// watchdog that kills the browser by PID).
-fn dump_dom(url: &str) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let child = Command::new(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chromium-headless-shell is installed (scripts/test installs it)");
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(40));
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-    });
-    let out = child.wait_with_output().unwrap();
-    drop(watchdog);
-    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        dom.contains("id=\"state\">done<"),
-        "the page did not finish: {dom}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dom
-}
 
 /// The JSON an element `<pre id="id">` of the DOM holds.
 fn element_json(dom: &str, id: &str) -> Value {
@@ -362,7 +314,7 @@ fn grpc_web_page_in_chromium_calls_the_service_through_the_edge() {
     let edge = edge(app, &origin);
     let url = format!("{origin}/index.html?edge={}", edge_url(&edge));
     assert!(web.join("dist/app.js").exists());
-    let dom = dump_dom(&url);
+    let dom = dump_dom_of(&url);
 
     let text = element_json(&dom, "text-unary");
     assert_eq!(
@@ -411,4 +363,9 @@ fn grpc_web_calls_are_counted_with_the_status_of_their_trailer_frame() {
         "gRPC-Web calls counted with grpc_status 0",
         || ok_series() >= 2.0,
     );
+}
+
+/// The DOM of `url` once the page is ready.
+fn dump_dom_of(url: &str) -> String {
+    mesh_tests::dump_dom(url, 15000, "id=\"state\">done<")
 }

@@ -186,6 +186,57 @@ pub fn sidecar_check(config: &Path) -> (Option<i32>, String) {
     (output.status.code(), text)
 }
 
+/// The headless Chromium binary (Debian's `chromium-headless-shell`).
+pub fn chromium() -> PathBuf {
+    let installed = PathBuf::from("/usr/lib/chromium/chromium-headless-shell");
+    if installed.exists() {
+        return installed;
+    }
+    PathBuf::from("chromium-headless-shell")
+}
+
+/// The DOM of `url` once its scripts ran for `budget_ms` of virtual time
+/// (headless Chromium, bounded by a watchdog that kills it by PID); panics
+/// unless the DOM contains `ready`.
+pub fn dump_dom(url: &str, budget_ms: u32, ready: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let child = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("chromium-headless-shell is installed (scripts/test installs it)");
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(u64::from(budget_ms) + 25_000));
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        dom.contains(ready),
+        "{url} never showed {ready:?}: {dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
+}
+
 /// A running sidecar with its config file in a temporary directory.
 pub struct Sidecar {
     pub proc: Proc,
