@@ -380,8 +380,6 @@ fn top_shows_the_busiest_routes_and_quits_on_q() {
     }
 }
 
-
-
 /// Every start tag `<tag ...>` of the DOM with `class="class"`.
 fn tags<'a>(dom: &'a str, tag: &str, class: &str) -> Vec<&'a str> {
     let open = format!("<{tag} class=\"{class}\"");

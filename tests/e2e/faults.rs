@@ -339,29 +339,13 @@ fn a_dns_outage_under_load_keeps_serving_the_last_known_endpoints() {
     );
 }
 
-/// redis-server on `port`, reachable.
-fn start_redis(port: u16) -> mesh_tests::Proc {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (scripts/test installs it)");
-    let redis = mesh_tests::Proc::adopt("redis-server", child);
-    wait_until(Duration::from_secs(10), "redis-server", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    redis
-}
-
 #[test]
 fn redis_stopped_and_restarted_under_load_follows_on_redis_down_then_recovers() {
     // Drill 3 (`rate_limits::a_global_limit_is_shared_through_redis_and_falls_back_when_it_is_down`
     // checks the counting; here: steady load through the outage).
     let (_app, app) = rest_app();
     let redis_port = crate::closed_port();
-    let mut redis = start_redis(redis_port);
+    let mut redis = mesh_tests::start_redis(redis_port);
     let sidecar = Sidecar::start(&format!(
         "service: edge\nmode: edge\nadmin: {{ listen: 127.0.0.1:0 }}\nedge:\n  listeners:\n    - listen: 127.0.0.1:0\n  redis: redis://127.0.0.1:{redis_port}\n  rate_limits:\n    local:\n      rate: 100000/10s\n      scope: global\n      on_redis_down: local\n    deny:\n      rate: 100000/10s\n      scope: global\n      on_redis_down: deny\n  routes:\n    - match: {{ path_prefix: /local/ }}\n      rate_limit: [local]\n      rewrite: {{ prefix: / }}\n      to: app\n    - match: {{ path_prefix: /deny/ }}\n      rate_limit: [deny]\n      rewrite: {{ prefix: / }}\n      to: app\n  upstreams:\n    app:\n      discovery: {{ endpoints: [{app}] }}\n"
     ));
@@ -388,7 +372,7 @@ fn redis_stopped_and_restarted_under_load_follows_on_redis_down_then_recovers() 
         sidecar.metric("mesh_rate_limit_redis_up") == 0.0
     });
     std::thread::sleep(Duration::from_millis(500));
-    let _redis = start_redis(redis_port);
+    let _redis = mesh_tests::start_redis(redis_port);
     let (local, deny) = (local.join().unwrap(), deny.join().unwrap());
     eprintln!("on_redis_down: local: {local}\non_redis_down: deny: {deny}");
     // `local`: counted in this proxy meanwhile, nothing refused.

@@ -291,8 +291,6 @@ fn page_server() -> (Proc, String) {
     (proc, format!("http://{addr}"))
 }
 
-
-
 /// The JSON an element `<pre id="id">` of the DOM holds.
 fn element_json(dom: &str, id: &str) -> Value {
     let open = format!("<pre id=\"{id}\">");

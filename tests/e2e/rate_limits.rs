@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin, wait_until, Proc, Sidecar};
+use mesh_tests::{bin, wait_until, Sidecar};
 
 use crate::edge_tls::edge_addrs;
 use crate::{closed_port, rest_app};
@@ -94,21 +94,6 @@ fn edge_yaml(app: SocketAddr, redis: Option<u16>, limits: &str, routes: &[(&str,
         "    - name: open\n      match: {{ path_prefix: / }}\n      to: app\n  upstreams:\n    app:\n      discovery: {{ endpoints: [{app}] }}\n"
     ));
     yaml
-}
-
-fn start_redis(port: u16) -> Proc {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed (scripts/test installs it)");
-    let redis = Proc::adopt("redis-server", child);
-    wait_until(Duration::from_secs(10), "redis-server", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    redis
 }
 
 #[test]
@@ -202,7 +187,7 @@ fn throttling_delays_requests_until_they_fit_within_the_queue_bound() {
 fn a_global_limit_is_shared_through_redis_and_falls_back_when_it_is_down() {
     let (_app, app) = rest_app();
     let port = closed_port();
-    let mut redis = start_redis(port);
+    let mut redis = mesh_tests::start_redis(port);
     let limits = concat!(
         "    shared:\n      rate: 100/10s\n      scope: global\n      on_redis_down: local\n",
         "    strict:\n      rate: 100000/10s\n      scope: global\n      on_redis_down: deny\n",
@@ -267,7 +252,7 @@ fn a_global_limit_is_shared_through_redis_and_falls_back_when_it_is_down() {
     assert!(a.metric("mesh_rate_limit_redis_errors_total") > errors_before);
 
     // Redis back on the same port: both edges reconnect by themselves.
-    let _redis = start_redis(port);
+    let _redis = mesh_tests::start_redis(port);
     for (edge, addr) in [(&a, addr_a), (&b, addr_b)] {
         wait_until(Duration::from_secs(20), "global limiting resumes", || {
             get(addr, "/echo-request/strict", &[]).status == 200
@@ -283,7 +268,7 @@ fn a_global_limit_is_shared_through_redis_and_falls_back_when_it_is_down() {
 fn a_consumers_quota_is_readable_on_the_admin_api_and_with_mesh_ctl() {
     let (_app, app) = rest_app();
     let port = closed_port();
-    let _redis = start_redis(port);
+    let _redis = mesh_tests::start_redis(port);
     let limits = concat!(
         "    monthly:\n      rate: 1000/month\n      scope: global\n      key: [header:x-consumer]\n",
         "    per_minute:\n      rate: 10/min\n      burst: 9\n      key: [header:x-consumer]\n",

@@ -10,7 +10,7 @@
 //! proxy's memory bounded, and a reload under 100 open connections.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
@@ -306,25 +306,10 @@ fn backends_push_read_and_close_through_the_connections_api() {
     assert_eq!(status, 410, "a closed id");
 }
 
-fn start_redis(port: u16) -> Proc {
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let redis = Proc::adopt("redis-server", child);
-    wait_until(Duration::from_secs(10), "redis-server", || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    redis
-}
-
 #[test]
 fn a_push_to_one_replica_reaches_a_client_on_another() {
     let port = closed_port();
-    let _redis = start_redis(port);
+    let _redis = mesh_tests::start_redis(port);
     let (_b, backend) = py_service("ws_bridge_backend.py", &[]);
     let one = Sidecar::start(&yaml(backend, Some(port), "1m", false));
     let two = Sidecar::start(&yaml(backend, Some(port), "1m", false));

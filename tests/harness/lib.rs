@@ -237,6 +237,22 @@ pub fn dump_dom(url: &str, budget_ms: u32, ready: &str) -> String {
     dom
 }
 
+/// redis-server on `port` (nothing saved to disk), once it accepts connections.
+pub fn start_redis(port: u16) -> Proc {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/test installs it)");
+    let redis = Proc::adopt("redis-server", child);
+    wait_until(Duration::from_secs(10), "redis-server", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    redis
+}
+
 /// A running sidecar with its config file in a temporary directory.
 pub struct Sidecar {
     pub proc: Proc,
