@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mesh_tests::{curl, py_service, python, sidecar_check, Proc, Sidecar};
+use mesh_tests::{curl, py_service, sidecar_check, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::edge_tls::edge_addrs;
@@ -127,10 +127,8 @@ fn get(edge: SocketAddr, path: &str, headers: &[String]) -> Reply {
 
 #[test]
 fn parts_are_merged_chained_and_fed_from_the_request() {
-    let keys = tempfile::tempdir().unwrap();
-    let path = keys.path().to_str().unwrap();
-    assert_eq!(python("jwt_tokens.py", &["keys", path])["ok"], true);
-    let token = python("jwt_tokens.py", &["tokens", path])["rs256"]
+    let keys = mesh_tests::jwt_keys();
+    let token = mesh_tests::jwt_tokens(keys.path())["rs256"]
         .as_str()
         .unwrap()
         .to_string();
@@ -213,11 +211,7 @@ fn parts_are_merged_chained_and_fed_from_the_request() {
 
 #[test]
 fn failed_parts_are_listed_or_fail_the_whole() {
-    let keys = tempfile::tempdir().unwrap();
-    assert_eq!(
-        python("jwt_tokens.py", &["keys", keys.path().to_str().unwrap()])["ok"],
-        true
-    );
+    let keys = mesh_tests::jwt_keys();
     let (_app_proc, app) = upstream();
     let sidecar = edge(app, keys.path());
     let addr = edge_addrs(&sidecar)[0];

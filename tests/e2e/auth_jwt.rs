@@ -112,15 +112,13 @@ fn create_key(consumer: &str) -> (String, String) {
 }
 
 fn forge(dir: &Path) -> HashMap<String, String> {
-    let value = python("jwt_tokens.py", &["tokens", dir.to_str().unwrap()]);
-    serde_json::from_value(value).unwrap()
+    serde_json::from_value(mesh_tests::jwt_tokens(dir)).unwrap()
 }
 
 #[test]
 fn jwt_and_api_keys_at_the_edge() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = mesh_tests::jwt_keys();
     let path = dir.path().to_str().unwrap();
-    assert_eq!(python("jwt_tokens.py", &["keys", path])["ok"], true);
     let (app_proc, app) = rest_app();
     let (key, entry) = create_key("acme");
     let edge = Sidecar::start(&edge_config(app, dir.path(), &format!("          {entry}")));
@@ -289,9 +287,8 @@ fn auth_config_errors_name_their_field() {
 
 #[test]
 fn jwks_from_a_url_is_fetched_again_for_an_unknown_kid() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = mesh_tests::jwt_keys();
     let path = dir.path().to_str().unwrap();
-    assert_eq!(python("jwt_tokens.py", &["keys", path])["ok"], true);
     let port = crate::closed_port();
     let server = Command::new("python3")
         .args([

@@ -444,10 +444,8 @@ fn entries_survive_a_reload_and_a_smaller_store_evicts() {
 
 #[test]
 fn a_cached_route_behind_jwt_answers_401_without_a_token() {
-    let keys = tempfile::tempdir().unwrap();
-    let path = keys.path().to_str().unwrap();
-    assert_eq!(python("jwt_tokens.py", &["keys", path])["ok"], true);
-    let tokens = python("jwt_tokens.py", &["tokens", path]);
+    let keys = mesh_tests::jwt_keys();
+    let tokens = mesh_tests::jwt_tokens(keys.path());
     let token = tokens["rs256"].as_str().unwrap();
     let (_origin, origin) = origin();
     let edge = Sidecar::start(&format!(

@@ -253,6 +253,20 @@ pub fn start_redis(port: u16) -> Proc {
     redis
 }
 
+/// A temporary directory with the JWT test keys of `tests/py/jwt_tokens.py`
+/// (RSA, EC and Ed25519, public halves in `jwks.json`).
+pub fn jwt_keys() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    assert_eq!(python("jwt_tokens.py", &["keys", path])["ok"], true);
+    dir
+}
+
+/// Good and forged tokens signed with the keys in `dir`, by name.
+pub fn jwt_tokens(dir: &Path) -> Value {
+    python("jwt_tokens.py", &["tokens", dir.to_str().unwrap()])
+}
+
 /// A running sidecar with its config file in a temporary directory.
 pub struct Sidecar {
     pub proc: Proc,
