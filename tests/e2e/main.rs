@@ -45,18 +45,20 @@ mod websocket;
 mod ws_bridge;
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use mesh_tests::{curl, service, Proc, Sidecar};
 use serde_json::Value;
 
-/// A port that nothing listens on (bound, then released).
+/// A port that nothing listens on, reserved for the rest of the run.
 pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    // Bound but never listening: connections are refused, and no other
+    // test's listener can take the port while this process runs.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    std::mem::forget(socket);
+    port
 }
 
 /// The REST demo app.
