@@ -11,7 +11,7 @@ use std::time::Duration;
 use mesh_tests::{curl, wait_until, Sidecar};
 use serde_json::Value;
 
-use crate::{closed_port, rest_app};
+use crate::{refusing_port, rest_app};
 
 /// Echoes what it reads until the client closes, for every connection.
 fn echo_server() -> SocketAddr {
@@ -39,7 +39,7 @@ fn sidecar(app: SocketAddr, echo: SocketAddr, log: &str) -> Sidecar {
 }
 
 fn config(app: SocketAddr, echo: SocketAddr, log: &str) -> String {
-    let dead = closed_port();
+    let dead = refusing_port();
     format!(
         "service: web\nadmin: {{ listen: 127.0.0.1:0 }}\nreload: {{ interval: 100ms }}\nlog: {log}\noutbound:\n  upstreams:\n    rest:\n      listen: 127.0.0.1:0\n      discovery: {{ endpoints: [{app}] }}\n    dead:\n      listen: 127.0.0.1:0\n      discovery: {{ endpoints: [127.0.0.1:{dead}] }}\n    echo:\n      listen: 127.0.0.1:0\n      protocol: tcp\n      discovery: {{ endpoints: [{echo}] }}\n"
     )

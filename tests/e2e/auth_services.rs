@@ -12,7 +12,7 @@ use std::time::Duration;
 use mesh_tests::{curl, py_service, Proc, Sidecar};
 use serde_json::Value;
 
-use crate::{closed_port, curl_reply, rest_app, Reply};
+use crate::{curl_reply, refusing_port, rest_app, Reply};
 
 /// Starts tests/py/auth_servers.py; returns it and its address.
 fn auth_servers() -> (Proc, SocketAddr) {
@@ -31,7 +31,7 @@ struct Edge {
 }
 
 fn edge(app: SocketAddr, servers: SocketAddr) -> Edge {
-    let down = closed_port();
+    let down = refusing_port();
     let yaml = format!(
         r#"service: gateway
 mode: edge

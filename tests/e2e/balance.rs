@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use mesh_tests::{curl, service, Proc, Sidecar};
 use serde_json::Value;
 
-use crate::closed_port;
+use crate::refusing_port;
 
 /// Named demo-rest backends (`GET /` answers `{"service": NAME}`).
 fn backends(names: &[&str], extra: &[&str]) -> Vec<(Proc, SocketAddr)> {
@@ -149,7 +149,7 @@ fn p2c_ewma_sends_little_to_a_slower_backend() {
 #[test]
 fn retries_hide_a_dead_endpoint() {
     let apps = backends(&["alive"], &[]);
-    let dead = closed_port();
+    let dead = refusing_port();
     let (sidecar, port) = sidecar(
         &format!("{}, 127.0.0.1:{dead}", apps[0].1),
         "      balance: round_robin\n",

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 
 use mesh_tests::{curl, http, Sidecar};
 
-use crate::{closed_port, rest_app};
+use crate::{refusing_port, rest_app};
 
 /// An edge in front of `app` with a CORS route per case.
 fn edge(app: SocketAddr) -> Sidecar {
-    let dead = closed_port();
+    let dead = refusing_port();
     Sidecar::start(&format!(
         "service: edge
 mode: edge

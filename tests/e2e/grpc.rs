@@ -80,7 +80,7 @@ fn grpc_upstream_killed_mid_stream_is_unavailable() {
 #[test]
 fn grpc_deadlines_shrink_on_the_way_and_a_dead_endpoint_is_unavailable() {
     let (_app, app) = service("demo-rest", &[]);
-    let dead = crate::closed_port();
+    let dead = crate::refusing_port();
     let web = Sidecar::start(&format!(
         "service: web\nadmin: {{ listen: 127.0.0.1:0 }}\noutbound:\n  upstreams:\n    rest:\n      listen: 127.0.0.1:0\n      discovery: {{ endpoints: [{app}] }}\n    orders:\n      listen: 127.0.0.1:0\n      protocol: grpc\n      discovery: {{ endpoints: [127.0.0.1:{dead}] }}\n"
     ));
@@ -107,7 +107,7 @@ fn grpc_deadlines_shrink_on_the_way_and_a_dead_endpoint_is_unavailable() {
 fn unavailable_grpc_calls_are_retried_elsewhere_with_their_body() {
     let (_app, app) = service("demo-grpc", &[]);
     // An endpoint that answers every call with UNAVAILABLE: a sidecar whose app is gone.
-    let dead = crate::closed_port();
+    let dead = crate::refusing_port();
     let broken = Sidecar::start(&format!(
         "service: orders\nadmin: {{ listen: 127.0.0.1:0 }}\ninbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:{dead}\n  protocol: grpc\n"
     ));

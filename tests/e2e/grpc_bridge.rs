@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use mesh_tests::{curl, py_service, python, root, sidecar_check, Proc, Sidecar};
 use serde_json::{json, Value};
 
-use crate::closed_port;
+use crate::refusing_port;
 
 /// The `grpc_bridge:` block over tests/protos/library/v1/library.proto.
 fn bridge_block() -> String {
@@ -27,7 +27,7 @@ fn bridge_block() -> String {
 /// A sidecar whose `library` upstream (its own port) is the REST server
 /// at `rest`, bridged; also `dead`, bridged to a port nothing listens on.
 fn sidecar(rest: SocketAddr) -> Sidecar {
-    let dead = closed_port();
+    let dead = refusing_port();
     let bridge = bridge_block();
     Sidecar::start(&format!(
         "service: web

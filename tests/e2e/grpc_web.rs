@@ -13,13 +13,13 @@ use std::time::Duration;
 use mesh_tests::{py_service, python, root, service, Proc, Sidecar};
 use serde_json::Value;
 
-use crate::{closed_port, curl_reply, inbound_sidecar};
+use crate::{curl_reply, inbound_sidecar, refusing_port};
 
 /// An edge with the orders route (CORS for `origin`) and a route to a
 /// dead upstream under `/dead`; upstreams use `protocol: auto`, so the
 /// HTTP/1.1 caller's call must still go upstream as HTTP/2.
 fn edge(app: SocketAddr, origin: &str) -> Sidecar {
-    let dead = closed_port();
+    let dead = refusing_port();
     Sidecar::start(&format!(
         "service: edge
 mode: edge

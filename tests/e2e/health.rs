@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mesh_tests::{service, wait_until, Proc, Sidecar};
 
 use crate::balance::{sidecar, spread, state};
-use crate::closed_port;
+use crate::refusing_port;
 
 /// Waits until the endpoint at `addr` shows `wanted`; returns how long that took.
 fn wait_state(sidecar: &Sidecar, addr: SocketAddr, wanted: &str, timeout: Duration) -> Duration {
@@ -112,7 +112,7 @@ fn grpc_checks_follow_grpc_health_v1() {
     // demo-grpc serves grpc.health.v1: "" and "orders.v1.Orders" are SERVING,
     // any other service name is NOT_FOUND.
     let (_app, grpc) = service("demo-grpc", &[]);
-    let dead: SocketAddr = ([127, 0, 0, 1], closed_port()).into();
+    let dead: SocketAddr = ([127, 0, 0, 1], refusing_port()).into();
     let (proxy, _port) = sidecar(
         &format!("{grpc}, {dead}"),
         &format!(

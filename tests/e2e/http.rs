@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mesh_tests::{curl, json, Sidecar};
 
-use crate::{closed_port, inbound_sidecar, rest_app};
+use crate::{inbound_sidecar, refusing_port, rest_app};
 
 #[test]
 fn http1_and_h2c_reach_the_app_through_inbound() {
@@ -155,7 +155,7 @@ fn passthrough_sends_unknown_authorities_direct() {
 
 #[test]
 fn proxy_errors_carry_a_reason_and_hide_addresses() {
-    let dead = closed_port();
+    let dead = refusing_port();
     let sidecar = inbound_sidecar(format!("127.0.0.1:{dead}").parse().unwrap(), "");
     let inbound = sidecar.listener("inbound", None);
     let out = curl(&["-i", &format!("http://{inbound}/")]);

@@ -50,12 +50,22 @@ use std::net::SocketAddr;
 use mesh_tests::{curl, service, Proc, Sidecar};
 use serde_json::Value;
 
-/// A port that nothing listens on, reserved for the rest of the run.
+/// A free port, bound then released: for a server a test starts on it later.
 pub fn closed_port() -> u16 {
-    // Bound but never listening: connections are refused, and no other
-    // test's listener can take the port while this process runs.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A port that refuses connections for the rest of the run: bound, never
+/// listening, so no other test's listener can take it mid-test.
+pub fn refusing_port() -> u16 {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
     let port = socket.local_addr().unwrap().as_socket().unwrap().port();
     std::mem::forget(socket);
     port

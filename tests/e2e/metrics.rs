@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use mesh_tests::{curl, http, python, service, Sidecar};
 use serde_json::{Map, Value};
 
-use crate::{closed_port, rest_app};
+use crate::{refusing_port, rest_app};
 
 /// One scrape, parsed by `tests/py/metrics_check.py`.
 struct Scrape {
@@ -101,7 +101,7 @@ fn get(url: &str, n: usize) -> Vec<String> {
 fn metrics_parse_and_move_with_traffic_retries_and_denials() {
     let (_app, app) = rest_app();
     let (_grpc, grpc_app) = service("demo-grpc", &[]);
-    let dead: SocketAddr = format!("127.0.0.1:{}", closed_port()).parse().unwrap();
+    let dead: SocketAddr = format!("127.0.0.1:{}", refusing_port()).parse().unwrap();
     let sidecar = Sidecar::start(&format!(
         "service: shop
 admin: {{ listen: 127.0.0.1:0 }}

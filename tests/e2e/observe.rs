@@ -13,7 +13,7 @@ use mesh_tests::{bin, curl, http, wait_until, Proc, Sidecar};
 use serde_json::Value;
 
 use crate::discovery::Dns;
-use crate::{closed_port, rest_app};
+use crate::{refusing_port, rest_app};
 
 /// Runs mesh-ctl; its exit success and stdout parsed as JSON.
 fn ctl(args: &[&str]) -> (bool, Value) {
@@ -371,7 +371,7 @@ fn check_passes_then_fails_on_a_bad_reload_and_an_unreachable_admin() {
     wait_until(Duration::from_secs(10), "the failed reload", || {
         sidecar.admin_json("/config")["last_error"].is_array()
     });
-    let gone = format!("127.0.0.1:{}", closed_port());
+    let gone = format!("127.0.0.1:{}", refusing_port());
     let (ok, report) = ctl(&["check", "--admin", &s, "--admin", &gone, "-o", "json"]);
     assert!(!ok, "{report}");
     assert_eq!(report[0]["ok"], false);
