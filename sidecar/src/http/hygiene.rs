@@ -736,6 +736,12 @@ impl<I> WatchHeads<I> {
     }
 }
 
+impl<I> super::park::Boundary for WatchHeads<I> {
+    fn between_messages(&self) -> bool {
+        self.state == Framing::Head && !self.head.started && self.line.is_empty()
+    }
+}
+
 impl<I: AsyncRead + Unpin> AsyncRead for WatchHeads<I> {
     fn poll_read(
         mut self: Pin<&mut Self>,

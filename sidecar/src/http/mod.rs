@@ -5,6 +5,7 @@
 
 mod h2guard;
 pub mod hygiene;
+mod park;
 mod serve;
 mod shared;
 

@@ -22,6 +22,7 @@ use tracing::debug;
 
 use super::h2guard::{self, H2Guard};
 use super::hygiene::{RawHeads, WatchHeads};
+use super::park::{Busy, Parked, Working, PARK_AFTER};
 use super::{boxed, Body, ConnInfo, HttpService};
 use crate::config::LimitSettings;
 use crate::errors;
@@ -47,6 +48,9 @@ pub async fn serve<I>(
     // HTTP/1 request heads as sent, for what hyper's parsed request no longer shows.
     let heads = (version != Version::HTTP_2).then(RawHeads::default);
     let raw_heads = heads.clone();
+    // HTTP/1 responses being written: a connection parks only between them.
+    let busy = (version != Version::HTTP_2).then(Busy::default);
+    let counting = busy.clone();
     let h2_malformed = version == Version::HTTP_2;
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(conn.clone());
@@ -56,14 +60,15 @@ pub async fn serve<I>(
         let service = service.clone();
         // A malformed HTTP/2 request resets its stream (RST_STREAM(PROTOCOL_ERROR)).
         let malformed = h2_malformed && h2guard::malformed_request(&req);
+        let working = counting.as_ref().map_or_else(Working::none, Busy::start);
         async move {
             if malformed {
                 return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
             }
-            Ok(call(service, req.map(boxed)).await)
+            Ok(working.track(call(service, req.map(boxed)).await))
         }
     });
-    let result = if version == Version::HTTP_2 {
+    if version == Version::HTTP_2 {
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         let h2 = &limits.http2;
         builder
@@ -77,23 +82,41 @@ pub async fn serve<I>(
             .keep_alive_timeout(h2.keepalive_timeout);
         let io = TokioIo::new(H2Guard::new(io, *h2));
         let conn = builder.serve_connection(io, hyper_service);
-        until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
-    } else {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .max_header_size(limits.max_header_bytes)
-            .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
-            .max_headers(limits.max_headers);
-        let io = TokioIo::new(WatchHeads::new(
-            io,
-            heads.unwrap_or_default(),
-            limits.max_header_bytes,
-        ));
-        let conn = builder.serve_connection(io, hyper_service).with_upgrades();
-        until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await
-    };
+        log_end(until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await);
+        return;
+    }
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
+        .max_headers(limits.max_headers);
+    let watched = WatchHeads::new(io, heads.unwrap_or_default(), limits.max_header_bytes);
+    let mut parked = Parked::new(watched, busy.unwrap_or_default());
+    // hyper's header timeout also ends idle keep-alive connections; a
+    // parked connection keeps that promise.
+    let keep_alive = limits.header_timeout.saturating_sub(PARK_AFTER);
+    loop {
+        let (io, retrieve) = parked.serve();
+        let conn = builder
+            .serve_connection(TokioIo::new(io), hyper_service.clone())
+            .with_upgrades();
+        // Boxed: hyper's state lives apart from the connection's task and
+        // goes when the connection parks.
+        log_end(Box::pin(until_drained(conn, &drain, |conn| conn.graceful_shutdown())).await);
+        match retrieve.parked() {
+            Some(idle) => match idle.wait(keep_alive, &drain).await {
+                Some(next) => parked = next,
+                None => return,
+            },
+            None => return,
+        }
+    }
+}
+
+/// Logs how hyper's side of a connection ended.
+fn log_end(result: Result<(), hyper::Error>) {
     if let Err(err) = result {
         debug!(error = %err, "downstream connection ended with an error");
     }

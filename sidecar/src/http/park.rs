@@ -1,0 +1,577 @@
+//! Idle HTTP/1 keep-alive connections hold nothing but their socket.
+//!
+//! hyper keeps a read buffer, a write buffer (8 KiB each) and its parser
+//! state for as long as a connection lives; a proxy holding thousands of
+//! idle keep-alive connections spends most of its memory there. Once a
+//! connection has been quiet for [`PARK_AFTER`] between two requests,
+//! [`Parking`] ends hyper's side of it the way a client leaving would (end
+//! of stream at a message boundary, so hyper closes cleanly and sends
+//! nothing) and keeps the socket. [`Parked::wait`] then waits for the next
+//! request's first byte with no buffer at all; that byte starts a fresh
+//! hyper connection over the same socket, and the client sees one
+//! keep-alive connection throughout.
+//!
+//! A connection is quiet when no response is being written ([`Busy`]), the
+//! last write was not held up by a slow reader, every byte read so far
+//! belongs to complete requests ([`Boundary`]) and nothing arrived for
+//! [`PARK_AFTER`]. A connection that switched protocols (WebSocket) is never
+//! parked.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::lock;
+
+/// How long a connection stays quiet between requests before hyper's state
+/// for it is dropped. Long enough that a connection in steady use never
+/// parks (rebuilding costs two buffers and a read), short enough that an
+/// idle one gives its memory back almost at once.
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// What an I/O stream knows about the HTTP/1 messages read through it.
+pub trait Boundary {
+    /// Every byte read so far belongs to complete request messages, and
+    /// the stream is still followed message by message.
+    fn between_messages(&self) -> bool;
+}
+
+/// Responses on one connection not yet fully written. Shared by the
+/// connection's service (which counts) and its [`Parking`] stream.
+#[derive(Debug, Clone, Default)]
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    /// Counts one request until its response has been written; see
+    /// [`Tracked`].
+    pub fn start(&self) -> Working {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Working(Some(self.clone()))
+    }
+
+    fn idle(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// One request being answered; dropped once its response is written.
+#[derive(Debug)]
+pub struct Working(Option<Busy>);
+
+impl Working {
+    /// Ties the count to `response`'s body: done when hyper drops it after
+    /// the last frame. A protocol switch keeps the connection busy for good.
+    pub fn track<B>(mut self, response: Response<B>) -> Response<Tracked<B>> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // The counter stays raised: the connection is a tunnel now.
+            self.0 = None;
+        }
+        response.map(|body| Tracked {
+            body,
+            _working: self,
+        })
+    }
+
+    /// A response that is not tracked (HTTP/2 connections never park).
+    pub fn none() -> Self {
+        Working(None)
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        if let Some(busy) = &self.0 {
+            busy.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+pin_project! {
+    /// A response body that keeps its connection busy until dropped.
+    pub struct Tracked<B> {
+        #[pin]
+        body: B,
+        _working: Working,
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Where a parked stream waits for the server to pick it up.
+type Slot<J> = Arc<Mutex<Option<J>>>;
+
+/// The stream hyper serves: passes everything through until the
+/// connection has been quiet long enough, then reads as end of stream and
+/// hands the inner stream back (see the module docs).
+pub struct Parking<J> {
+    io: Option<J>,
+    /// The first byte of a request, read while parked.
+    first: Option<u8>,
+    busy: Busy,
+    slot: Slot<J>,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Bytes handed to hyper so far, and their count when the timer was set.
+    read: u64,
+    read_at_arm: u64,
+    /// The last write could not go through (a slow reader): hyper may
+    /// still hold response bytes.
+    write_blocked: bool,
+}
+
+impl<J> Parking<J> {
+    fn new(io: J, first: Option<u8>, busy: Busy, slot: Slot<J>) -> Self {
+        Self {
+            io: Some(io),
+            first,
+            busy,
+            slot,
+            timer: None,
+            read: 0,
+            read_at_arm: 0,
+            write_blocked: false,
+        }
+    }
+}
+
+impl<J: Boundary> Parking<J> {
+    /// Called when a read found nothing: true once the connection has been
+    /// quiet for [`PARK_AFTER`]. Keeps the timer set while it is not.
+    fn quiet_long_enough(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = self.timer.as_mut() else {
+            self.read_at_arm = self.read;
+            let mut timer = Box::pin(tokio::time::sleep(PARK_AFTER));
+            // Registers the wake-up; a fresh timer is never due at once.
+            let _ = timer.as_mut().poll(cx);
+            self.timer = Some(timer);
+            return false;
+        };
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let quiet = self.read == self.read_at_arm
+            && self.busy.idle()
+            && !self.write_blocked
+            && self.io.as_ref().is_some_and(Boundary::between_messages);
+        if !quiet {
+            self.read_at_arm = self.read;
+            timer.as_mut().reset(Instant::now() + PARK_AFTER);
+            let _ = timer.as_mut().poll(cx);
+        }
+        quiet
+    }
+}
+
+impl<J: AsyncRead + Boundary + Unpin> AsyncRead for Parking<J> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let Some(io) = this.io.as_mut() else {
+            // Parked: hyper sees the end of the stream.
+            return Poll::Ready(Ok(()));
+        };
+        let before = buf.filled().len();
+        if let Some(byte) = this.first.take() {
+            buf.put_slice(&[byte]);
+            // Whatever else of the request is already here comes along.
+            let _ = Pin::new(io).poll_read(cx, buf);
+            this.read += (buf.filled().len() - before) as u64;
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.read += (buf.filled().len() - before) as u64;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.quiet_long_enough(cx) => {
+                *lock(&this.slot) = this.io.take();
+                this.timer = None;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<J: AsyncWrite + Unpin> Parking<J> {
+    fn write_with<T>(
+        &mut self,
+        write: impl FnOnce(Pin<&mut J>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        let Some(io) = self.io.as_mut() else {
+            return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+        };
+        let poll = write(Pin::new(io));
+        self.write_blocked = poll.is_pending();
+        poll
+    }
+}
+
+impl<J: AsyncWrite + Unpin> AsyncWrite for Parking<J> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.write_with(|io| io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.write_with(|io| io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(J::is_write_vectored)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Once parked, hyper's close is not the connection's: the socket
+    /// stays open for the next request.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.io.as_mut() {
+            Some(io) => Pin::new(io).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// One connection's stream between hyper connections.
+pub struct Parked<J> {
+    io: J,
+    first: Option<u8>,
+    busy: Busy,
+    slot: Slot<J>,
+}
+
+impl<J: AsyncRead + AsyncWrite + Unpin> Parked<J> {
+    /// A connection not yet served; `busy` is what its service counts with.
+    pub fn new(io: J, busy: Busy) -> Self {
+        Self {
+            io,
+            first: None,
+            busy,
+            slot: Arc::default(),
+        }
+    }
+
+    /// The stream for the next hyper connection.
+    pub fn serve(self) -> (Parking<J>, Retrieve<J>) {
+        let slot = self.slot.clone();
+        let parking = Parking::new(self.io, self.first, self.busy.clone(), self.slot);
+        (
+            parking,
+            Retrieve {
+                busy: self.busy,
+                slot,
+            },
+        )
+    }
+
+    /// Waits for the next request's first byte; `None` when the client
+    /// leaves, `idle` passes or `drain` fires (the connection is closed).
+    pub async fn wait(mut self, idle: Duration, drain: &CancellationToken) -> Option<Self> {
+        let mut byte = [0u8; 1];
+        let read = tokio::select! {
+            read = tokio::time::timeout(idle, self.io.read(&mut byte)) => read,
+            () = drain.cancelled() => return self.close().await,
+        };
+        match read {
+            Ok(Ok(1)) => {
+                self.first = Some(byte[0]);
+                Some(self)
+            }
+            _ => self.close().await,
+        }
+    }
+
+    async fn close(mut self) -> Option<Self> {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
+        None
+    }
+}
+
+/// Takes a parked stream back once its hyper connection has ended.
+pub struct Retrieve<J> {
+    busy: Busy,
+    slot: Slot<J>,
+}
+
+impl<J: AsyncRead + AsyncWrite + Unpin> Retrieve<J> {
+    /// The stream, if hyper's connection ended because it parked.
+    pub fn parked(self) -> Option<Parked<J>> {
+        let io = lock(&self.slot).take()?;
+        Some(Parked {
+            io,
+            first: None,
+            busy: self.busy,
+            slot: self.slot,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Version};
+    use http_body_util::StreamBody;
+    use tokio::io::{duplex, DuplexStream};
+    use tower::util::BoxCloneSyncService;
+
+    use super::*;
+    use crate::config::LimitSettings;
+    use crate::http::{full, serve, Body, ConnInfo, HttpService};
+    use crate::BoxError;
+
+    /// The server's side of the connection, remembering the size of every
+    /// read buffer offered: hyper reads into kilobytes, a parked
+    /// connection waits with one byte.
+    struct Watched {
+        io: DuplexStream,
+        reads: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl AsyncRead for Watched {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            lock(&self.reads).push(buf.remaining());
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Watched {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// Answers with the path; `/slow` streams five chunks 200 ms apart.
+    fn app() -> HttpService {
+        BoxCloneSyncService::new(tower::service_fn(|req: Request<Body>| async move {
+            if req.uri().path() != "/slow" {
+                return Ok::<_, BoxError>(Response::new(full(req.uri().path().to_owned())));
+            }
+            let stream = futures_util::stream::unfold(0, |i| async move {
+                if i == 5 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let frame = Frame::data(Bytes::from(format!("{i}")));
+                Some((Ok::<_, crate::http::BodyError>(frame), i + 1))
+            });
+            Ok(Response::new(crate::http::boxed(StreamBody::new(stream))))
+        }))
+    }
+
+    struct Conn {
+        client: DuplexStream,
+        reads: Arc<Mutex<Vec<usize>>>,
+        drain: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn connect() -> Conn {
+        let (client, server) = duplex(64 * 1024);
+        let reads = Arc::new(Mutex::new(Vec::new()));
+        let drain = CancellationToken::new();
+        let io = Watched {
+            io: server,
+            reads: reads.clone(),
+        };
+        let token = drain.clone();
+        let task = tokio::spawn(async move {
+            let limits = LimitSettings::default();
+            serve(
+                io,
+                Version::HTTP_11,
+                app(),
+                token,
+                ConnInfo::default(),
+                &limits,
+            )
+            .await;
+        });
+        Conn {
+            client,
+            reads,
+            drain,
+            task,
+        }
+    }
+
+    impl Conn {
+        /// How many times the server waited with a one-byte read (parked).
+        fn parked_reads(&self) -> usize {
+            let reads = lock(&self.reads);
+            let starts = reads.windows(2).filter(|w| w[0] != 1 && w[1] == 1);
+            starts.count() + usize::from(reads.first() == Some(&1))
+        }
+
+        /// Sends `head` and reads the whole response as text.
+        async fn exchange(&mut self, head: &str) -> String {
+            self.client.write_all(head.as_bytes()).await.unwrap();
+            self.response().await
+        }
+
+        async fn response(&mut self) -> String {
+            let mut got = Vec::new();
+            let mut byte = [0u8; 1];
+            loop {
+                let n = self.client.read(&mut byte).await.unwrap();
+                assert_eq!(
+                    n,
+                    1,
+                    "connection closed after {:?}",
+                    String::from_utf8_lossy(&got)
+                );
+                got.push(byte[0]);
+                let text = String::from_utf8_lossy(&got);
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let head = &text[..end];
+                    if let Some(len) = header(head, "content-length") {
+                        if got.len() == end + 4 + len.parse::<usize>().unwrap() {
+                            return text.into_owned();
+                        }
+                    } else if text.ends_with("0\r\n\r\n") {
+                        return text.into_owned();
+                    }
+                }
+            }
+        }
+
+        /// True when the server closed the connection.
+        async fn closed(&mut self) -> bool {
+            let mut byte = [0u8; 1];
+            matches!(self.client.read(&mut byte).await, Ok(0) | Err(_))
+        }
+    }
+
+    fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+        head.lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    }
+
+    const GET_ONE: &str = "GET /one HTTP/1.1\r\nHost: t\r\n\r\n";
+    const GET_TWO: &str = "GET /two HTTP/1.1\r\nHost: t\r\n\r\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_keep_alive_connection_parks_and_serves_its_next_request() {
+        let mut conn = connect();
+        assert!(conn.exchange(GET_ONE).await.ends_with("\r\n\r\n/one"));
+        // Busy connections do not park.
+        tokio::time::sleep(PARK_AFTER / 2).await;
+        assert!(conn.exchange(GET_TWO).await.ends_with("/two"));
+        assert_eq!(conn.parked_reads(), 0);
+
+        tokio::time::sleep(PARK_AFTER * 3).await;
+        assert_eq!(conn.parked_reads(), 1, "the quiet connection parked");
+        let reply = conn.exchange(GET_TWO).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("/two"), "{reply}");
+
+        // Parked again, then closed at the keep-alive (header) timeout.
+        let timeout = LimitSettings::default().header_timeout;
+        tokio::time::sleep(timeout - Duration::from_secs(1)).await;
+        assert_eq!(conn.parked_reads(), 2);
+        assert!(conn.exchange(GET_ONE).await.ends_with("/one"));
+        tokio::time::sleep(timeout + Duration::from_secs(1)).await;
+        assert!(
+            conn.closed().await,
+            "an idle connection closes at the header timeout"
+        );
+        conn.task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_long_streamed_response_is_not_cut_by_parking() {
+        let mut conn = connect();
+        let reply = conn.exchange("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(reply.contains("\r\n\r\n1\r\n0\r\n"), "{reply}");
+        assert!(reply.contains("1\r\n4\r\n0\r\n\r\n"), "{reply}");
+        assert!(conn.exchange(GET_ONE).await.ends_with("/one"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_sent_in_pieces_is_never_parked_halfway() {
+        let mut conn = connect();
+        conn.client
+            .write_all(b"GET /one HTTP/1.1\r\nHo")
+            .await
+            .unwrap();
+        tokio::time::sleep(PARK_AFTER * 4).await;
+        assert_eq!(conn.parked_reads(), 0);
+        let reply = conn.exchange("st: t\r\n\r\n").await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with("/one"), "{reply}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_closes_a_parked_connection() {
+        let mut conn = connect();
+        assert!(conn.exchange(GET_ONE).await.ends_with("/one"));
+        tokio::time::sleep(PARK_AFTER * 3).await;
+        assert_eq!(conn.parked_reads(), 1);
+        conn.drain.cancel();
+        assert!(conn.closed().await);
+        conn.task.await.unwrap();
+    }
+}
