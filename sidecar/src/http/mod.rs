@@ -20,6 +20,11 @@ use crate::BoxError;
 pub use serve::serve;
 pub use shared::shared_fn;
 
+/// The rest of a parked HTTP/1 connection's life (see [`serve`]): waiting
+/// for its next request with nothing but the socket, serving it, parking
+/// again. Small, and apart from whatever its caller held for serving.
+pub type Parked = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Every body the proxy moves: streamed, never buffered whole.
 pub type Body = UnsyncBoxBody<Bytes, BodyError>;
 

@@ -6,7 +6,7 @@
 //! connection has been quiet for [`PARK_AFTER`] between two requests,
 //! [`Parking`] ends hyper's side of it the way a client leaving would (end
 //! of stream at a message boundary, so hyper closes cleanly and sends
-//! nothing) and keeps the socket. [`Parked::wait`] then waits for the next
+//! nothing) and keeps the socket. [`Idle::wait`] then waits for the next
 //! request's first byte with no buffer at all; that byte starts a fresh
 //! hyper connection over the same socket, and the client sees one
 //! keep-alive connection throughout.
@@ -29,7 +29,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -278,28 +278,26 @@ impl<J: AsyncWrite + Unpin> AsyncWrite for Parking<J> {
 }
 
 /// One connection's stream between hyper connections.
-pub struct Parked<J> {
+pub struct Idle<J> {
     io: J,
     first: Option<u8>,
     busy: Busy,
-    slot: Slot<J>,
 }
 
-impl<J: AsyncRead + AsyncWrite + Unpin> Parked<J> {
+impl<J: AsyncRead + AsyncWrite + Unpin> Idle<J> {
     /// A connection not yet served; `busy` is what its service counts with.
     pub fn new(io: J, busy: Busy) -> Self {
         Self {
             io,
             first: None,
             busy,
-            slot: Arc::default(),
         }
     }
 
     /// The stream for the next hyper connection.
     pub fn serve(self) -> (Parking<J>, Retrieve<J>) {
-        let slot = self.slot.clone();
-        let parking = Parking::new(self.io, self.first, self.busy.clone(), self.slot);
+        let slot = Slot::default();
+        let parking = Parking::new(self.io, self.first, self.busy.clone(), slot.clone());
         (
             parking,
             Retrieve {
@@ -309,26 +307,27 @@ impl<J: AsyncRead + AsyncWrite + Unpin> Parked<J> {
         )
     }
 
-    /// Waits for the next request's first byte; `None` when the client
-    /// leaves, `idle` passes or `drain` fires (the connection is closed).
-    pub async fn wait(mut self, idle: Duration, drain: &CancellationToken) -> Option<Self> {
-        let mut byte = [0u8; 1];
+    /// Waits for the next request's first byte: false when the client
+    /// leaves, `idle` passes or `drain` fires first.
+    pub async fn wait(&mut self, idle: Duration, drain: &CancellationToken) -> bool {
         let read = tokio::select! {
-            read = tokio::time::timeout(idle, self.io.read(&mut byte)) => read,
-            () = drain.cancelled() => return self.close().await,
+            read = tokio::time::timeout(idle, self.io.read_u8()) => read,
+            () = drain.cancelled() => return false,
         };
         match read {
-            Ok(Ok(1)) => {
-                self.first = Some(byte[0]);
-                Some(self)
+            Ok(Ok(byte)) => {
+                self.first = Some(byte);
+                true
             }
-            _ => self.close().await,
+            _ => false,
         }
     }
 
-    async fn close(mut self) -> Option<Self> {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.io.shutdown()).await;
-        None
+    /// Closes the stream: one attempt, so a TLS stream sends its
+    /// close_notify if the socket takes it at once; never waits.
+    pub fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = Pin::new(&mut self.io).poll_shutdown(cx);
+        Poll::Ready(())
     }
 }
 
@@ -340,13 +339,12 @@ pub struct Retrieve<J> {
 
 impl<J: AsyncRead + AsyncWrite + Unpin> Retrieve<J> {
     /// The stream, if hyper's connection ended because it parked.
-    pub fn parked(self) -> Option<Parked<J>> {
+    pub fn parked(self) -> Option<Idle<J>> {
         let io = lock(&self.slot).take()?;
-        Some(Parked {
+        Some(Idle {
             io,
             first: None,
             busy: self.busy,
-            slot: self.slot,
         })
     }
 }
@@ -357,7 +355,7 @@ mod tests {
 
     use http::{Request, Version};
     use http_body_util::StreamBody;
-    use tokio::io::{duplex, DuplexStream};
+    use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
     use tower::util::BoxCloneSyncService;
 
     use super::*;
@@ -438,15 +436,10 @@ mod tests {
         let token = drain.clone();
         let task = tokio::spawn(async move {
             let limits = LimitSettings::default();
-            serve(
-                io,
-                Version::HTTP_11,
-                app(),
-                token,
-                ConnInfo::default(),
-                &limits,
-            )
-            .await;
+            let conn = ConnInfo::default();
+            if let Some(parked) = serve(io, Version::HTTP_11, app(), token, conn, &limits).await {
+                parked.await;
+            }
         });
         Conn {
             client,

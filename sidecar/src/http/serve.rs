@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
@@ -22,7 +23,7 @@ use tracing::debug;
 
 use super::h2guard::{self, H2Guard};
 use super::hygiene::{RawHeads, WatchHeads};
-use super::park::{Busy, Parked, Working, PARK_AFTER};
+use super::park::{Boundary, Busy, Idle, Working, PARK_AFTER};
 use super::{boxed, Body, ConnInfo, HttpService};
 use crate::config::LimitSettings;
 use crate::errors;
@@ -34,7 +35,10 @@ const H2_SEND_BUF: usize = 256 * 1024;
 /// The smallest read buffer hyper's HTTP/1 server accepts.
 const MIN_BUF_SIZE: usize = 8 * 1024;
 
-/// Serves HTTP on `io` with `service` until the client leaves or `drain` fires.
+/// Serves HTTP on `io` with `service` until the client leaves or `drain`
+/// fires, or until an HTTP/1 connection parks: then the rest of its life is
+/// returned ([`Parked`](super::Parked)), for the caller to await once
+/// whatever it holds for serving is gone.
 pub async fn serve<I>(
     io: I,
     version: Version,
@@ -42,7 +46,8 @@ pub async fn serve<I>(
     drain: CancellationToken,
     conn: ConnInfo,
     limits: &LimitSettings,
-) where
+) -> Option<super::Parked>
+where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     // HTTP/1 request heads as sent, for what hyper's parsed request no longer shows.
@@ -82,8 +87,11 @@ pub async fn serve<I>(
             .keep_alive_timeout(h2.keepalive_timeout);
         let io = TokioIo::new(H2Guard::new(io, *h2));
         let conn = builder.serve_connection(io, hyper_service);
-        log_end(until_drained(conn, &drain, |conn| conn.graceful_shutdown()).await);
-        return;
+        drop(builder);
+        // Boxed: an HTTP/2 connection's state is large, and HTTP/1
+        // connections should not pay for it.
+        log_end(Box::pin(until_drained(conn, &drain, |conn| conn.graceful_shutdown())).await);
+        return None;
     }
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -93,24 +101,78 @@ pub async fn serve<I>(
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
         .max_headers(limits.max_headers);
     let watched = WatchHeads::new(io, heads.unwrap_or_default(), limits.max_header_bytes);
-    let mut parked = Parked::new(watched, busy.unwrap_or_default());
-    // hyper's header timeout also ends idle keep-alive connections; a
-    // parked connection keeps that promise.
-    let keep_alive = limits.header_timeout.saturating_sub(PARK_AFTER);
-    loop {
-        let (io, retrieve) = parked.serve();
-        let conn = builder
-            .serve_connection(TokioIo::new(io), hyper_service.clone())
+    let h1 = Http1 {
+        builder,
+        service: hyper_service,
+        drain,
+        // hyper's header timeout also ends idle keep-alive connections; a
+        // parked connection keeps that promise.
+        keep_alive: limits.header_timeout.saturating_sub(PARK_AFTER),
+    };
+    let idle = h1
+        .once(Idle::new(watched, busy.unwrap_or_default()))
+        .await?;
+    Some(Box::pin(h1.parked(idle)))
+}
+
+/// What serving an HTTP/1 connection needs, once per hyper connection.
+struct Http1<S> {
+    builder: hyper::server::conn::http1::Builder,
+    service: S,
+    drain: CancellationToken,
+    keep_alive: Duration,
+}
+
+impl<S> Http1<S>
+where
+    S: hyper::service::HttpService<Incoming> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<crate::BoxError>,
+    S::Error: Into<crate::BoxError>,
+{
+    /// One hyper connection over `idle`'s stream: the stream again if it
+    /// parked, `None` once the connection is over.
+    async fn once<J>(&self, idle: Idle<J>) -> Option<Idle<J>>
+    where
+        J: AsyncRead + AsyncWrite + Boundary + Send + Unpin + 'static,
+    {
+        let (io, retrieve) = idle.serve();
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(io), self.service.clone())
             .with_upgrades();
-        // Boxed: hyper's state lives apart from the connection's task and
-        // goes when the connection parks.
-        log_end(Box::pin(until_drained(conn, &drain, |conn| conn.graceful_shutdown())).await);
-        match retrieve.parked() {
-            Some(idle) => match idle.wait(keep_alive, &drain).await {
-                Some(next) => parked = next,
-                None => return,
-            },
-            None => return,
+        // Boxed: hyper's state lives apart from the connection's and goes
+        // when the connection parks.
+        log_end(
+            Box::pin(until_drained(conn, &self.drain, |conn| {
+                conn.graceful_shutdown()
+            }))
+            .await,
+        );
+        retrieve.parked()
+    }
+
+    /// A parked connection's life: waits for each next request, serves it,
+    /// parks again. (An `async` block rather than an `async fn`, whose
+    /// arguments would be held twice for the whole wait.)
+    #[allow(clippy::manual_async_fn)]
+    fn parked<J>(self, mut idle: Idle<J>) -> impl Future<Output = ()> + Send
+    where
+        J: AsyncRead + AsyncWrite + Boundary + Send + Unpin + 'static,
+        S: Sync,
+    {
+        async move {
+            loop {
+                if !idle.wait(self.keep_alive, &self.drain).await {
+                    return std::future::poll_fn(|cx| idle.poll_close(cx)).await;
+                }
+                match self.once(idle).await {
+                    Some(next) => idle = next,
+                    None => return,
+                }
+            }
         }
     }
 }

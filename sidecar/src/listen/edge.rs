@@ -34,7 +34,7 @@ use super::proxy_protocol::{self, Header};
 use super::{Accept, HANDSHAKE_TIMEOUT};
 use crate::config::{EdgeListenerSettings, Settings};
 use crate::detect::{self, Rewind};
-use crate::http::{Body, ConnInfo, HttpService, RequestError};
+use crate::http::{Body, ConnInfo, HttpService, Parked, RequestError};
 use crate::tls::public::CertStore;
 use crate::{errors, lock, tls, BoxError};
 
@@ -243,29 +243,45 @@ impl Accept {
             listener: Some(self.name.clone()),
             ..Default::default()
         };
-        let detected = detect::detect(io, detect_timeout).await;
-        match detected {
-            Err(err) => debug!(error = %err, "connection failed during detection"),
-            Ok((protocol, io)) => {
-                metrics.connection_accepted(&self.name, protocol_label(protocol));
-                match (&listener.tls, listener.redirect_https) {
-                    (Some(tls), _) => match (protocol, edge.certs.server_config(tls)) {
-                        (detect::Protocol::Tls, Some(config)) => {
-                            self.serve_public_tls(io, config, conn).await
-                        }
-                        (detect::Protocol::Tls, None) => {
-                            debug!("no certificate loaded: closing")
-                        }
-                        (detect::Protocol::Http1, _) => plaintext_on_tls(io).await,
-                        _ => debug!("not TLS on a TLS listener: closing"),
-                    },
-                    (None, Some((port, status))) => {
-                        self.serve_redirect(protocol, io, conn, port, status, &settings)
-                            .await
-                    }
-                    (None, None) => self.dispatch(protocol, io, conn).await,
+        // Serving is boxed and freed when an HTTP/1 connection parks: a
+        // parked connection holds only what it needs.
+        let served = Box::pin(async {
+            let (protocol, io) = match detect::detect(io, detect_timeout).await {
+                Ok(detected) => detected,
+                Err(err) => {
+                    debug!(error = %err, "connection failed during detection");
+                    return None;
                 }
+            };
+            metrics.connection_accepted(&self.name, protocol_label(protocol));
+            match (&listener.tls, listener.redirect_https) {
+                (Some(tls), _) => match (protocol, edge.certs.server_config(tls)) {
+                    (detect::Protocol::Tls, Some(config)) => {
+                        self.serve_public_tls(io, config, conn).await
+                    }
+                    (detect::Protocol::Tls, None) => {
+                        debug!("no certificate loaded: closing");
+                        None
+                    }
+                    (detect::Protocol::Http1, _) => {
+                        plaintext_on_tls(io).await;
+                        None
+                    }
+                    _ => {
+                        debug!("not TLS on a TLS listener: closing");
+                        None
+                    }
+                },
+                (None, Some((port, status))) => {
+                    self.serve_redirect(protocol, io, conn, port, status, &settings)
+                        .await
+                }
+                (None, None) => self.dispatch(protocol, io, conn).await,
             }
+        })
+        .await;
+        if let Some(parked) = served {
+            parked.await;
         }
         gauge.dec();
     }
@@ -276,17 +292,25 @@ impl Accept {
         io: I,
         config: Arc<rustls::ServerConfig>,
         mut conn: ConnInfo,
-    ) where
+    ) -> Option<Parked>
+    where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         if !super::admission::tls_handshake_allowed(&self.shared.runtime.settings.load().limits) {
-            return self.refuse("tls_handshake_rate");
+            self.refuse("tls_handshake_rate");
+            return None;
         }
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => return debug!(error = %err, "TLS handshake failed"),
-            Err(_) => return debug!("TLS handshake timed out"),
+            Ok(Err(err)) => {
+                debug!(error = %err, "TLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                debug!("TLS handshake timed out");
+                return None;
+            }
         };
         let session = stream.get_ref().1;
         conn.tls = true;
@@ -298,7 +322,10 @@ impl Accept {
             // No ALPN (e.g. openssl s_client, HTTP/1.0 clients): look inside.
             _ => match detect::detect(stream, self.detection().1).await {
                 Ok((protocol, stream)) => self.dispatch(protocol, stream, conn).await,
-                Err(err) => debug!(error = %err, "connection failed during detection"),
+                Err(err) => {
+                    debug!(error = %err, "connection failed during detection");
+                    None
+                }
             },
         }
     }
@@ -313,17 +340,21 @@ impl Accept {
         port: u16,
         status: StatusCode,
         settings: &Settings,
-    ) where
+    ) -> Option<Parked>
+    where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let version = match protocol {
             detect::Protocol::Http1 => Version::HTTP_11,
             detect::Protocol::Http2 => Version::HTTP_2,
-            _ => return debug!("not HTTP on a redirect listener: closing"),
+            _ => {
+                debug!("not HTTP on a redirect listener: closing");
+                return None;
+            }
         };
         let service = redirect_service(port, status);
         let drain = self.shared.drain.clone();
-        crate::http::serve(io, version, service, drain, conn, &settings.limits).await;
+        crate::http::serve(io, version, service, drain, conn, &settings.limits).await
     }
 }
 

@@ -36,7 +36,7 @@ use tracing::{debug, warn, Instrument};
 
 use crate::config::Settings;
 use crate::detect::{self, Rewind};
-use crate::http::{ConnInfo, HttpService};
+use crate::http::{ConnInfo, HttpService, Parked};
 use crate::route::RouteKind;
 use crate::stack::{self, Runtime};
 use crate::tls;
@@ -325,7 +325,7 @@ impl Accept {
 
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         if let Some(edge) = self.edge.clone() {
-            return self.edge_connection(edge, stream, peer).await;
+            return Box::pin(self.edge_connection(edge, stream, peer)).await;
         }
         let limits = &self.shared.runtime.settings.load().limits;
         let _admitted = match admission::admit(&self.per_ip, peer.ip().to_canonical(), limits) {
@@ -352,7 +352,14 @@ impl Accept {
             detect::detect(stream, timeout).await
         };
         match detected {
-            Ok((protocol, io)) => self.serve(protocol, io, peer, original_dst).await,
+            Ok((protocol, io)) => {
+                // Serving is boxed and freed when an HTTP/1 connection
+                // parks: a parked connection holds only what it needs.
+                let served = Box::pin(self.serve(protocol, io, peer, original_dst)).await;
+                if let Some(parked) = served {
+                    parked.await;
+                }
+            }
             Err(err) => debug!(error = %err, "connection failed during detection"),
         }
         gauge.dec();
@@ -397,7 +404,7 @@ impl Accept {
         io: Rewind<TcpStream>,
         peer: SocketAddr,
         original_dst: Option<SocketAddr>,
-    ) {
+    ) -> Option<Parked> {
         let metrics = &self.shared.runtime.metrics;
         let label = match protocol {
             detect::Protocol::Http1 => "http1",
@@ -412,10 +419,15 @@ impl Accept {
             _ => None,
         };
         match (protocol, identity) {
-            (detect::Protocol::Tls, Some(identity)) => self.serve_mtls(io, &identity, peer).await,
+            // Boxed, like every path that is not plaintext HTTP: a connection's
+            // task is as large as its largest path, for as long as it lives.
+            (detect::Protocol::Tls, Some(identity)) => {
+                Box::pin(self.serve_mtls(io, &identity, peer)).await
+            }
             (_, Some(identity)) if identity.settings.mode == TlsMode::Strict => {
                 metrics.plaintext_refused();
                 debug!("plaintext refused: inbound requires mutual TLS");
+                None
             }
             _ => {
                 self.dispatch(
@@ -441,15 +453,27 @@ impl Accept {
     }
 
     /// Terminates mutual TLS, then serves what ALPN says is inside.
-    async fn serve_mtls(&self, io: Rewind<TcpStream>, identity: &tls::Loaded, peer: SocketAddr) {
+    async fn serve_mtls(
+        &self,
+        io: Rewind<TcpStream>,
+        identity: &tls::Loaded,
+        peer: SocketAddr,
+    ) -> Option<Parked> {
         if !admission::tls_handshake_allowed(&self.shared.runtime.settings.load().limits) {
-            return self.refuse("tls_handshake_rate");
+            self.refuse("tls_handshake_rate");
+            return None;
         }
         let accept = tokio_rustls::TlsAcceptor::from(identity.server.clone()).accept(io);
         let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => return debug!(error = %err, "mTLS handshake failed"),
-            Err(_) => return debug!("mTLS handshake timed out"),
+            Ok(Err(err)) => {
+                debug!(error = %err, "mTLS handshake failed");
+                return None;
+            }
+            Err(_) => {
+                debug!("mTLS handshake timed out");
+                return None;
+            }
         };
         let session = stream.get_ref().1;
         let peer_identity = session
@@ -472,47 +496,57 @@ impl Accept {
             // A TLS client that named no protocol (e.g. openssl s_client): look inside.
             _ => match detect::detect(stream, self.detection().1).await {
                 Ok((protocol, stream)) => self.dispatch(protocol, stream, conn).await,
-                Err(err) => debug!(error = %err, "connection failed during detection"),
+                Err(err) => {
+                    debug!(error = %err, "connection failed during detection");
+                    None
+                }
             },
         }
     }
 
-    /// Serves a connection whose protocol is known.
-    async fn dispatch<I>(&self, protocol: detect::Protocol, io: I, conn: ConnInfo)
+    /// Serves a connection whose protocol is known; see [`crate::http::serve`]
+    /// for what is returned.
+    async fn dispatch<I>(&self, protocol: detect::Protocol, io: I, conn: ConnInfo) -> Option<Parked>
     where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
+        let version = match protocol {
+            detect::Protocol::Http1 => Version::HTTP_11,
+            detect::Protocol::Http2 => Version::HTTP_2,
+            detect::Protocol::Tls | detect::Protocol::Opaque => {
+                Box::pin(self.serve_opaque(io, conn)).await;
+                return None;
+            }
+        };
         let drain = self.shared.drain.clone();
         let service = self.service.clone();
         let limits = self.shared.runtime.settings.load().limits.clone();
-        match protocol {
-            detect::Protocol::Http1 => {
-                crate::http::serve(io, Version::HTTP_11, service, drain, conn, &limits).await
+        crate::http::serve(io, version, service, drain, conn, &limits).await
+    }
+
+    /// Relays a connection that is not HTTP to its upstream.
+    async fn serve_opaque<I>(&self, io: I, conn: ConnInfo)
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        if !self.tcp_allowed(&conn) {
+            return debug!(caller = ?conn.peer_identity, "opaque connection denied by authz");
+        }
+        let routes = self.shared.runtime.routes.load();
+        let cluster = match conn.original_dst {
+            Some(original) => match routes.cluster_with_endpoint(original) {
+                Some(cluster) => Some(cluster),
+                None => return self.passthrough(io, original).await,
+            },
+            None => routes.listener_cluster(&self.kind),
+        };
+        drop(routes);
+        match cluster {
+            Some(cluster) => {
+                let runtime = &self.shared.runtime;
+                crate::tcp::serve(io, &cluster, runtime, &self.name, &conn).await
             }
-            detect::Protocol::Http2 => {
-                crate::http::serve(io, Version::HTTP_2, service, drain, conn, &limits).await
-            }
-            detect::Protocol::Tls | detect::Protocol::Opaque => {
-                if !self.tcp_allowed(&conn) {
-                    return debug!(caller = ?conn.peer_identity, "opaque connection denied by authz");
-                }
-                let routes = self.shared.runtime.routes.load();
-                let cluster = match conn.original_dst {
-                    Some(original) => match routes.cluster_with_endpoint(original) {
-                        Some(cluster) => Some(cluster),
-                        None => return self.passthrough(io, original).await,
-                    },
-                    None => routes.listener_cluster(&self.kind),
-                };
-                drop(routes);
-                match cluster {
-                    Some(cluster) => {
-                        let runtime = &self.shared.runtime;
-                        crate::tcp::serve(io, &cluster, runtime, &self.name, &conn).await
-                    }
-                    None => debug!("not HTTP, and this listener routes only HTTP: closing"),
-                }
-            }
+            None => debug!("not HTTP, and this listener routes only HTTP: closing"),
         }
     }
 
