@@ -32,6 +32,9 @@ use crate::errors;
 /// no longer read (a client that never opens its window holds no more).
 const H2_SEND_BUF: usize = 256 * 1024;
 
+/// The header count hyper's HTTP/1 server allows when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// The smallest read buffer hyper's HTTP/1 server accepts.
 const MIN_BUF_SIZE: usize = 8 * 1024;
 
@@ -98,8 +101,13 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE))
-        .max_headers(limits.max_headers);
+        .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE));
+    // Only when it differs from hyper's own default (100): with a limit set,
+    // hyper initialises a header array of that size for every request
+    // (~1.7k instructions, measured) instead of using its inline one.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
     let watched = WatchHeads::new(io, heads.unwrap_or_default(), limits.max_header_bytes);
     let h1 = Http1 {
         builder,
