@@ -146,6 +146,43 @@ pub struct RequestLabels {
 }
 
 impl RequestLabels {
+    /// A hash of the labels' identity: string addresses, not their text.
+    fn fingerprint(&self) -> u64 {
+        let (caller_kind, caller) = match &self.caller {
+            Caller::Absent => (0, 0),
+            Caller::Unknown => (1, 0),
+            Caller::Peer(peer) => (2, Arc::as_ptr(peer).cast::<u8>() as usize),
+        };
+        let parts = [
+            self.direction.as_ptr() as usize,
+            Arc::as_ptr(&self.upstream).cast::<u8>() as usize,
+            Arc::as_ptr(&self.route).cast::<u8>() as usize,
+            Arc::as_ptr(&self.consumer).cast::<u8>() as usize,
+            caller,
+            usize::from(self.status)
+                | usize::from(self.grpc_status.unwrap_or(u8::MAX)) << 16
+                | caller_kind << 24,
+        ];
+        parts.iter().fold(0u64, |hash, part| {
+            (hash.rotate_left(5) ^ *part as u64).wrapping_mul(0x517c_c1b7_2722_0a95)
+        })
+    }
+
+    /// The same label strings (by address) and values as `other`.
+    fn same_strings(&self, other: &Self) -> bool {
+        let caller = match (&self.caller, &other.caller) {
+            (Caller::Peer(a), Caller::Peer(b)) => Arc::ptr_eq(a, b),
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        };
+        std::ptr::eq(self.direction, other.direction)
+            && Arc::ptr_eq(&self.upstream, &other.upstream)
+            && Arc::ptr_eq(&self.route, &other.route)
+            && Arc::ptr_eq(&self.consumer, &other.consumer)
+            && caller
+            && self.status == other.status
+            && self.grpc_status == other.grpc_status
+    }
+
     /// The same request with the gRPC status of its response.
     pub fn with_grpc_status(mut self, code: u32) -> Self {
         let code = if code > GRPC_MAX_CODE { 2 } else { code };
@@ -290,6 +327,55 @@ struct DnsLabels {
 
 type DurationFamily = Family<DurationLabels, Histogram, fn() -> Histogram>;
 
+/// Entries of [`SeriesCache`] before it starts over (reloads and new mTLS
+/// peers bring new label strings).
+const SERIES_CACHE_CAP: usize = 1024;
+
+/// The per-request series by the identity of their label strings: a few
+/// instructions to hash, where the families hash every label's text with
+/// SipHash on each request. An entry keeps its labels, so their strings stay
+/// alive and an address never stands for another string.
+#[derive(Default)]
+struct SeriesCache(std::collections::HashMap<u64, (RequestLabels, Series), IdentityHash>);
+
+/// One request's series, each fetched from its family on first use: its
+/// counter and its duration histogram.
+#[derive(Default)]
+struct Series {
+    requests: Option<Counter>,
+    duration: Option<Histogram>,
+}
+
+/// The fingerprint is already a hash.
+#[derive(Default, Clone, Copy)]
+struct IdentityHash;
+
+impl std::hash::BuildHasher for IdentityHash {
+    type Hasher = IdentityHasher;
+
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Every metric the proxy exports.
 pub struct Metrics {
     /// The `mesh_` families and the cluster and edge-certificate collectors.
@@ -312,6 +398,8 @@ pub struct Metrics {
     spans: SpanQueue,
     requests: Family<RequestLabels, Counter>,
     durations: DurationFamily,
+    /// The per-request series last used, found without hashing label text.
+    series: std::sync::Mutex<SeriesCache>,
     connections_open: Family<ListenerLabels, Gauge>,
     connections: Family<ConnectionLabels, Counter>,
     connections_refused: Family<RefusedLabels, Counter>,
@@ -535,6 +623,7 @@ impl Metrics {
             rate_limit,
             no_upstream: Arc::from(NO_UPSTREAM),
             no_route: Arc::from(""),
+            series: std::sync::Mutex::default(),
             consumers: ConsumerLabels {
                 seen: std::sync::RwLock::default(),
                 other: Arc::from(OTHER_CONSUMER),
@@ -583,20 +672,52 @@ impl Metrics {
 
     /// The time to a request's response head.
     pub fn observe_duration(&self, labels: &RequestLabels, elapsed: Duration) {
-        self.durations
-            .get_or_create(&DurationLabels {
-                direction: labels.direction,
-                upstream: labels.upstream.clone(),
-                route: labels.route.clone(),
-                caller: labels.caller.clone(),
-                status_class: status_class(labels.status),
-            })
-            .observe(elapsed.as_secs_f64());
+        let seconds = elapsed.as_secs_f64();
+        self.with_series(labels, |series| match &series.duration {
+            Some(histogram) => histogram.observe(seconds),
+            None => {
+                let histogram = self
+                    .durations
+                    .get_or_create(&DurationLabels {
+                        direction: labels.direction,
+                        upstream: labels.upstream.clone(),
+                        route: labels.route.clone(),
+                        caller: labels.caller.clone(),
+                        status_class: status_class(labels.status),
+                    })
+                    .clone();
+                histogram.observe(seconds);
+                series.duration = Some(histogram);
+            }
+        });
     }
 
     /// Counts one finished request (for gRPC, once its status is known).
     pub fn count_request(&self, labels: &RequestLabels) {
-        self.requests.get_or_create(labels).inc();
+        self.with_series(labels, |series| {
+            let counter = series
+                .requests
+                .get_or_insert_with(|| self.requests.get_or_create(labels).clone());
+            counter.inc();
+        });
+    }
+
+    /// Runs `use_series` on the cached series of `labels`: found by the
+    /// labels' string addresses, made on first use.
+    fn with_series(&self, labels: &RequestLabels, use_series: impl FnOnce(&mut Series)) {
+        let key = labels.fingerprint();
+        let mut cache = crate::lock(&self.series);
+        if let Some((seen, series)) = cache.0.get_mut(&key) {
+            if seen.same_strings(labels) {
+                return use_series(series);
+            }
+        }
+        if cache.0.len() >= SERIES_CACHE_CAP {
+            cache.0.clear();
+        }
+        let mut series = Series::default();
+        use_series(&mut series);
+        cache.0.insert(key, (labels.clone(), series));
     }
 
     /// Counts a request a policy refused (`policy`: `authz`, `edge_route`,
@@ -995,6 +1116,58 @@ mod tests {
         assert_eq!(a, b, "one series per service name");
         assert_eq!(Caller::of(Direction::Outbound, None), Caller::Absent);
         assert_eq!(Caller::of(Direction::Inbound, None), Caller::Unknown);
+    }
+
+    #[test]
+    fn series_found_by_address_or_by_text_count_as_one() {
+        let metrics = Metrics::new();
+        let upstream: Arc<str> = Arc::from("orders");
+        let labels = metrics.request_labels(
+            Direction::Outbound,
+            Some(&upstream),
+            None,
+            Caller::Absent,
+            200,
+        );
+        for _ in 0..3 {
+            metrics.count_request(&labels);
+            metrics.observe_duration(&labels, Duration::from_millis(2));
+        }
+        // The same name from a reloaded config: another string, one series.
+        let reloaded: Arc<str> = Arc::from("orders");
+        let again = metrics.request_labels(
+            Direction::Outbound,
+            Some(&reloaded),
+            None,
+            Caller::Absent,
+            200,
+        );
+        metrics.count_request(&again);
+        metrics.observe_duration(&again, Duration::from_millis(2));
+        // Another status is another series.
+        let failed = metrics.request_labels(
+            Direction::Outbound,
+            Some(&upstream),
+            None,
+            Caller::Absent,
+            503,
+        );
+        metrics.count_request(&failed);
+        let text = metrics.encode();
+        assert!(text.contains(
+            "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"200\",status_class=\"2xx\"} 4"
+        ), "{text}");
+        assert!(text.contains(
+            "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"503\",status_class=\"5xx\"} 1"
+        ), "{text}");
+        let durations = text
+            .lines()
+            .find(|l| {
+                l.starts_with("mesh_request_duration_seconds_count{")
+                    && l.contains("upstream=\"orders\"")
+            })
+            .unwrap_or_default();
+        assert!(durations.ends_with(" 4"), "{text}");
     }
 
     #[test]
