@@ -286,9 +286,13 @@ async fn keep_for_replay(
         return Ok((req, None));
     }
     let body = req.body();
-    let small = body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= max_body);
+    let empty = body.is_end_stream();
+    let small = body.size_hint().exact().is_some_and(|n| n <= max_body);
     let (parts, body) = req.into_parts();
-    let (first, kept) = if small {
+    let (first, kept) = if empty {
+        // Most requests: nothing to read, and the empty body goes as it is.
+        (body, Kept::Whole(Bytes::new()))
+    } else if small {
         let bytes = body.collect().await?.to_bytes();
         (full(bytes.clone()), Kept::Whole(bytes))
     } else {
