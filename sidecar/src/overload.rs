@@ -17,16 +17,12 @@
 //! Writes: `mesh_overload_active` (1 while shedding),
 //! `mesh_overload_shed_total`, `mesh_overload_active_requests`.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Version};
-use http_body::{Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -36,7 +32,7 @@ use tower::{Layer, ServiceExt};
 use tracing::{info, Instrument};
 
 use crate::config::{OverloadSettings, Settings};
-use crate::http::{Body, BodyError, HttpService};
+use crate::http::{Body, Holding, HttpService};
 use crate::BoxError;
 
 /// How often resident memory is sampled.
@@ -233,36 +229,7 @@ fn shed(req: &Request<Body>, overloaded: Overloaded) -> Response<Body> {
 
 /// `body`, keeping its request counted in flight until it ends.
 fn counted(body: Body, guard: InFlight) -> Body {
-    http_body_util::BodyExt::boxed_unsync(CountedBody {
-        inner: body,
-        _guard: guard,
-    })
-}
-
-/// A response body that holds its request's in-flight count.
-struct CountedBody {
-    inner: Body,
-    _guard: InFlight,
-}
-
-impl http_body::Body for CountedBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+    http_body_util::BodyExt::boxed_unsync(Holding::new(body, guard))
 }
 
 #[cfg(test)]

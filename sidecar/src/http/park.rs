@@ -25,14 +25,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body::{Frame, SizeHint};
-use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::Holding;
 use crate::lock;
 
 /// How long a connection stays quiet between requests before hyper's state
@@ -55,7 +53,7 @@ pub struct Busy(Arc<AtomicUsize>);
 
 impl Busy {
     /// Counts one request until its response has been written; see
-    /// [`Tracked`].
+    /// [`Working::track`].
     pub fn start(&self) -> Working {
         self.0.fetch_add(1, Ordering::Relaxed);
         Working(Some(self.clone()))
@@ -73,15 +71,12 @@ pub struct Working(Option<Busy>);
 impl Working {
     /// Ties the count to `response`'s body: done when hyper drops it after
     /// the last frame. A protocol switch keeps the connection busy for good.
-    pub fn track<B>(mut self, response: Response<B>) -> Response<Tracked<B>> {
+    pub fn track<B>(mut self, response: Response<B>) -> Response<Holding<B, Working>> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             // The counter stays raised: the connection is a tunnel now.
             self.0 = None;
         }
-        response.map(|body| Tracked {
-            body,
-            _working: self,
-        })
+        response.map(|body| Holding::new(body, self))
     }
 
     /// A response that is not tracked (HTTP/2 connections never park).
@@ -95,35 +90,6 @@ impl Drop for Working {
         if let Some(busy) = &self.0 {
             busy.0.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-}
-
-pin_project! {
-    /// A response body that keeps its connection busy until dropped.
-    pub struct Tracked<B> {
-        #[pin]
-        body: B,
-        _working: Working,
-    }
-}
-
-impl<B: http_body::Body<Data = Bytes>> http_body::Body for Tracked<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.project().body.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -353,7 +319,9 @@ impl<J: AsyncRead + AsyncWrite + Unpin> Retrieve<J> {
 mod tests {
     use std::time::Duration;
 
+    use bytes::Bytes;
     use http::{Request, Version};
+    use http_body::Frame;
     use http_body_util::StreamBody;
     use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
     use tower::util::BoxCloneSyncService;
