@@ -31,7 +31,7 @@ use tower::ServiceBuilder;
 use tracing::{debug, Instrument};
 
 use super::proxy_protocol::{self, Header};
-use super::{Accept, HANDSHAKE_TIMEOUT};
+use super::Accept;
 use crate::config::{EdgeListenerSettings, Settings};
 use crate::detect::{self, Rewind};
 use crate::http::{Body, ConnInfo, HttpService, Parked, RequestError};
@@ -296,22 +296,7 @@ impl Accept {
     where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        if !super::admission::tls_handshake_allowed(&self.shared.runtime.settings.load().limits) {
-            self.refuse("tls_handshake_rate");
-            return None;
-        }
-        let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
-                debug!(error = %err, "TLS handshake failed");
-                return None;
-            }
-            Err(_) => {
-                debug!("TLS handshake timed out");
-                return None;
-            }
-        };
+        let stream = self.handshake(config, io).await?;
         let session = stream.get_ref().1;
         conn.tls = true;
         conn.server_name = session.server_name().map(Arc::from);

@@ -459,22 +459,7 @@ impl Accept {
         identity: &tls::Loaded,
         peer: SocketAddr,
     ) -> Option<Parked> {
-        if !admission::tls_handshake_allowed(&self.shared.runtime.settings.load().limits) {
-            self.refuse("tls_handshake_rate");
-            return None;
-        }
-        let accept = tokio_rustls::TlsAcceptor::from(identity.server.clone()).accept(io);
-        let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => {
-                debug!(error = %err, "mTLS handshake failed");
-                return None;
-            }
-            Err(_) => {
-                debug!("mTLS handshake timed out");
-                return None;
-            }
-        };
+        let stream = self.handshake(identity.server.clone(), io).await?;
         let session = stream.get_ref().1;
         let peer_identity = session
             .peer_certificates()
@@ -501,6 +486,35 @@ impl Accept {
                     None
                 }
             },
+        }
+    }
+
+    /// A TLS handshake on `io` within [`HANDSHAKE_TIMEOUT`], when the
+    /// handshake rate (`limits.tls_handshakes_per_second`) allows one;
+    /// `None`, counted or logged, otherwise.
+    async fn handshake<I>(
+        &self,
+        config: Arc<rustls::ServerConfig>,
+        io: I,
+    ) -> Option<tokio_rustls::server::TlsStream<I>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !admission::tls_handshake_allowed(&self.shared.runtime.settings.load().limits) {
+            self.refuse("tls_handshake_rate");
+            return None;
+        }
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(io);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(err)) => {
+                debug!(listener = %self.name, error = %err, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                debug!(listener = %self.name, "TLS handshake timed out");
+                None
+            }
         }
     }
 
