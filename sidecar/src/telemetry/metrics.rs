@@ -146,41 +146,26 @@ pub struct RequestLabels {
 }
 
 impl RequestLabels {
-    /// A hash of the labels' identity: string addresses, not their text.
-    fn fingerprint(&self) -> u64 {
+    /// Which series these labels name, by their strings' addresses.
+    fn series_key(&self) -> SeriesKey {
+        let address = |s: &Arc<str>| Arc::as_ptr(s).cast::<u8>() as usize;
         let (caller_kind, caller) = match &self.caller {
             Caller::Absent => (0, 0),
             Caller::Unknown => (1, 0),
-            Caller::Peer(peer) => (2, Arc::as_ptr(peer).cast::<u8>() as usize),
+            Caller::Peer(peer) => (2, address(peer)),
         };
-        let parts = [
-            self.direction.as_ptr() as usize,
-            Arc::as_ptr(&self.upstream).cast::<u8>() as usize,
-            Arc::as_ptr(&self.route).cast::<u8>() as usize,
-            Arc::as_ptr(&self.consumer).cast::<u8>() as usize,
-            caller,
-            usize::from(self.status)
-                | usize::from(self.grpc_status.unwrap_or(u8::MAX)) << 16
-                | caller_kind << 24,
-        ];
-        parts.iter().fold(0u64, |hash, part| {
-            (hash.rotate_left(5) ^ *part as u64).wrapping_mul(0x517c_c1b7_2722_0a95)
-        })
-    }
-
-    /// The same label strings (by address) and values as `other`.
-    fn same_strings(&self, other: &Self) -> bool {
-        let caller = match (&self.caller, &other.caller) {
-            (Caller::Peer(a), Caller::Peer(b)) => Arc::ptr_eq(a, b),
-            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
-        };
-        std::ptr::eq(self.direction, other.direction)
-            && Arc::ptr_eq(&self.upstream, &other.upstream)
-            && Arc::ptr_eq(&self.route, &other.route)
-            && Arc::ptr_eq(&self.consumer, &other.consumer)
-            && caller
-            && self.status == other.status
-            && self.grpc_status == other.grpc_status
+        SeriesKey {
+            strings: [
+                self.direction.as_ptr() as usize,
+                address(&self.upstream),
+                address(&self.route),
+                address(&self.consumer),
+                caller,
+            ],
+            status: self.status,
+            grpc_status: self.grpc_status,
+            caller_kind,
+        }
     }
 
     /// The same request with the gRPC status of its response.
@@ -331,12 +316,25 @@ type DurationFamily = Family<DurationLabels, Histogram, fn() -> Histogram>;
 /// peers bring new label strings).
 const SERIES_CACHE_CAP: usize = 1024;
 
-/// The per-request series by the identity of their label strings: a few
-/// instructions to hash, where the families hash every label's text with
-/// SipHash on each request. An entry keeps its labels, so their strings stay
-/// alive and an address never stands for another string.
+/// The per-request series by the identity of their label strings, hashed
+/// and compared in a few instructions where the families hash every
+/// label's text with SipHash on each request. An entry keeps its labels,
+/// so their strings stay alive and an address never stands for another
+/// string.
 #[derive(Default)]
-struct SeriesCache(std::collections::HashMap<u64, (RequestLabels, Series), IdentityHash>);
+struct SeriesCache(
+    std::collections::HashMap<SeriesKey, (RequestLabels, Series), foldhash::fast::FixedState>,
+);
+
+/// [`RequestLabels`] by the addresses of their strings, and their values.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct SeriesKey {
+    /// Direction, upstream, route, consumer, caller.
+    strings: [usize; 5],
+    status: u16,
+    grpc_status: Option<u8>,
+    caller_kind: u8,
+}
 
 /// One request's series, each fetched from its family on first use: its
 /// counter and its duration histogram.
@@ -344,36 +342,6 @@ struct SeriesCache(std::collections::HashMap<u64, (RequestLabels, Series), Ident
 struct Series {
     requests: Option<Counter>,
     duration: Option<Histogram>,
-}
-
-/// The fingerprint is already a hash.
-#[derive(Default, Clone, Copy)]
-struct IdentityHash;
-
-impl std::hash::BuildHasher for IdentityHash {
-    type Hasher = IdentityHasher;
-
-    fn build_hasher(&self) -> IdentityHasher {
-        IdentityHasher(0)
-    }
-}
-
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 << 8) | u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// Every metric the proxy exports.
@@ -705,12 +673,10 @@ impl Metrics {
     /// Runs `use_series` on the cached series of `labels`: found by the
     /// labels' string addresses, made on first use.
     fn with_series(&self, labels: &RequestLabels, use_series: impl FnOnce(&mut Series)) {
-        let key = labels.fingerprint();
+        let key = labels.series_key();
         let mut cache = crate::lock(&self.series);
-        if let Some((seen, series)) = cache.0.get_mut(&key) {
-            if seen.same_strings(labels) {
-                return use_series(series);
-            }
+        if let Some((_, series)) = cache.0.get_mut(&key) {
+            return use_series(series);
         }
         if cache.0.len() >= SERIES_CACHE_CAP {
             cache.0.clear();
@@ -1121,53 +1087,71 @@ mod tests {
     #[test]
     fn series_found_by_address_or_by_text_count_as_one() {
         let metrics = Metrics::new();
+        let outbound = |upstream: &Arc<str>, status| {
+            metrics.request_labels(
+                Direction::Outbound,
+                Some(upstream),
+                None,
+                Caller::Absent,
+                status,
+            )
+        };
+        let finish = |labels: &RequestLabels| {
+            metrics.count_request(labels);
+            metrics.observe_duration(labels, Duration::from_millis(2));
+        };
         let upstream: Arc<str> = Arc::from("orders");
-        let labels = metrics.request_labels(
-            Direction::Outbound,
-            Some(&upstream),
-            None,
-            Caller::Absent,
-            200,
-        );
         for _ in 0..3 {
-            metrics.count_request(&labels);
-            metrics.observe_duration(&labels, Duration::from_millis(2));
+            finish(&outbound(&upstream, 200));
         }
         // The same name from a reloaded config: another string, one series.
-        let reloaded: Arc<str> = Arc::from("orders");
-        let again = metrics.request_labels(
-            Direction::Outbound,
-            Some(&reloaded),
-            None,
-            Caller::Absent,
-            200,
-        );
-        metrics.count_request(&again);
-        metrics.observe_duration(&again, Duration::from_millis(2));
-        // Another status is another series.
-        let failed = metrics.request_labels(
-            Direction::Outbound,
-            Some(&upstream),
-            None,
-            Caller::Absent,
-            503,
-        );
-        metrics.count_request(&failed);
+        finish(&outbound(&Arc::from("orders"), 200));
+        // Another status is another series; counted only, it has no histogram.
+        metrics.count_request(&outbound(&upstream, 503));
+        // Callers with other identities are other series.
+        for peer in ["spiffe://mesh/ns/a/sa/web", "spiffe://mesh/ns/a/sa/jobs"] {
+            let caller = Caller::Peer(Arc::from(peer));
+            metrics.count_request(&metrics.request_labels(
+                Direction::Inbound,
+                None,
+                None,
+                caller,
+                200,
+            ));
+        }
         let text = metrics.encode();
-        assert!(text.contains(
-            "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"200\",status_class=\"2xx\"} 4"
-        ), "{text}");
-        assert!(text.contains(
-            "mesh_requests_total{direction=\"outbound\",upstream=\"orders\",status=\"503\",status_class=\"5xx\"} 1"
-        ), "{text}");
-        let durations = text
-            .lines()
-            .find(|l| {
-                l.starts_with("mesh_request_duration_seconds_count{")
-                    && l.contains("upstream=\"orders\"")
-            })
-            .unwrap_or_default();
-        assert!(durations.ends_with(" 4"), "{text}");
+        let value = |prefix: &str, needle: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(prefix) && l.contains(needle))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            value(
+                "mesh_requests_total{",
+                "status=\"200\",status_class=\"2xx\"} 4"
+            ),
+            ["4"],
+            "{text}"
+        );
+        assert_eq!(
+            value("mesh_requests_total{", "upstream=\"orders\",status=\"503\""),
+            ["1"],
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                "mesh_request_duration_seconds_count{",
+                "upstream=\"orders\""
+            ),
+            ["4"],
+            "{text}"
+        );
+        assert_eq!(
+            value("mesh_requests_total{direction=\"inbound\"", "caller="),
+            ["1", "1"],
+            "{text}"
+        );
     }
 
     #[test]
