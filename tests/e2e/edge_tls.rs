@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use mesh_tests::{curl, wait_until, Sidecar};
+use mesh_tests::{curl, python, wait_until, Sidecar};
 
 use crate::rest_app;
 
@@ -486,58 +486,36 @@ fn redirect_listener_answers_every_request_with_https() {
     );
 }
 
-/// Requests on one HTTPS keep-alive connection with `gap_s` seconds of
-/// quiet between them (longer than the 250 ms after which an idle HTTP/1
-/// connection is parked): each answer's status and the client's local port.
-fn keep_alive_with_gaps(addr: SocketAddr, ca: &str, host: &str, gap_s: f64) -> String {
-    let script = r#"
-import http.client, socket, ssl, sys, time
-host, port, ca, name, gap = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], float(sys.argv[5])
-ctx = ssl.create_default_context(cafile=ca)
-class Conn(http.client.HTTPSConnection):
-    def connect(self):
-        self.sock = ctx.wrap_socket(socket.create_connection((host, port), 5), server_hostname=name)
-conn = Conn(name, port, context=ctx, timeout=5)
-seen = []
-for path in ["/healthz", "/headers", "/healthz"]:
-    conn.request("GET", path)
-    reply = conn.getresponse()
-    reply.read()
-    seen.append(f"{reply.status}@{conn.sock.getsockname()[1]}")
-    time.sleep(gap)
-print(" ".join(seen))
-"#;
-    let output = Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-        ])
-        .args([ca, host, &gap_s.to_string()])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 #[test]
 fn an_idle_https_keep_alive_connection_is_parked_and_answers_again() {
     let (_app, app) = rest_app();
     let pki = three_certs();
     let sidecar = edge_sidecar(app, &tls_listener(&pki, ""));
     let addr = edge_addrs(&sidecar)[0];
-    let seen = keep_alive_with_gaps(addr, &pki.ca(), "a.example.test", 0.6);
-    let answers: Vec<&str> = seen.split(' ').collect();
+    // 0.6 s of quiet after each request: longer than the 250 ms after
+    // which an idle HTTP/1 connection is parked.
+    let (ip, port, ca) = (addr.ip().to_string(), addr.port().to_string(), pki.ca());
+    let seen = python(
+        "keepalive_gaps.py",
+        &[
+            &ip,
+            &port,
+            &ca,
+            "a.example.test",
+            "0.6",
+            "/healthz",
+            "/headers",
+            "/healthz",
+        ],
+    );
+    let answers = seen["answers"].as_array().unwrap();
     assert_eq!(answers.len(), 3, "{seen}");
     // Every answer 200, all on the client's one connection (one local port).
-    let port = answers[0].split('@').nth(1);
-    for answer in &answers {
-        assert!(answer.starts_with("200@"), "{seen}");
-        assert_eq!(answer.split('@').nth(1), port, "a new connection: {seen}");
+    for answer in answers {
+        assert_eq!(answer["status"], 200, "{seen}");
+        assert_eq!(
+            answer["port"], answers[0]["port"],
+            "a new connection: {seen}"
+        );
     }
 }
