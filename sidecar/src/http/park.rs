@@ -106,9 +106,8 @@ pub struct Parking<J> {
     busy: Busy,
     slot: Slot<J>,
     timer: Option<Pin<Box<Sleep>>>,
-    /// Bytes handed to hyper so far, and their count when the timer was set.
-    read: u64,
-    read_at_arm: u64,
+    /// Bytes arrived since the timer was last set.
+    arrived: bool,
     /// The last write could not go through (a slow reader): hyper may
     /// still hold response bytes.
     write_blocked: bool,
@@ -122,8 +121,7 @@ impl<J> Parking<J> {
             busy,
             slot,
             timer: None,
-            read: 0,
-            read_at_arm: 0,
+            arrived: false,
             write_blocked: false,
         }
     }
@@ -134,7 +132,7 @@ impl<J: Boundary> Parking<J> {
     /// quiet for [`PARK_AFTER`]. Keeps the timer set while it is not.
     fn quiet_long_enough(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(timer) = self.timer.as_mut() else {
-            self.read_at_arm = self.read;
+            self.arrived = false;
             let mut timer = Box::pin(tokio::time::sleep(PARK_AFTER));
             // Registers the wake-up; a fresh timer is never due at once.
             let _ = timer.as_mut().poll(cx);
@@ -144,12 +142,12 @@ impl<J: Boundary> Parking<J> {
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
-        let quiet = self.read == self.read_at_arm
+        let quiet = !self.arrived
             && self.busy.idle()
             && !self.write_blocked
             && self.io.as_ref().is_some_and(Boundary::between_messages);
         if !quiet {
-            self.read_at_arm = self.read;
+            self.arrived = false;
             timer.as_mut().reset(Instant::now() + PARK_AFTER);
             let _ = timer.as_mut().poll(cx);
         }
@@ -168,17 +166,17 @@ impl<J: AsyncRead + Boundary + Unpin> AsyncRead for Parking<J> {
             // Parked: hyper sees the end of the stream.
             return Poll::Ready(Ok(()));
         };
-        let before = buf.filled().len();
         if let Some(byte) = this.first.take() {
             buf.put_slice(&[byte]);
             // Whatever else of the request is already here comes along.
             let _ = Pin::new(io).poll_read(cx, buf);
-            this.read += (buf.filled().len() - before) as u64;
+            this.arrived = true;
             return Poll::Ready(Ok(()));
         }
+        let before = buf.filled().len();
         match Pin::new(io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.read += (buf.filled().len() - before) as u64;
+                this.arrived |= buf.filled().len() > before;
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.quiet_long_enough(cx) => {
