@@ -304,10 +304,19 @@ impl Accept {
             match accepted {
                 Ok((stream, peer)) => {
                     let conn = this.clone();
-                    this.shared.tracker.spawn(
-                        conn.connection(stream, peer)
-                            .instrument(tracing::debug_span!("conn", %peer)),
-                    );
+                    let span = tracing::debug_span!("conn", %peer);
+                    // Each kind its own task: a task is as large as its
+                    // future, for as long as the connection lives.
+                    match this.edge.clone() {
+                        Some(edge) => this
+                            .shared
+                            .tracker
+                            .spawn(conn.edge_connection(edge, stream, peer).instrument(span)),
+                        None => this
+                            .shared
+                            .tracker
+                            .spawn(conn.connection(stream, peer).instrument(span)),
+                    };
                 }
                 Err(err) => {
                     // Out of file descriptors and the like: back off, do not spin.
@@ -323,10 +332,8 @@ impl Accept {
         debug!("listener stopped");
     }
 
+    /// One sidecar connection, from accept to close.
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        if let Some(edge) = self.edge.clone() {
-            return Box::pin(self.edge_connection(edge, stream, peer)).await;
-        }
         let limits = &self.shared.runtime.settings.load().limits;
         let _admitted = match admission::admit(&self.per_ip, peer.ip().to_canonical(), limits) {
             Ok(admitted) => admitted,
