@@ -345,6 +345,19 @@ fn bypass_spellings_of_a_denied_path_are_still_denied() {
 }
 
 #[test]
+fn the_default_header_count_limit_is_100() {
+    // No `limits:` at all: 100 header fields (Host and Connection included).
+    let (_app, app) = rest_app();
+    let sidecar = crate::inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    let fields = |n: usize| (0..n).map(|i| format!("X-F{i}: v\r\n")).collect::<String>();
+    let fits = get(inbound, "/healthz", &fields(98));
+    assert_eq!(fits.status, 200, "{fits:?}");
+    let over = get(inbound, "/healthz", &fields(99));
+    assert_eq!(over.status, 431, "{over:?}");
+}
+
+#[test]
 fn limits_answer_431_414_413() {
     let (_app, _sidecar, inbound) = proxy();
 
