@@ -1,6 +1,7 @@
 //! Connections to endpoints, pooled per cluster, below the balancer.
 //! HTTP/1: a stack of idle keep-alive connections per endpoint; a connection
-//! returns to the pool once its response body is fully read. HTTP/2: one
+//! returns to the pool once its response body is fully read; surplus left
+//! by a burst is closed within seconds (see `reap`). HTTP/2: one
 //! multiplexed connection per endpoint, re-made when it closes. A request
 //! that a pooled connection could not even start (it closed while idle) is
 //! sent again on another connection; any other failure is the caller's.
@@ -335,7 +336,8 @@ struct Inner {
 }
 
 impl Pool {
-    /// An empty pool; idle connections are closed after `idle_timeout`.
+    /// An empty pool; idle connections are closed after `idle_timeout`, or
+    /// sooner when surplus.
     pub fn new(
         connect_timeout: Duration,
         idle_timeout: Duration,
@@ -630,21 +632,65 @@ impl Drop for ConnectionGuard {
     }
 }
 
-/// Closes idle connections past the idle timeout; ends with the pool.
+/// How often the reaper looks at the idle connections.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+
+/// An idle HTTP/1 connection unused for this long is surplus: a burst of
+/// concurrent requests left it, and steady traffic has not needed it since.
+const SURPLUS_AFTER: Duration = Duration::from_secs(2);
+
+/// Every [`REAP_EVERY`]: closes idle connections past the idle timeout,
+/// and half of the surplus ones (the oldest, at the bottom of each stack),
+/// never the last. After a burst of 200 concurrent requests the pool is
+/// back to a few connections within seconds, not after `timeouts.idle`
+/// (each idle HTTP/1 connection holds ~27 KiB of buffers and channel
+/// here, and a socket and buffers in the app); connections steady traffic
+/// uses are at the top of the stack and never surplus. Ends with the pool.
 async fn reap(pool: Weak<Inner>) {
-    let period = match pool.upgrade() {
-        Some(inner) => (inner.idle_timeout / 2).max(Duration::from_secs(1)),
-        None => return,
-    };
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(REAP_EVERY).await;
         let Some(inner) = pool.upgrade() else { return };
+        let now = Instant::now();
         let mut idle = lock(&inner.idle_h1);
         for stack in idle.values_mut() {
-            stack.retain(|e| !e.sender.is_closed() && e.since.elapsed() < inner.idle_timeout);
+            stack.retain(|e| !e.sender.is_closed() && now - e.since < inner.idle_timeout);
+            let surplus = surplus(stack.iter().map(|e| now - e.since));
+            stack.drain(..surplus);
         }
         idle.retain(|_, stack| !stack.is_empty());
         drop(idle);
         lock(&inner.h2).retain(|_, sender| !sender.is_closed());
+    }
+}
+
+/// How many connections to close from the bottom of an idle stack, given
+/// how long each has been idle, oldest first: half of those idle past
+/// [`SURPLUS_AFTER`], rounded down, so one is always kept.
+fn surplus(idle_for: impl Iterator<Item = Duration>) -> usize {
+    idle_for.take_while(|d| *d >= SURPLUS_AFTER).count() / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(list: &[u64]) -> impl Iterator<Item = Duration> + '_ {
+        list.iter().map(|s| Duration::from_secs(*s))
+    }
+
+    #[test]
+    fn half_the_connections_idle_past_the_surplus_age_go_oldest_first() {
+        // Oldest first: 4 idle for 2 s or more, then two in recent use.
+        assert_eq!(surplus(secs(&[9, 5, 3, 2, 1, 0])), 2);
+        // Recent use above never shields the old ones below.
+        assert_eq!(surplus(secs(&[30, 30, 30, 30, 30, 30, 0])), 3);
+    }
+
+    #[test]
+    fn the_last_idle_connection_is_never_surplus() {
+        assert_eq!(surplus(secs(&[50])), 0);
+        assert_eq!(surplus(secs(&[50, 40])), 1);
+        assert_eq!(surplus(secs(&[1, 1, 0])), 0, "all in recent use");
+        assert_eq!(surplus(secs(&[])), 0);
     }
 }

@@ -4,6 +4,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod allocator;
 pub mod app;
 pub mod balance;
 pub mod cidr;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mesh_api::config::LogFormat;
-use sidecar::{app, config, telemetry};
+use sidecar::{allocator, app, config, telemetry};
 
 /// Small, short-lived allocations on every request (headers, futures):
 /// mimalloc serves them from thread-local pages; measured in `bench/`.
@@ -152,6 +152,7 @@ fn run(path: PathBuf, format: Option<Format>, workers: Option<usize>) -> ExitCod
     if let Some(workers) = workers.filter(|w| *w > 1) {
         builder.worker_threads(workers);
     }
+    builder.on_thread_park(allocator::collect_when_due);
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -159,6 +160,7 @@ fn run(path: PathBuf, format: Option<Format>, workers: Option<usize>) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
+    runtime.spawn(allocator::collector());
     match runtime.block_on(app::run(path, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -120,6 +120,39 @@ fn keep_alive_reuses_one_upstream_connection() {
 }
 
 #[test]
+fn upstream_connections_left_by_a_burst_are_closed_within_seconds() {
+    let (_app, app) = rest_app();
+    let sidecar = inbound_sidecar(app, "");
+    let inbound = sidecar.listener("inbound", None);
+    let url = format!("http://{inbound}/slow?ms=400");
+    // 16 requests at once: 16 upstream connections, then all idle.
+    let mut args = vec!["-Z", "--parallel-max", "16", "-w", "%{http_code}\\n"];
+    for _ in 0..16 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().filter(|c| *c == "200").count(), 16, "{codes}");
+    let open = "mesh_upstream_connections_open{upstream=\"inbound\"}";
+    let burst = sidecar.metric(open);
+    assert!(burst >= 8.0, "the burst opened {burst} connections");
+    // Halved every second once idle for 2 s: one or two left within ~7 s,
+    // long before the 60 s idle timeout.
+    mesh_tests::wait_until(Duration::from_secs(12), "the surplus to close", || {
+        sidecar.metric(open) <= 2.0
+    });
+    // Never the last: the next request reuses a kept connection.
+    let opened = sidecar.metric("mesh_upstream_connections_total{upstream=\"inbound\"}");
+    assert_eq!(curl(&[&format!("http://{inbound}/healthz")]).stdout, b"ok");
+    assert!(sidecar.metric(open) >= 1.0, "one connection kept");
+    assert_eq!(
+        sidecar.metric("mesh_upstream_connections_total{upstream=\"inbound\"}"),
+        opened,
+        "no new connection for the next request"
+    );
+}
+
+#[test]
 fn forward_proxy_routes_by_authority_and_tunnels_connect() {
     let (_app, app) = rest_app();
     let sidecar = Sidecar::start(&format!(

@@ -740,6 +740,14 @@ impl<I> super::park::Boundary for WatchHeads<I> {
     fn between_messages(&self) -> bool {
         self.state == Framing::Head && !self.head.started && self.line.is_empty()
     }
+
+    fn release(&mut self) {
+        self.line = Vec::new();
+        let mut queued = crate::lock(&self.heads.0);
+        if queued.is_empty() {
+            *queued = VecDeque::new();
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for WatchHeads<I> {

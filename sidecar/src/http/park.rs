@@ -44,6 +44,10 @@ pub trait Boundary {
     /// Every byte read so far belongs to complete request messages, and
     /// the stream is still followed message by message.
     fn between_messages(&self) -> bool;
+
+    /// Frees what is kept only for the message being read: called as the
+    /// connection parks, so a parked connection holds no buffer.
+    fn release(&mut self) {}
 }
 
 /// Responses on one connection not yet fully written. Shared by the
@@ -180,7 +184,11 @@ impl<J: AsyncRead + Boundary + Unpin> AsyncRead for Parking<J> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.quiet_long_enough(cx) => {
-                *lock(&this.slot) = this.io.take();
+                let mut io = this.io.take();
+                if let Some(io) = io.as_mut() {
+                    io.release();
+                }
+                *lock(&this.slot) = io;
                 this.timer = None;
                 Poll::Ready(Ok(()))
             }

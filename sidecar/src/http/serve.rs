@@ -60,8 +60,10 @@ where
     let busy = (version != Version::HTTP_2).then(Busy::default);
     let counting = busy.clone();
     let h2_malformed = version == Version::HTTP_2;
+    // Shared: the service lives as long as the connection, parked or not.
+    let conn = std::sync::Arc::new(conn);
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(conn.clone());
+        req.extensions_mut().insert(ConnInfo::clone(&conn));
         if let Some(raw) = raw_heads.as_ref().and_then(RawHeads::next) {
             req.extensions_mut().insert(raw);
         }

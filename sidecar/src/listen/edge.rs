@@ -16,6 +16,7 @@
 //! Writes: connection and refusal metrics.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,7 @@ use tower::ServiceBuilder;
 use tracing::{debug, Instrument};
 
 use super::proxy_protocol::{self, Header};
-use super::Accept;
+use super::{Accept, Open};
 use crate::config::{EdgeListenerSettings, Settings};
 use crate::detect::{self, Rewind};
 use crate::http::{Body, ConnInfo, HttpService, Parked, RequestError};
@@ -183,29 +184,53 @@ async fn watch_certs(listener: Arc<EdgeListener>, stop: CancellationToken) {
     }
 }
 
+/// What an edge connection holds while open: its place under the
+/// listener's and the global limits, and under its client's.
+type EdgeSlots = (Slot, IpSlot);
+
 impl Accept {
-    /// One connection on an edge listener, from accept to close.
-    pub(super) async fn edge_connection(
+    /// One connection on an edge listener, from accept to close; small, as
+    /// [`Accept::connection`]'s is: all but a parked remainder is boxed.
+    #[allow(clippy::manual_async_fn)]
+    pub(super) fn edge_connection(
         self: Arc<Self>,
         edge: Arc<EdgeListener>,
         stream: TcpStream,
         peer: SocketAddr,
-    ) {
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            if let Some((parked, _open)) = Box::pin(self.edge_open(edge, stream, peer)).await {
+                parked.await;
+            }
+        }
+    }
+
+    /// Admits, reads the PROXY header, detects and serves an edge
+    /// connection: its parked remainder, if it parks, with what must stay
+    /// held until that ends.
+    async fn edge_open(
+        &self,
+        edge: Arc<EdgeListener>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(Parked, Open<EdgeSlots>)> {
         let metrics = self.shared.runtime.metrics.clone();
         let refuse = |reason: &'static str| {
             metrics.connection_refused(&self.name, reason);
             debug!(reason, "edge connection refused");
+            None
         };
         let settings = self.shared.runtime.settings.load_full();
         let Some(listener) = listener_settings(&settings, edge.index) else {
-            return debug!("edge listener no longer configured: closing");
+            debug!("edge listener no longer configured: closing");
+            return None;
         };
         let global_limit = settings.edge.as_ref().and_then(|e| e.max_connections);
         // Limits first: a refused connection costs no read.
         if crate::overload::state().refuses_connections() {
             return refuse("overloaded");
         }
-        let _slot = match edge.admit(listener.max_connections, global_limit) {
+        let slot = match edge.admit(listener.max_connections, global_limit) {
             Ok(slot) => slot,
             Err(reason) => return refuse(reason),
         };
@@ -232,20 +257,17 @@ impl Accept {
         if !crate::edge::admits(&listener.allow, &listener.deny, ip) {
             return refuse("deny");
         }
-        let _ip_slot = match edge.admit_ip(ip, listener.max_connections_per_ip) {
+        let ip_slot = match edge.admit_ip(ip, listener.max_connections_per_ip) {
             Ok(slot) => slot,
             Err(reason) => return refuse(reason),
         };
-        let gauge = metrics.connections_open(&self.name);
-        gauge.inc();
+        let open = Open::new(metrics.connections_open(&self.name), (slot, ip_slot));
         let conn = ConnInfo {
             peer: Some(client),
             listener: Some(self.name.clone()),
             ..Default::default()
         };
-        // Serving is boxed and freed when an HTTP/1 connection parks: a
-        // parked connection holds only what it needs.
-        let served = Box::pin(async {
+        let served = async {
             let (protocol, io) = match detect::detect(io, detect_timeout).await {
                 Ok(detected) => detected,
                 Err(err) => {
@@ -278,12 +300,8 @@ impl Accept {
                 }
                 (None, None) => self.dispatch(protocol, io, conn).await,
             }
-        })
-        .await;
-        if let Some(parked) = served {
-            parked.await;
-        }
-        gauge.dec();
+        };
+        Some((served.await?, open))
     }
 
     /// Terminates public TLS, then serves what ALPN says is inside.

@@ -20,6 +20,7 @@ mod admission;
 mod edge;
 pub(crate) mod proxy_protocol;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -281,6 +282,29 @@ pub fn start(listener: Bound, spec: ListenerSpec, shared: &Shared) -> std::io::R
     Ok(Running { spec, bound, stop })
 }
 
+/// A connection counted open (`mesh_connections_open`) and holding its
+/// admission slots, until dropped.
+struct Open<A = admission::Admitted> {
+    gauge: prometheus_client::metrics::gauge::Gauge,
+    _admitted: A,
+}
+
+impl<A> Open<A> {
+    fn new(gauge: prometheus_client::metrics::gauge::Gauge, admitted: A) -> Self {
+        gauge.inc();
+        Self {
+            gauge,
+            _admitted: admitted,
+        }
+    }
+}
+
+impl<A> Drop for Open<A> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
 struct Accept {
     listener: TcpListener,
     kind: RouteKind,
@@ -332,23 +356,53 @@ impl Accept {
         debug!("listener stopped");
     }
 
-    /// One sidecar connection, from accept to close.
-    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
-        let limits = &self.shared.runtime.settings.load().limits;
-        let _admitted = match admission::admit(&self.per_ip, peer.ip().to_canonical(), limits) {
+    /// One sidecar connection, from accept to close. The task's own future
+    /// is small: everything up to the parked remainder of an HTTP/1
+    /// connection is boxed and freed before it, so a parked connection
+    /// holds only that remainder and what counts it open. (An `async`
+    /// block rather than an `async fn`, whose arguments would be held twice.)
+    #[allow(clippy::manual_async_fn)]
+    fn connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            if let Some((parked, _open)) = Box::pin(self.open(stream, peer)).await {
+                parked.await;
+            }
+        }
+    }
+
+    /// Admits, detects and serves a connection: its parked remainder, if it
+    /// parks, with what must stay held until that ends.
+    async fn open(&self, stream: TcpStream, peer: SocketAddr) -> Option<(Parked, Open)> {
+        let admitted = {
+            let limits = &self.shared.runtime.settings.load().limits;
+            admission::admit(&self.per_ip, peer.ip().to_canonical(), limits)
+        };
+        let admitted = match admitted {
             Ok(admitted) => admitted,
-            Err(reason) => return self.refuse(reason),
+            Err(reason) => {
+                self.refuse(reason);
+                return None;
+            }
         };
         let _ = stream.set_nodelay(true);
         let original_dst = match self.kind {
             RouteKind::Transparent => match original_dst(&stream) {
                 Ok(addr) => Some(addr),
-                Err(err) => return warn!(error = %err, "transparent connection closed"),
+                Err(err) => {
+                    warn!(error = %err, "transparent connection closed");
+                    return None;
+                }
             },
             _ => None,
         };
-        let gauge = self.shared.runtime.metrics.connections_open(&self.name);
-        gauge.inc();
+        let open = Open::new(
+            self.shared.runtime.metrics.connections_open(&self.name),
+            admitted,
+        );
         let (opaque, timeout) = match original_dst {
             Some(original) => self.transparent_detection(original),
             None => self.detection(),
@@ -360,16 +414,14 @@ impl Accept {
         };
         match detected {
             Ok((protocol, io)) => {
-                // Serving is boxed and freed when an HTTP/1 connection
-                // parks: a parked connection holds only what it needs.
-                let served = Box::pin(self.serve(protocol, io, peer, original_dst)).await;
-                if let Some(parked) = served {
-                    parked.await;
-                }
+                let parked = Box::pin(self.serve(protocol, io, peer, original_dst)).await?;
+                Some((parked, open))
             }
-            Err(err) => debug!(error = %err, "connection failed during detection"),
+            Err(err) => {
+                debug!(error = %err, "connection failed during detection");
+                None
+            }
         }
-        gauge.dec();
     }
 
     /// Transparent connections to an opaque upstream's endpoint skip detection.
