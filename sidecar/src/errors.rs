@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::http::hygiene::HygieneError;
 use crate::http::{full, Body, HttpService, RequestError};
@@ -270,7 +270,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             let grpc = crate::http::is_grpc(req.headers());
             let inner = inner.clone();
             async move {
-                match inner.oneshot(req).await {
+                match inner.call_ref(req).await {
                     Ok(response) => Ok(response),
                     Err(err) => Ok(response(&err, grpc)),
                 }

@@ -28,7 +28,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tracing::{info, Instrument};
 
 use crate::config::{OverloadSettings, Settings};
@@ -203,9 +203,9 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             let inner = inner.clone();
             async move {
                 match admitted {
-                    Ok(None) => inner.oneshot(req).await,
+                    Ok(None) => inner.call_ref(req).await,
                     Ok(Some(guard)) => {
-                        let response = inner.oneshot(req).await?;
+                        let response = inner.call_ref(req).await?;
                         Ok(response.map(|body| counted(body, guard)))
                     }
                     Err(overloaded) => Ok(shed(&req, overloaded)),

@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use http::uri::Authority;
 use http::{Request, Version};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::cluster::Cluster;
 use crate::config::{Settings, UpstreamSettings};
@@ -330,7 +330,7 @@ pub fn layer(
                     info.set_upstream(target.cluster.name().clone());
                 }
                 req.extensions_mut().insert(target);
-                inner.oneshot(req).await
+                inner.call_ref(req).await
             }
         })
     })

@@ -322,7 +322,7 @@ fn probe_layer(
                 }
             }
             drop(seen_now);
-            inner.clone().oneshot(req)
+            inner.call_ref(req)
         })
     })
 }

@@ -319,7 +319,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             let inner = inner.clone();
             async move {
                 match settings {
-                    None => inner.oneshot(req).await,
+                    None => inner.call_ref(req).await,
                     Some(settings) => answer(&settings, req, inner).await,
                 }
             }
@@ -676,7 +676,7 @@ mod tests {
             .layer(layer())
             .layer(crate::edge::dispatch_layer())
             .service(upstream);
-        (tower::util::BoxCloneSyncService::new(service), seen)
+        (crate::http::HttpService::new(service), seen)
     }
 
     async fn get(service: &HttpService, uri: &str) -> Result<(Response<Body>, Value), BoxError> {

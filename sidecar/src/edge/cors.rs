@@ -35,7 +35,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use mesh_api::config as raw;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use super::MatchedRoute;
 use crate::config::{Errors, RouteSettings};
@@ -534,7 +534,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             let inner = inner.clone();
             async move {
                 let decoration = match decision {
-                    None => return inner.oneshot(req).await,
+                    None => return inner.call_ref(req).await,
                     Some(Decision::Answer(response)) => return Ok(response),
                     Some(Decision::Refuse(reason)) => {
                         if let Some(info) = req.extensions().get::<RequestInfo>() {
@@ -546,7 +546,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                     Some(Decision::Forward(decoration)) => decoration,
                 };
                 let grpc = crate::http::is_grpc(req.headers());
-                let mut response = match inner.oneshot(req).await {
+                let mut response = match inner.call_ref(req).await {
                     Ok(response) => response,
                     // The page may read the proxy's own refusals too.
                     Err(err) if decoration.allow_origin.is_some() => {
@@ -626,7 +626,7 @@ mod tests {
         }
         let mut req = builder.body(crate::http::empty()).unwrap();
         req.extensions_mut().insert(RequestInfo::default());
-        let result = stack.oneshot(req).await;
+        let result = stack.call_ref(req).await;
         (result, calls.load(std::sync::atomic::Ordering::Relaxed))
     }
 

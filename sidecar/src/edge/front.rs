@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 use http::header::{HeaderMap, HeaderName, HeaderValue, FORWARDED, HOST};
 use http::Request;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::cidr::Cidr;
 use crate::config::Settings;
@@ -68,7 +68,7 @@ pub fn front_layer(
             let grpc = crate::http::is_grpc(req.headers());
             let inner = inner.clone();
             async move {
-                let mut response = match inner.oneshot(req).await {
+                let mut response = match inner.call_ref(req).await {
                     Ok(response) => response,
                     Err(err) => crate::errors::response(&err, grpc),
                 };

@@ -27,7 +27,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, Uri};
 use mesh_api::config::EncodedSlashes;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use super::action::{RedirectSettings, RouteAction};
 use super::matcher::{Captures, RequestView};
@@ -198,7 +198,7 @@ pub fn route_layer(
                     Step::Respond(response) => return Ok(response),
                     Step::Forward(index) => index,
                 };
-                let mut response = inner.oneshot(req).await?;
+                let mut response = inner.call_ref(req).await?;
                 let edge = table.edge_routes();
                 let headers = response.headers_mut();
                 for name in &edge.strip_response_headers {
@@ -339,7 +339,7 @@ pub fn dispatch_layer() -> impl Layer<HttpService, Service = HttpService> + Clon
             let inner = inner.clone();
             async move {
                 dispatched?;
-                inner.oneshot(req).await
+                inner.call_ref(req).await
             }
         })
     })

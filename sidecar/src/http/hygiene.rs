@@ -37,7 +37,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mesh_api::config::EncodedSlashes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use super::{Body, BodyError, HttpService};
 use crate::config::{LimitSettings, Settings};
@@ -145,7 +145,7 @@ pub fn layer(
             let inner = inner.clone();
             async move {
                 match checked {
-                    Ok(req) => inner.oneshot(req).await,
+                    Ok(req) => inner.call_ref(req).await,
                     Err(err) => {
                         if let Some(info) = info {
                             info.set_denied("hygiene", err.label());

@@ -11,14 +11,13 @@ mod shared;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Version};
+use http::{Request, Version};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
-use tower::util::BoxCloneSyncService;
 
 use crate::BoxError;
 
 pub use serve::serve;
-pub use shared::shared_fn;
+pub use shared::{shared_fn, HttpService, ResponseFuture};
 
 /// The rest of a parked HTTP/1 connection's life (see [`serve`]): waiting
 /// for its next request with nothing but the socket, serving it, parking
@@ -46,9 +45,6 @@ impl std::error::Error for BodyError {
         Some(self.0.as_ref())
     }
 }
-
-/// What every layer of an HTTP stack is, boxed at module seams.
-pub type HttpService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
 
 /// A body holding `bytes`.
 pub fn full(bytes: impl Into<Bytes>) -> Body {

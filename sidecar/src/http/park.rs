@@ -330,7 +330,6 @@ mod tests {
     use http_body::Frame;
     use http_body_util::StreamBody;
     use tokio::io::{duplex, AsyncWriteExt, DuplexStream};
-    use tower::util::BoxCloneSyncService;
 
     use super::*;
     use crate::config::LimitSettings;
@@ -376,7 +375,7 @@ mod tests {
 
     /// Answers with the path; `/slow` streams five chunks 200 ms apart.
     fn app() -> HttpService {
-        BoxCloneSyncService::new(tower::service_fn(|req: Request<Body>| async move {
+        HttpService::new(tower::service_fn(|req: Request<Body>| async move {
             if req.uri().path() != "/slow" {
                 return Ok::<_, BoxError>(Response::new(full(req.uri().path().to_owned())));
             }

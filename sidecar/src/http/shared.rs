@@ -1,65 +1,88 @@
-//! Layers as shared functions: every layer clones its inner service once per
-//! request (tower's `oneshot` needs an owned service), and a boxed
-//! `service_fn` clone copies its closure, which holds the next layer's boxed
-//! service, which clones its own closure, and so on down the stack: one
-//! allocation and a few reference-count increments per layer *below* it, for
-//! every layer, on every request. [`shared_fn`] puts the closure behind an
-//! `Arc`, so a clone is one allocation and one increment, however deep the
-//! stack. Chosen by measurement (bench/callgrind, see bench/README.md).
+//! [`HttpService`], what every layer of an HTTP stack is: a shared
+//! function from request to boxed response future. Calling it needs only
+//! `&self` ([`HttpService::call_ref`]), and a clone is one reference-count
+//! increment. tower's boxed service (the earlier shape) needed an owned
+//! service per call, so every layer cloned the next one once per request:
+//! a boxed clone, an allocation, per layer, on every request; before that,
+//! a boxed `service_fn` also copied its closure, and the one below, all the
+//! way down. Chosen by measurement (bench/callgrind, see bench/README.md).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tower::util::BoxCloneSyncService;
-use tower::Service;
+use tower::{Service, ServiceExt};
 
-use super::{Body, HttpService};
+use super::Body;
 use crate::BoxError;
 
-/// An [`HttpService`] from an async function of the request, always ready,
-/// cheap to clone (see the module doc). A drop-in for
-/// `BoxCloneSyncService::new(tower::service_fn(f))` where `f` is `Fn`.
-pub fn shared_fn<F, Fut>(f: F) -> HttpService
-where
-    F: Fn(Request<Body>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
-{
-    BoxCloneSyncService::new(SharedFn(Arc::new(f)))
-}
+/// A response on its way.
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send + 'static>>;
 
-/// The service behind [`shared_fn`].
-struct SharedFn<F>(Arc<F>);
+type Handler = dyn Fn(Request<Body>) -> ResponseFuture + Send + Sync;
 
-impl<F> Clone for SharedFn<F> {
-    fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
+/// What every layer of an HTTP stack is, boxed at module seams: always
+/// ready, cheap to clone, callable through a shared reference.
+#[derive(Clone)]
+pub struct HttpService(Arc<Handler>);
+
+impl HttpService {
+    /// Any tower service of the stack's shape; cloned per call, as tower
+    /// wants an owned, ready service (for services not written as a
+    /// function of the request: tower's own layers, tests).
+    pub fn new<S>(service: S) -> Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        Self(Arc::new(move |req| Box::pin(service.clone().oneshot(req))))
+    }
+
+    /// Sends `req` through the service.
+    pub fn call_ref(&self, req: Request<Body>) -> ResponseFuture {
+        (self.0)(req)
     }
 }
 
-impl<F, Fut> Service<Request<Body>> for SharedFn<F>
-where
-    F: Fn(Request<Body>) -> Fut,
-    Fut: Future<Output = Result<Response<Body>, BoxError>>,
-{
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HttpService")
+    }
+}
+
+impl Service<Request<Body>> for HttpService {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = Fut;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Body>) -> Fut {
+    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
         (self.0)(req)
     }
+}
+
+/// An [`HttpService`] from an async function of the request.
+pub fn shared_fn<F, Fut>(f: F) -> HttpService
+where
+    F: Fn(Request<Body>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
+{
+    HttpService(Arc::new(move |req| Box::pin(f(req))))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::ServiceExt as _;
 
     #[tokio::test]
     async fn clones_share_one_function_and_answer() {

@@ -27,7 +27,6 @@ use http::{header, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
-use tower::util::BoxCloneSyncService;
 use tower::ServiceBuilder;
 use tracing::{debug, Instrument};
 
@@ -388,10 +387,10 @@ fn redirect_service(port: u16, status: StatusCode) -> HttpService {
     let redirect = tower::service_fn(move |req: Request<Body>| async move {
         redirect(&req, port, status).map_err(BoxError::from)
     });
-    BoxCloneSyncService::new(
+    HttpService::new(
         ServiceBuilder::new()
             .layer(errors::layer()) // no usable Host: the one place that turns it into a 400
-            .service(BoxCloneSyncService::new(redirect)),
+            .service(HttpService::new(redirect)),
     )
 }
 

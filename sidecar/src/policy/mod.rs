@@ -16,7 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::config::Settings;
 use crate::http::{Body, ConnInfo, HttpService};
@@ -71,7 +71,7 @@ pub fn layer(
                     tracing::debug!(caller = ?caller, "request denied by authz");
                     return Err(Forbidden.into());
                 }
-                inner.oneshot(req).await
+                inner.call_ref(req).await
             }
         })
     })

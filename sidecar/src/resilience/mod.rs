@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use http::Request;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::config::ResilienceSettings;
 use crate::http::{Body, HttpService};
@@ -98,7 +98,7 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpSer
             let metrics = metrics.clone();
             async move {
                 let Some(target) = target else {
-                    return inner.oneshot(req).await;
+                    return inner.call_ref(req).await;
                 };
                 let cluster = &target.cluster;
                 let settings = &cluster.settings.resilience;

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use tower::ServiceExt;
 
 use super::{ResilienceError, Slot};
 use crate::cluster::Cluster;
@@ -97,7 +96,7 @@ async fn attempt(
     if let Some(expires) = expires {
         super::deadline::propagate(req.headers_mut(), expires);
     }
-    let call = inner.clone().oneshot(req);
+    let call = inner.call_ref(req);
     match per_try {
         None => call.await,
         Some(deadline) => tokio::time::timeout(deadline, call)

@@ -34,7 +34,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::config::AccessLogTarget;
 use crate::http::{Body, HttpService};
@@ -262,7 +262,7 @@ pub fn layer(
             let inner = inner.clone();
             let metrics = metrics.clone();
             async move {
-                let result = inner.oneshot(req).await;
+                let result = inner.call_ref(req).await;
                 // Below the errors layer everything is a response; 500 is a backstop.
                 let status = result.as_ref().map_or(500, |r| r.status().as_u16());
                 let elapsed = start.elapsed();
@@ -440,7 +440,7 @@ mod tests {
             .uri("/")
             .body(crate::http::empty())
             .unwrap();
-        let response = service.oneshot(request).await.unwrap();
+        let response = service.call_ref(request).await.unwrap();
         assert_eq!(response.status(), 503);
         let text = metrics.encode();
         assert!(
@@ -489,7 +489,7 @@ mod tests {
             .header("x-request-id", "id-1")
             .body(crate::http::full("12345"))
             .unwrap();
-        let response = service.oneshot(request).await.unwrap();
+        let response = service.call_ref(request).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 6);
         stop.cancel();
@@ -556,7 +556,7 @@ mod tests {
             peer_identity: Some(Arc::from("spiffe://mesh.local/svc/billing")),
             ..Default::default()
         });
-        let response = service.oneshot(request).await.unwrap();
+        let response = service.call_ref(request).await.unwrap();
         assert!(
             !metrics.encode().contains("mesh_requests_total{"),
             "counted once the status is known"

@@ -35,7 +35,7 @@ use http::{Request, Response, Version};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::http::{Body, BodyError, HttpService};
 use crate::telemetry::{watch_grpc_status, RequestInfo};
@@ -135,12 +135,12 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             let inner = inner.clone();
             async move {
                 let Some(call) = call else {
-                    return inner.oneshot(req).await;
+                    return inner.call_ref(req).await;
                 };
                 let version = req.version();
                 let info = req.extensions().get::<RequestInfo>().cloned();
                 let (req, undecodable) = to_grpc(req, &call);
-                let response = match inner.oneshot(req).await {
+                let response = match inner.call_ref(req).await {
                     Ok(response) => response,
                     // The upstream call failed because the body could not be decoded.
                     Err(err) => match undecodable.as_ref().and_then(|seen| seen.get()) {
@@ -678,12 +678,12 @@ mod tests {
         };
         let plain = service
             .clone()
-            .oneshot(request("application/json", b"{}"))
+            .call_ref(request("application/json", b"{}"))
             .await
             .unwrap();
         assert_eq!(plain.headers()[CONTENT_TYPE], "application/grpc");
         let web = service
-            .oneshot(request("application/grpc-web-text", b"AAAAAAIKAQ=="))
+            .call_ref(request("application/grpc-web-text", b"AAAAAAIKAQ=="))
             .await
             .unwrap();
         assert_eq!(web.headers()[CONTENT_TYPE], "application/grpc-web-text");

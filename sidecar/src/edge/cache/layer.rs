@@ -20,7 +20,7 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 use tracing::Instrument;
 
 use super::policy::{self, CacheControl};
@@ -76,7 +76,7 @@ pub fn layer(
             async move {
                 match cached {
                     Some(cached) => cached.serve(req).await,
-                    None => inner.oneshot(req).await,
+                    None => inner.call_ref(req).await,
                 }
             }
         })
@@ -145,7 +145,7 @@ impl Cached {
     /// its path and query.
     async fn pass(&self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
         let unsafe_target = (!req.method().is_safe()).then(|| target_of(req.uri()));
-        let mut response = self.inner.clone().oneshot(req).await?;
+        let mut response = self.inner.call_ref(req).await?;
         let status = response.status();
         if let Some(target) = unsafe_target {
             if status.is_success() || status.is_redirection() {
@@ -184,7 +184,7 @@ impl Cached {
                 headers.insert(IF_MODIFIED_SINCE, modified.clone());
             }
         }
-        let result = self.inner.clone().oneshot(req).await;
+        let result = self.inner.call_ref(req).await;
         let now = Instant::now();
         let on_error = stale.filter(|entry| entry.usable_on_error(now));
         let response = match (result, on_error) {
@@ -611,7 +611,7 @@ mod tests {
             .layer(crate::edge::route_layer(routes.clone()))
             .layer(layer(routes))
             .service(upstream(calls.clone()));
-        (tower::util::BoxCloneSyncService::new(service), calls)
+        (crate::http::HttpService::new(service), calls)
     }
 
     /// `x-cache` and the body of a GET of `target`.
@@ -621,7 +621,7 @@ mod tests {
             .body(crate::http::empty())
             .unwrap();
         req.extensions_mut().insert(RequestInfo::default());
-        let response = stack.clone().oneshot(req).await.unwrap();
+        let response = stack.call_ref(req).await.unwrap();
         let cache = response
             .headers()
             .get(X_CACHE)

@@ -45,7 +45,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use mesh_api::config::Encoding;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use super::MatchedRoute;
 use crate::config::Settings;
@@ -202,7 +202,7 @@ pub fn layer(
             let inner = inner.clone();
             async move {
                 let Some((settings, limit)) = settings else {
-                    return inner.oneshot(req).await;
+                    return inner.call_ref(req).await;
                 };
                 if settings.decompress_requests {
                     decode::decode_request(&mut req, limit)?;
@@ -211,7 +211,7 @@ pub fn layer(
                     encoding: negotiate::choose(req.headers(), &settings.encodings),
                     head: req.method() == Method::HEAD,
                 };
-                let response = inner.oneshot(req).await?;
+                let response = inner.call_ref(req).await?;
                 Ok(compress(&settings, &plan, response))
             }
         })

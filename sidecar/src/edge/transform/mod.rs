@@ -29,7 +29,7 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use self::document::Json;
 use self::reshape::Reshape;
@@ -117,7 +117,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             let inner = inner.clone();
             async move {
                 match settings {
-                    None => inner.oneshot(req).await,
+                    None => inner.call_ref(req).await,
                     Some(settings) => exchange(&settings, inner, req).await,
                 }
             }
@@ -151,7 +151,7 @@ async fn exchange(
             );
         }
     }
-    let response = inner.oneshot(req).await?;
+    let response = inner.call_ref(req).await?;
     if !settings.reads_response() || head || !has_content(response.status()) {
         return Ok(response);
     }

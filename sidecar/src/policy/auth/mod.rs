@@ -30,7 +30,7 @@ use http::request::Parts;
 use http::Request;
 use mesh_api::config as raw;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::config::Errors;
 use crate::edge::MatchedRoute;
@@ -640,14 +640,14 @@ pub fn layer(
                     .get::<MatchedRoute>()
                     .is_some_and(|m| !m.settings().access.auth.is_empty());
                 if !guarded {
-                    return inner.oneshot(req).await;
+                    return inner.call_ref(req).await;
                 }
                 // `Request<Body>` is not `Sync`: the body waits aside while
                 // the authenticators borrow the head.
                 let (mut parts, body) = req.into_parts();
                 let table = routes.load_full();
                 admit(&table, &mut parts).await?;
-                inner.oneshot(Request::from_parts(parts, body)).await
+                inner.call_ref(Request::from_parts(parts, body)).await
             }
         })
     })

@@ -38,7 +38,7 @@ use http::{HeaderMap, Request, Response};
 use mesh_api::config as raw;
 use mesh_api::config::{LimitMode, LimitScope, OnRedisDown};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use self::gcra::{Decision, Gcra, Waiting};
 use self::redis::{RedisAddr, RedisClient, RedisMetrics};
@@ -608,7 +608,7 @@ pub fn layer(
             let table = limited.then(|| routes.load_full());
             async move {
                 match table {
-                    None => inner.oneshot(req).await,
+                    None => inner.call_ref(req).await,
                     Some(table) => limit(table, inner, req).await,
                 }
             }
@@ -623,7 +623,7 @@ async fn limit(
     req: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {
     let Some(matched) = req.extensions().get::<MatchedRoute>().cloned() else {
-        return inner.oneshot(req).await;
+        return inner.call_ref(req).await;
     };
     let route = matched.settings();
     let limiters = table.limiters();
@@ -677,7 +677,7 @@ async fn limit(
         tokio::time::sleep(delay).await;
     }
     drop(waiting);
-    let mut response = inner.oneshot(req).await?;
+    let mut response = inner.call_ref(req).await?;
     if let Some(report) = report {
         report.apply(response.headers_mut());
     }

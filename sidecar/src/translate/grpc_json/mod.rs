@@ -33,7 +33,7 @@ use http_body_util::{BodyExt, Limited};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use tokio::time::Instant;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use self::json::{JsonError, Print};
 use self::rules::Binding;
@@ -292,7 +292,7 @@ async fn call(
             *response.version_mut() = version;
             Ok(response)
         }
-        _ => inner.oneshot(req).await,
+        _ => inner.call_ref(req).await,
     }
 }
 
@@ -323,7 +323,7 @@ async fn transcode(
     };
     let request = grpc_request(settings, &parts, binding, grpc_body)?;
     let bad_line = || failed.lock().ok().and_then(|mut slot| slot.take());
-    let response = match inner.oneshot(request).await {
+    let response = match inner.call_ref(request).await {
         Ok(response) => response,
         Err(err) => return Err(bad_line().map_or(err, |e| GrpcJsonError::Json(e).into())),
     };

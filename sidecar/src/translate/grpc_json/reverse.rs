@@ -39,7 +39,7 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value};
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use super::json::{self, Print};
 use super::rules::{field_path, Binding, BodyRule};
@@ -163,7 +163,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             async move {
                 match settings {
                     Some(settings) => bridge(&settings, inner, req).await,
-                    None => inner.oneshot(req).await,
+                    None => inner.call_ref(req).await,
                 }
             }
         })
@@ -209,7 +209,7 @@ async fn bridge(
         Ok(found) => found,
         Err(status) => return Ok(trailers_only(&status, HeaderMap::new())),
     };
-    let response = inner.oneshot(request).await?;
+    let response = inner.call_ref(request).await?;
     let (head, body) = response.into_parts();
     let metadata = metadata(&head.headers);
     if !head.status.is_success() {

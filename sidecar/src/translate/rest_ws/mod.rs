@@ -43,7 +43,7 @@ use http::uri::Authority;
 use http::{Request, Response, StatusCode};
 use mesh_api::config::RestWsMessage;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::cluster::Cluster;
 use crate::edge::MatchedRoute;
@@ -141,7 +141,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
             let inner = inner.clone();
             async move {
                 match settings {
-                    None => inner.oneshot(req).await,
+                    None => inner.call_ref(req).await,
                     Some(settings) => answer(&settings, req).await,
                 }
             }

@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use super::redis::{RedisLink, Remote};
 use super::registry::{hub, CloseRequest, Delivery};
@@ -55,7 +55,7 @@ pub fn connections_layer(
             let settings = settings.clone();
             async move {
                 if !api {
-                    return inner.oneshot(req).await;
+                    return inner.call_ref(req).await;
                 }
                 let table = routes.load_full();
                 Ok(serve(&table, &settings, req).await)

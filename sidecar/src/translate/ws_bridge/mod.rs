@@ -52,7 +52,7 @@ use http::uri::PathAndQuery;
 use http::{Method, Request};
 use mesh_api::config::BinaryMode;
 use tower::layer::layer_fn;
-use tower::{Layer, ServiceExt};
+use tower::Layer;
 
 use crate::config::Settings;
 use crate::edge::action::RouteAction;
@@ -188,7 +188,7 @@ pub fn layer(
             let settings = settings.clone();
             async move {
                 match bridge {
-                    None => inner.oneshot(req).await,
+                    None => inner.call_ref(req).await,
                     Some(bridge) => {
                         let redis = hub().redis(&settings);
                         Ok(session::accept(bridge, req, inner, redis).await)

@@ -29,7 +29,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tower::ServiceExt;
 use tracing::{debug, Instrument};
 
 use super::redis::RedisLink;
@@ -136,7 +135,7 @@ impl Backend {
             authority,
         });
         let exchange = async {
-            let response = self.inner.clone().oneshot(request).await.map_err(|err| {
+            let response = self.inner.call_ref(request).await.map_err(|err| {
                 CallFailure::Upstream(crate::errors::response(&err, false).status())
             })?;
             let status = response.status();
