@@ -109,7 +109,7 @@ def saturation_result(env, text, clk_tck):
                             if res["cpu_us_per_req"] is not None and load["rps"] else None)
     res["proxy_core_busy_pct"] = int(env["proxy_core_busy_pct"])
     res["load_core_busy_pct"] = int(env["load_core_busy_pct"])
-    for key in ("rss_idle", "rss_after"):
+    for key in ("rss_idle", "rss_after", "anon_idle", "anon_after"):
         kib = env.get(key + "_kib")
         res[key + "_mib"] = round(int(kib) / 1024, 1) if kib else None
     if "workers" in env:
@@ -130,6 +130,7 @@ def idle_result(env, text):
     return {"section": "idle", "target": env["target"], "addr": env["addr"],
             "connections": int(env["connections"]), **data,
             "rss_before_mib": round(before / 1024, 1), "rss_held_mib": round(held / 1024, 1),
+            "anon_held_mib": round(int(env["anon_held_kib"]) / 1024, 1) if env.get("anon_held_kib") else None,
             "kib_per_connection": round((held - before) / opened, 2) if opened else None,
             "fds_held": int(env["fds_held"])}
 
@@ -206,7 +207,7 @@ def print_saturation(section, rows):
     wrk = rows[0]["tool"] == "wrk"
     head = ["target", "req/s", "vs direct", "vs haproxy", "vs nginx",
             "p50 ms" if wrk else "mean ms", "p99 ms" if wrk else "", "CPU µs/req",
-            "CPU vs haproxy", "RSS idle/after MiB", "busy proxy/load core", "errors"]
+            "CPU vs haproxy", "RSS idle/after MiB", "anon idle/after MiB", "busy proxy/load core", "errors"]
     if section == "workers":
         head[0], head[2] = "workers", "vs 1 worker"
     out = []
@@ -214,11 +215,13 @@ def print_saturation(section, rows):
         lat = r["latency_ms"]
         rss = (f"{fmt(r['rss_idle_mib'], '.1f')} / {fmt(r['rss_after_mib'], '.1f')}"
                if r["rss_idle_mib"] is not None else "n/a")
+        anon = (f"{fmt(r.get('anon_idle_mib'), '.1f')} / {fmt(r.get('anon_after_mib'), '.1f')}"
+                if r.get("anon_idle_mib") is not None else "n/a")
         out.append([r["target"], fmt(r["rps"], ",.0f"), fmt(r.get("vs_direct"), ".2f"),
                     fmt(r.get("vs_haproxy"), ".2f"), fmt(r.get("vs_nginx"), ".2f"),
                     fmt(lat.get("p50" if wrk else "mean"), ".2f"),
                     fmt(lat.get("p99"), ".2f") if wrk else "",
-                    fmt(r["cpu_us_per_req"], ".1f"), fmt(r.get("cpu_vs_haproxy"), ".2f"), rss,
+                    fmt(r["cpu_us_per_req"], ".1f"), fmt(r.get("cpu_vs_haproxy"), ".2f"), rss, anon,
                     f"{r['proxy_core_busy_pct']}% / {r['load_core_busy_pct']}%",
                     errors_cell(r["errors"])])
     if not wrk:
@@ -241,9 +244,10 @@ def print_latency(rows):
 
 def print_idle(rows):
     head = ["target", "connections open", "failed", "open in s", "RSS before MiB",
-            "RSS holding MiB", "KiB/connection", "fds"]
+            "RSS holding MiB", "anon holding MiB", "KiB/connection", "fds"]
     out = [[r["target"], r["open"], fmt(r["failed"]), fmt(r.get("open_s")), fmt(r["rss_before_mib"], ".1f"),
-            fmt(r["rss_held_mib"], ".1f"), fmt(r["kib_per_connection"], ".2f"), r["fds_held"]]
+            fmt(r["rss_held_mib"], ".1f"), fmt(r.get("anon_held_mib"), ".1f"),
+            fmt(r["kib_per_connection"], ".2f"), r["fds_held"]]
            for r in rows]
     table(head, out)
 

@@ -22,7 +22,7 @@ use crate::config::Settings;
 use crate::http::{Body, ConnInfo, HttpService};
 
 /// The header that tells the app who called.
-pub const PEER_IDENTITY: &str = "x-mesh-peer-identity";
+pub const PEER_IDENTITY: http::HeaderName = http::HeaderName::from_static("x-mesh-peer-identity");
 
 /// The caller may not make this request.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub fn layer(
                 }
             }
             let headers = req.headers_mut();
-            headers.remove(PEER_IDENTITY);
+            headers.remove(&PEER_IDENTITY);
             if let Some(value) = caller
                 .as_deref()
                 .and_then(|c| HeaderValue::from_str(c).ok())

@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-const HEADER: &str = "grpc-timeout";
+const HEADER: HeaderName = HeaderName::from_static("grpc-timeout");
 
 /// The caller's gRPC deadline, if it sent a valid one.
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(HEADER)?.to_str().ok()?;
+    let value = headers.get(&HEADER)?.to_str().ok()?;
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     // At most 8 digits (spec).
     if digits.is_empty() || digits.len() > 8 {
@@ -31,7 +31,7 @@ pub fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
 
 /// Rewrites a request's `grpc-timeout` (if it has one) to what is left before `expires`.
 pub fn propagate(headers: &mut HeaderMap, expires: Instant) {
-    if !headers.contains_key(HEADER) {
+    if !headers.contains_key(&HEADER) {
         return;
     }
     let left = expires.saturating_duration_since(Instant::now());

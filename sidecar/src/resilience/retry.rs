@@ -17,7 +17,7 @@ use super::{ResilienceError, Slot};
 use crate::cluster::Cluster;
 use crate::config::RetryPolicy;
 use crate::connect::{Unsent, UpstreamError};
-use crate::forward::TriedEndpoints;
+use crate::forward::{RetryExtensions, TriedEndpoints};
 use crate::http::{full, is_grpc, is_upgrade, Body, HttpService};
 use crate::telemetry::Metrics;
 use crate::BoxError;
@@ -165,7 +165,7 @@ struct Replay {
     uri: Uri,
     version: Version,
     headers: http::HeaderMap,
-    extensions: http::Extensions,
+    extensions: RetryExtensions,
     body: Kept,
 }
 
@@ -190,7 +190,7 @@ impl Replay {
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
         *req.headers_mut() = self.headers.clone();
-        *req.extensions_mut() = self.extensions.clone();
+        *req.extensions_mut() = self.extensions.to_extensions();
         Some(req)
     }
 }
@@ -310,15 +310,15 @@ async fn keep_for_replay(
     *first_request.uri_mut() = parts.uri.clone();
     *first_request.version_mut() = parts.version;
     *first_request.headers_mut() = parts.headers.clone();
-    *first_request.extensions_mut() = parts.extensions.clone();
     let replay = Replay {
         method: parts.method,
         uri: parts.uri,
         version: parts.version,
         headers: parts.headers,
-        extensions: parts.extensions,
+        extensions: RetryExtensions::of(&parts.extensions),
         body: kept,
     };
+    *first_request.extensions_mut() = parts.extensions;
     Ok((first_request, Some(replay)))
 }
 

@@ -41,6 +41,13 @@ use crate::{lock, BoxError};
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+// B3, single header and multi: looked up by name on every request without
+// a `traceparent`, so named once here, not parsed from text each time.
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 const B3_HEADERS: [&str; 6] = [
     "b3",
     "x-b3-traceid",
@@ -195,12 +202,12 @@ fn extract(headers: &HeaderMap) -> Incoming {
     {
         return incoming;
     }
-    if let Some(value) = headers.get("b3").and_then(|v| v.to_str().ok()) {
+    if let Some(value) = headers.get(B3).and_then(|v| v.to_str().ok()) {
         return parse_b3(value);
     }
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let ids = text("x-b3-traceid").zip(text("x-b3-spanid"));
-    let sampled = match (text("x-b3-flags"), text("x-b3-sampled")) {
+    let text = |name: HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let ids = text(B3_TRACE_ID).zip(text(B3_SPAN_ID));
+    let sampled = match (text(B3_FLAGS), text(B3_SAMPLED)) {
         (Some("1"), _) => Some(true),
         (_, Some("1" | "true" | "d")) => Some(true),
         (_, Some("0" | "false")) => Some(false),
