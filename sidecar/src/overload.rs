@@ -198,19 +198,16 @@ fn vm_rss(status: &str) -> Option<u64> {
 /// by telemetry and cost nothing else.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: Request<Body>| {
-            let admitted = state().admit();
-            let inner = inner.clone();
-            async move {
-                match admitted {
-                    Ok(None) => inner.call_ref(req).await,
-                    Ok(Some(guard)) => {
-                        let response = inner.call_ref(req).await?;
-                        Ok(response.map(|body| counted(body, guard)))
-                    }
-                    Err(overloaded) => Ok(shed(&req, overloaded)),
-                }
+        crate::http::direct_fn(move |req: Request<Body>| match state().admit() {
+            Ok(None) => inner.call_ref(req),
+            Ok(Some(guard)) => {
+                let call = inner.call_ref(req);
+                Box::pin(async move {
+                    let response = call.await?;
+                    Ok(response.map(|body| counted(body, guard)))
+                })
             }
+            Err(overloaded) => crate::http::ready(Ok(shed(&req, overloaded))),
         })
     })
 }

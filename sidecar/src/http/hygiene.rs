@@ -137,21 +137,17 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let version = req.version();
             let grpc = super::is_grpc(req.headers());
             let info = req.extensions().get::<RequestInfo>().cloned();
-            let checked = check(req, &settings.load().limits);
-            let inner = inner.clone();
-            async move {
-                match checked {
-                    Ok(req) => inner.call_ref(req).await,
-                    Err(err) => {
-                        if let Some(info) = info {
-                            info.set_denied("hygiene", err.label());
-                        }
-                        Ok(refusal(err, version, grpc))
+            match check(req, &settings.load().limits) {
+                Ok(req) => inner.call_ref(req),
+                Err(err) => {
+                    if let Some(info) = info {
+                        info.set_denied("hygiene", err.label());
                     }
+                    super::ready(Ok(refusal(err, version, grpc)))
                 }
             }
         })

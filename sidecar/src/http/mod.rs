@@ -17,7 +17,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 use crate::BoxError;
 
 pub use serve::serve;
-pub use shared::{shared_fn, HttpService, ResponseFuture};
+pub use shared::{direct_fn, ready, shared_fn, HttpService, ResponseFuture};
 
 /// The rest of a parked HTTP/1 connection's life (see [`serve`]): waiting
 /// for its next request with nothing but the socket, serving it, parking

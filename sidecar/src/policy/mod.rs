@@ -35,7 +35,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        crate::http::shared_fn(move |mut req: Request<Body>| {
+        crate::http::direct_fn(move |mut req: Request<Body>| {
             let caller = req
                 .extensions()
                 .get::<ConnInfo>()
@@ -65,14 +65,11 @@ pub fn layer(
             {
                 headers.insert(PEER_IDENTITY, value);
             }
-            let inner = inner.clone();
-            async move {
-                if !allowed {
-                    tracing::debug!(caller = ?caller, "request denied by authz");
-                    return Err(Forbidden.into());
-                }
-                inner.call_ref(req).await
+            if !allowed {
+                tracing::debug!(caller = ?caller, "request denied by authz");
+                return crate::http::ready(Err(Forbidden.into()));
             }
+            inner.call_ref(req)
         })
     })
 }

@@ -127,16 +127,16 @@ fn content_type(text: &str) -> HeaderValue {
 /// The gRPC-Web layer: requests of another content type pass untouched.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let call = req
                 .headers()
                 .get(CONTENT_TYPE)
                 .and_then(|value| WebCall::parse(value.as_bytes()));
+            let Some(call) = call else {
+                return inner.call_ref(req);
+            };
             let inner = inner.clone();
-            async move {
-                let Some(call) = call else {
-                    return inner.call_ref(req).await;
-                };
+            Box::pin(async move {
                 let version = req.version();
                 let info = req.extensions().get::<RequestInfo>().cloned();
                 let (req, undecodable) = to_grpc(req, &call);
@@ -153,7 +153,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                 let body = watch_grpc_status(info.as_ref(), &head.headers, body);
                 let response = Response::from_parts(head, body);
                 Ok(to_grpc_web(response, &call, version))
-            }
+            })
         })
     })
 }

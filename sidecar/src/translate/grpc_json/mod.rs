@@ -268,13 +268,18 @@ pub fn inbound_layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let grpc_json = settings
                 .load()
                 .inbound
                 .as_ref()
                 .and_then(|inbound| inbound.grpc_json.clone());
-            call(grpc_json, inner.clone(), req)
+            match grpc_json {
+                Some(grpc_json) if !crate::http::is_grpc(req.headers()) => {
+                    Box::pin(call(Some(grpc_json), inner.clone(), req))
+                }
+                _ => inner.call_ref(req),
+            }
         })
     })
 }

@@ -153,18 +153,18 @@ impl Status {
 /// cluster with `grpc_bridge` are translated, everything else passes.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let settings = req
                 .extensions()
                 .get::<crate::route::Target>()
                 .and_then(|target| target.cluster.settings.grpc_bridge.clone())
                 .filter(|_| is_grpc_call(req.headers()));
-            let inner = inner.clone();
-            async move {
-                match settings {
-                    Some(settings) => bridge(&settings, inner, req).await,
-                    None => inner.call_ref(req).await,
+            match settings {
+                Some(settings) => {
+                    let inner = inner.clone();
+                    Box::pin(async move { bridge(&settings, inner, req).await })
                 }
+                None => inner.call_ref(req),
             }
         })
     })
