@@ -321,17 +321,16 @@ pub fn layer(
     layer_fn(move |inner: HttpService| {
         let table = table.clone();
         let kind = kind.clone();
-        crate::http::shared_fn(move |mut req: Request<Body>| {
-            let routed = target_of(&table.load(), &kind, &req);
-            let inner = inner.clone();
-            async move {
-                let target = routed?;
-                if let Some(info) = req.extensions().get::<RequestInfo>() {
-                    info.set_upstream(target.cluster.name().clone());
-                }
-                req.extensions_mut().insert(target);
-                inner.call_ref(req).await
+        crate::http::direct_fn(move |mut req: Request<Body>| {
+            let target = match target_of(&table.load(), &kind, &req) {
+                Ok(target) => target,
+                Err(err) => return crate::http::ready(Err(err)),
+            };
+            if let Some(info) = req.extensions().get::<RequestInfo>() {
+                info.set_upstream(target.cluster.name().clone());
             }
+            req.extensions_mut().insert(target);
+            inner.call_ref(req)
         })
     })
 }

@@ -314,13 +314,13 @@ type Outcome = Result<Value, PartFailure>;
 /// below once per part.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let settings = aggregate_of(&req);
-            let inner = inner.clone();
-            async move {
-                match settings {
-                    None => inner.call_ref(req).await,
-                    Some(settings) => answer(&settings, req, inner).await,
+            match settings {
+                None => inner.call_ref(req),
+                Some(settings) => {
+                    let inner = inner.clone();
+                    Box::pin(async move { answer(&settings, req, inner).await })
                 }
             }
         })

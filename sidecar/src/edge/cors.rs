@@ -525,25 +525,27 @@ fn requested_headers(request: &HeaderMap) -> Option<HeaderValue> {
 /// The CORS layer of the edge stack.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let decision = req.extensions().get::<MatchedRoute>().and_then(|matched| {
                 let route = matched.settings();
                 let cors = route.access.cors.as_ref()?;
                 Some(decide(cors, route, &req))
             });
+            let Some(decision) = decision else {
+                return inner.call_ref(req);
+            };
             let inner = inner.clone();
-            async move {
+            Box::pin(async move {
                 let decoration = match decision {
-                    None => return inner.call_ref(req).await,
-                    Some(Decision::Answer(response)) => return Ok(response),
-                    Some(Decision::Refuse(reason)) => {
+                    Decision::Answer(response) => return Ok(response),
+                    Decision::Refuse(reason) => {
                         if let Some(info) = req.extensions().get::<RequestInfo>() {
                             info.set_denied("cors", reason);
                         }
                         tracing::debug!(reason, "CORS preflight refused");
                         return Err(BoxError::from(crate::policy::Forbidden));
                     }
-                    Some(Decision::Forward(decoration)) => decoration,
+                    Decision::Forward(decoration) => decoration,
                 };
                 let grpc = crate::http::is_grpc(req.headers());
                 let mut response = match inner.call_ref(req).await {
@@ -556,7 +558,7 @@ pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
                 };
                 decoration.apply(response.headers_mut());
                 Ok(response)
-            }
+            })
         })
     })
 }

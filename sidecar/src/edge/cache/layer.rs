@@ -60,7 +60,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let cached = req.extensions().get::<MatchedRoute>().and_then(|matched| {
                 let route = matched.settings();
                 let policy = route.cache.clone()?;
@@ -72,12 +72,9 @@ pub fn layer(
                     background: false,
                 })
             });
-            let inner = inner.clone();
-            async move {
-                match cached {
-                    Some(cached) => cached.serve(req).await,
-                    None => inner.call_ref(req).await,
-                }
+            match cached {
+                Some(cached) => Box::pin(async move { cached.serve(req).await }),
+                None => inner.call_ref(req),
             }
         })
     })

@@ -187,7 +187,7 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let running = running.clone();
-        crate::http::shared_fn(move |mut req: Request<Body>| {
+        crate::http::direct_fn(move |mut req: Request<Body>| {
             let settings = req.extensions().get::<MatchedRoute>().and_then(|matched| {
                 let route = matched.settings();
                 let settings = route.compress.clone()?;
@@ -199,11 +199,11 @@ pub fn layer(
                     });
                 Some((settings, limit))
             });
+            let Some((settings, limit)) = settings else {
+                return inner.call_ref(req);
+            };
             let inner = inner.clone();
-            async move {
-                let Some((settings, limit)) = settings else {
-                    return inner.call_ref(req).await;
-                };
+            Box::pin(async move {
                 if settings.decompress_requests {
                     decode::decode_request(&mut req, limit)?;
                 }
@@ -213,7 +213,7 @@ pub fn layer(
                 };
                 let response = inner.call_ref(req).await?;
                 Ok(compress(&settings, &plan, response))
-            }
+            })
         })
     })
 }

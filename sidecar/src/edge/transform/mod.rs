@@ -108,17 +108,17 @@ pub enum TransformError {
 /// without any, upgrades and gRPC calls pass through untouched.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let settings = req
                 .extensions()
                 .get::<MatchedRoute>()
                 .and_then(|matched| matched.settings().transform.clone())
                 .filter(|_| has_transformable_body(&req));
-            let inner = inner.clone();
-            async move {
-                match settings {
-                    None => inner.call_ref(req).await,
-                    Some(settings) => exchange(&settings, inner, req).await,
+            match settings {
+                None => inner.call_ref(req),
+                Some(settings) => {
+                    let inner = inner.clone();
+                    Box::pin(async move { exchange(&settings, inner, req).await })
                 }
             }
         })

@@ -631,24 +631,24 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
+            let guarded = req
+                .extensions()
+                .get::<MatchedRoute>()
+                .is_some_and(|m| !m.settings().access.auth.is_empty());
+            if !guarded {
+                return inner.call_ref(req);
+            }
             let routes = routes.clone();
             let inner = inner.clone();
-            async move {
-                let guarded = req
-                    .extensions()
-                    .get::<MatchedRoute>()
-                    .is_some_and(|m| !m.settings().access.auth.is_empty());
-                if !guarded {
-                    return inner.call_ref(req).await;
-                }
+            Box::pin(async move {
                 // `Request<Body>` is not `Sync`: the body waits aside while
                 // the authenticators borrow the head.
                 let (mut parts, body) = req.into_parts();
                 let table = routes.load_full();
                 admit(&table, &mut parts).await?;
                 inner.call_ref(Request::from_parts(parts, body)).await
-            }
+            })
         })
     })
 }

@@ -599,19 +599,17 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let limited = req
                 .extensions()
                 .get::<MatchedRoute>()
                 .is_some_and(|m| !m.settings().access.rate_limits.is_empty());
-            let inner = inner.clone();
-            let table = limited.then(|| routes.load_full());
-            async move {
-                match table {
-                    None => inner.call_ref(req).await,
-                    Some(table) => limit(table, inner, req).await,
-                }
+            if !limited {
+                return inner.call_ref(req);
             }
+            let inner = inner.clone();
+            let table = routes.load_full();
+            Box::pin(async move { limit(table, inner, req).await })
         })
     })
 }

@@ -136,14 +136,11 @@ impl Default for RestWsSettings {
 /// The layer: routes with `rest_to_websocket` are answered over the pool.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
             let settings = settings_of(&req);
-            let inner = inner.clone();
-            async move {
-                match settings {
-                    None => inner.call_ref(req).await,
-                    Some(settings) => answer(&settings, req).await,
-                }
+            match settings {
+                None => inner.call_ref(req),
+                Some(settings) => Box::pin(async move { answer(&settings, req).await }),
             }
         })
     })

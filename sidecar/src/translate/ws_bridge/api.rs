@@ -48,18 +48,16 @@ pub fn connections_layer(
     layer_fn(move |inner: HttpService| {
         let routes = routes.clone();
         let settings = settings.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
-            let inner = inner.clone();
-            let api = req.uri().path().starts_with(PREFIX);
+        crate::http::direct_fn(move |req: Request<Body>| {
+            if !req.uri().path().starts_with(PREFIX) {
+                return inner.call_ref(req);
+            }
             let routes = routes.clone();
             let settings = settings.clone();
-            async move {
-                if !api {
-                    return inner.call_ref(req).await;
-                }
+            Box::pin(async move {
                 let table = routes.load_full();
                 Ok(serve(&table, &settings, req).await)
-            }
+            })
         })
     })
 }

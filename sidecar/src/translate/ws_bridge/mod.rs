@@ -182,19 +182,16 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
+        crate::http::direct_fn(move |req: Request<Body>| {
+            let Some(bridge) = bridge_of(&req) else {
+                return inner.call_ref(req);
+            };
             let inner = inner.clone();
-            let bridge = bridge_of(&req);
             let settings = settings.clone();
-            async move {
-                match bridge {
-                    None => inner.call_ref(req).await,
-                    Some(bridge) => {
-                        let redis = hub().redis(&settings);
-                        Ok(session::accept(bridge, req, inner, redis).await)
-                    }
-                }
-            }
+            Box::pin(async move {
+                let redis = hub().redis(&settings);
+                Ok(session::accept(bridge, req, inner, redis).await)
+            })
         })
     })
 }
