@@ -6,11 +6,12 @@
 //! allocator call on a thread that allocates; a proxy that has gone idle
 //! makes none, so the burst's memory stayed in RSS for good (54 MiB holding
 //! 10,000 idle connections, 39 MiB with the delay at zero: bench/README.md,
-//! "Memory per idle connection"). [`collect_when_due`] runs on every worker
-//! thread as it parks, [`collector`] wakes the runtime once a second
-//! so a quiet process still gets there; each collects at most once a second
-//! per thread, a few microseconds.
-
+//! "Memory per idle connection"). So every worker thread collects as it
+//! parks ([`collect_when_due`]: its empty pages back to the arenas, expired
+//! purges done; at most once a second per thread, a few microseconds), and
+//! [`collector`] wakes the runtime once a second to purge what is free
+//! whatever its delay, so a burst's memory is gone a second or so after
+//! its connections park, not whenever the next allocation comes.
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
@@ -33,28 +34,30 @@ pub fn collect_when_due() {
         }
     });
     if due {
-        collect();
+        collect(false);
     }
 }
 
-/// Wakes a worker once a second, forever, so a process with nothing else
-/// to do still collects: spawn it on the runtime, which drops it at exit.
+/// Wakes a worker once a second, forever, and purges what is free: spawn
+/// it on the runtime, which drops it at exit. A forced collection also
+/// visits full pages; once a second that is a few microseconds.
 pub async fn collector() {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        collect_when_due();
+        collect(true);
     }
 }
 
 /// Frees this thread's empty pages to mimalloc's arenas and purges the
-/// arena memory whose delay has passed. Harmless where another allocator
-/// is the global one (unit tests): mimalloc then has nothing to free.
+/// arena memory whose delay has passed, or (`force`) all that is free.
+/// Harmless where another allocator is the global one (unit tests):
+/// mimalloc then has nothing to free.
 #[allow(unsafe_code)]
-fn collect() {
+fn collect(force: bool) {
     // SAFETY: `mi_collect` has no preconditions: callable from any thread
     // at any time; it only walks this thread's heap and the arenas, under
     // mimalloc's own synchronization.
-    unsafe { libmimalloc_sys::mi_collect(false) }
+    unsafe { libmimalloc_sys::mi_collect(force) }
 }
