@@ -95,17 +95,9 @@ fn keep_alive_reuses_one_upstream_connection() {
     let (_app, app) = rest_app();
     let sidecar = inbound_sidecar(app, "");
     let inbound = sidecar.listener("inbound", None);
-    let url = format!("http://{inbound}/healthz");
-    let mut args = vec!["-w", "%{http_code}\\n"];
-    for _ in 0..100 {
-        args.extend(["-o", "/dev/null", url.as_str()]);
-    }
-    let out = curl(&args);
-    let codes = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
-        codes.lines().filter(|c| *c == "200").count(),
-        100,
-        "{codes}"
+        ok_answers(&format!("http://{inbound}/healthz"), 100, &[]),
+        100
     );
     assert_eq!(
         sidecar.metric("mesh_upstream_connections_total{upstream=\"inbound\"}"),
@@ -119,20 +111,27 @@ fn keep_alive_reuses_one_upstream_connection() {
     assert_eq!(stats["requests"], 101);
 }
 
+/// How many of `count` GETs of `url` in one curl run (one keep-alive
+/// connection unless `extra` says otherwise) were answered 200.
+fn ok_answers(url: &str, count: usize, extra: &[&str]) -> usize {
+    let mut args = extra.to_vec();
+    args.extend(["-w", "%{http_code}\\n"]);
+    for _ in 0..count {
+        args.extend(["-o", "/dev/null", url]);
+    }
+    let out = curl(&args);
+    let codes = String::from_utf8_lossy(&out.stdout);
+    codes.lines().filter(|c| *c == "200").count()
+}
+
 #[test]
 fn upstream_connections_left_by_a_burst_are_closed_within_seconds() {
     let (_app, app) = rest_app();
     let sidecar = inbound_sidecar(app, "");
     let inbound = sidecar.listener("inbound", None);
-    let url = format!("http://{inbound}/slow?ms=400");
     // 16 requests at once: 16 upstream connections, then all idle.
-    let mut args = vec!["-Z", "--parallel-max", "16", "-w", "%{http_code}\\n"];
-    for _ in 0..16 {
-        args.extend(["-o", "/dev/null", url.as_str()]);
-    }
-    let out = curl(&args);
-    let codes = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(codes.lines().filter(|c| *c == "200").count(), 16, "{codes}");
+    let url = format!("http://{inbound}/slow?ms=400");
+    assert_eq!(ok_answers(&url, 16, &["-Z", "--parallel-max", "16"]), 16);
     let open = "mesh_upstream_connections_open{upstream=\"inbound\"}";
     let burst = sidecar.metric(open);
     assert!(burst >= 8.0, "the burst opened {burst} connections");

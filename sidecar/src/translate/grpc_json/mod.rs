@@ -269,16 +269,17 @@ pub fn inbound_layer(
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
         crate::http::direct_fn(move |req: Request<Body>| {
+            // Cloned only for a request it transcodes.
             let grpc_json = settings
                 .load()
                 .inbound
                 .as_ref()
-                .and_then(|inbound| inbound.grpc_json.clone());
+                .and_then(|inbound| inbound.grpc_json.as_ref())
+                .filter(|_| !crate::http::is_grpc(req.headers()))
+                .cloned();
             match grpc_json {
-                Some(grpc_json) if !crate::http::is_grpc(req.headers()) => {
-                    Box::pin(call(Some(grpc_json), inner.clone(), req))
-                }
-                _ => inner.call_ref(req),
+                Some(grpc_json) => Box::pin(call(Some(grpc_json), inner.clone(), req)),
+                None => inner.call_ref(req),
             }
         })
     })
