@@ -479,7 +479,9 @@ impl Pool {
                 },
             }
         }
-        let mut sender = match self.connect_h1(endpoint).await {
+        // Boxed: opening a connection is the rare path, and its future is
+        // large; the common one (a pooled connection) stays small.
+        let mut sender = match Box::pin(self.connect_h1(endpoint)).await {
             Ok(sender) => sender,
             Err(err) => return Err(Box::new(Unsent::new(err, req))),
         };
@@ -520,7 +522,9 @@ impl Pool {
                 }
             }
         }
-        let mut sender = match self.connect_h2(endpoint).await {
+        // Boxed: opening a connection is the rare path, and its future is
+        // large; the common one (a pooled connection) stays small.
+        let mut sender = match Box::pin(self.connect_h2(endpoint)).await {
             Ok(sender) => sender,
             Err(err) => return Err(Box::new(Unsent::new(err, req))),
         };

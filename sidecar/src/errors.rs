@@ -266,15 +266,17 @@ fn hygiene_error(err: &BoxError) -> Option<&HygieneError> {
 /// above it (telemetry) see the status the client will see.
 pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(|inner: HttpService| {
-        crate::http::shared_fn(move |req: http::Request<Body>| {
+        // The next layer is called at once: the future kept is its future
+        // and one flag, not the request (a smaller box to fill per request).
+        crate::http::direct_fn(move |req: http::Request<Body>| {
             let grpc = crate::http::is_grpc(req.headers());
-            let inner = inner.clone();
-            async move {
-                match inner.call_ref(req).await {
+            let call = inner.call_ref(req);
+            Box::pin(async move {
+                match call.await {
                     Ok(response) => Ok(response),
                     Err(err) => Ok(response(&err, grpc)),
                 }
-            }
+            })
         })
     })
 }

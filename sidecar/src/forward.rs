@@ -143,7 +143,8 @@ async fn forward(
     }
     let active = endpoint.start();
     if req.method() == Method::CONNECT {
-        return tunnel(&target, &endpoint, active, req).await;
+        // Boxed: a tunnel's future is large, and most requests are not one.
+        return Box::pin(tunnel(&target, &endpoint, active, req)).await;
     }
     let upgrade = is_upgrade(&req);
     let grpc = is_grpc(req.headers());

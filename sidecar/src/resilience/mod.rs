@@ -92,14 +92,13 @@ impl Drop for Slot<'_> {
 pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let metrics = metrics.clone();
-        crate::http::shared_fn(move |req: Request<Body>| {
-            let target = req.extensions().get::<Target>().cloned();
+        crate::http::direct_fn(move |req: Request<Body>| {
+            let Some(target) = req.extensions().get::<Target>().cloned() else {
+                return inner.call_ref(req);
+            };
             let inner = inner.clone();
             let metrics = metrics.clone();
-            async move {
-                let Some(target) = target else {
-                    return inner.call_ref(req).await;
-                };
+            Box::pin(async move {
                 let cluster = &target.cluster;
                 let settings = &cluster.settings.resilience;
                 let Some(_slot) =
@@ -128,7 +127,7 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpSer
                         }
                     },
                 }
-            }
+            })
         })
     })
 }

@@ -18,7 +18,7 @@ use crate::cluster::Cluster;
 use crate::config::RetryPolicy;
 use crate::connect::{Unsent, UpstreamError};
 use crate::forward::{RetryExtensions, TriedEndpoints};
-use crate::http::{full, is_grpc, is_upgrade, Body, HttpService};
+use crate::http::{full, is_grpc, is_upgrade, Body, HttpService, ResponseFuture};
 use crate::telemetry::Metrics;
 use crate::BoxError;
 
@@ -45,7 +45,13 @@ pub(super) async fn run(
     // gRPC statuses are retried whatever the method (gRPC retry semantics):
     // gRPC bodies are kept for replay too.
     let replayable = idempotent || is_grpc(req.headers());
-    let (mut next, replay) = keep_for_replay(req, policy.max_body, replayable).await?;
+    let read = if replayable && read_first(&req, policy.max_body) {
+        let body = std::mem::replace(req.body_mut(), crate::http::empty());
+        Some(body.collect().await?.to_bytes())
+    } else {
+        None
+    };
+    let (mut next, replay) = keep_for_replay(req, policy.max_body, replayable, read);
     let mut tries = 0;
     let mut _retry_slot = None;
     loop {
@@ -73,7 +79,8 @@ pub(super) async fn run(
         tracing::debug!(upstream = %cluster.name(), reason, attempt = tries + 2, "retrying");
         drop(outcome);
         tries += 1;
-        tokio::time::sleep(backoff(policy, tries)).await;
+        // Boxed: a timer is large, and few requests back off.
+        Box::pin(tokio::time::sleep(backoff(policy, tries))).await;
         // The limit counts retries on the wire, not those backing off.
         _retry_slot = None;
         let Some(slot) = Slot::acquire(&state.retries, settings.max_retries) else {
@@ -85,23 +92,27 @@ pub(super) async fn run(
     }
 }
 
-/// One attempt, bounded by the per-try deadline.
-async fn attempt(
+/// One attempt, bounded by the per-try deadline: the next layer's own
+/// future when there is none (an attempt's future is awaited inside the
+/// request's, so a small one keeps every request's future small).
+fn attempt(
     inner: &HttpService,
     mut req: Request<Body>,
     per_try: Option<Duration>,
     expires: Option<tokio::time::Instant>,
-) -> Outcome {
+) -> ResponseFuture {
     // The upstream learns how long it has left, not how long the caller had.
     if let Some(expires) = expires {
         super::deadline::propagate(req.headers_mut(), expires);
     }
     let call = inner.call_ref(req);
     match per_try {
-        None => call.await,
-        Some(deadline) => tokio::time::timeout(deadline, call)
-            .await
-            .unwrap_or_else(|_| Err(ResilienceError::Timeout.into())),
+        None => call,
+        Some(deadline) => Box::pin(async move {
+            tokio::time::timeout(deadline, call)
+                .await
+                .unwrap_or_else(|_| Err(ResilienceError::Timeout.into()))
+        }),
     }
 }
 
@@ -274,26 +285,31 @@ impl http_body::Body for Tee {
     }
 }
 
-/// Keeps the body for replay: read now when small and of known length (or
-/// empty), recorded while it streams otherwise (up to `max_body`).
-async fn keep_for_replay(
+/// Whether the body is read whole before the first attempt: not empty,
+/// of known length, at most `max_body`.
+fn read_first(req: &Request<Body>, max_body: u64) -> bool {
+    let body = req.body();
+    !body.is_end_stream() && body.size_hint().exact().is_some_and(|n| n <= max_body)
+}
+
+/// Keeps the body for replay: `read` when it was read whole already
+/// ([`read_first`]), the empty body as it is, recorded while it streams
+/// otherwise (up to `max_body`).
+fn keep_for_replay(
     req: Request<Body>,
     max_body: u64,
     replayable: bool,
-) -> Result<(Request<Body>, Option<Replay>), BoxError> {
+    read: Option<Bytes>,
+) -> (Request<Body>, Option<Replay>) {
     if !replayable {
-        return Ok((req, None));
+        return (req, None);
     }
-    let body = req.body();
-    let empty = body.is_end_stream();
-    let small = body.size_hint().exact().is_some_and(|n| n <= max_body);
     let (parts, body) = req.into_parts();
-    let (first, kept) = if empty {
+    let (first, kept) = if let Some(bytes) = read {
+        (full(bytes.clone()), Kept::Whole(bytes))
+    } else if body.is_end_stream() {
         // Most requests: nothing to read, and the empty body goes as it is.
         (body, Kept::Whole(Bytes::new()))
-    } else if small {
-        let bytes = body.collect().await?.to_bytes();
-        (full(bytes.clone()), Kept::Whole(bytes))
     } else {
         let recording = Arc::new(Recording {
             max: max_body,
@@ -319,7 +335,7 @@ async fn keep_for_replay(
         body: kept,
     };
     *first_request.extensions_mut() = parts.extensions;
-    Ok((first_request, Some(replay)))
+    (first_request, Some(replay))
 }
 
 #[cfg(test)]

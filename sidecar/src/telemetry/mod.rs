@@ -259,10 +259,10 @@ pub fn layer(
                 let settings = arc_swap::Guard::into_inner(current);
                 access_log::Request::new(&mut req, settings, start, direction)
             });
-            let inner = inner.clone();
+            let call = inner.call_ref(req);
             let metrics = metrics.clone();
             async move {
-                let result = inner.call_ref(req).await;
+                let result = call.await;
                 // Below the errors layer everything is a response; 500 is a backstop.
                 let status = result.as_ref().map_or(500, |r| r.status().as_u16());
                 let elapsed = start.elapsed();
