@@ -18,8 +18,9 @@
 //! hyper refuses on its own, before this layer: malformed `Content-Length`,
 //! differing `Content-Length` lines, `Transfer-Encoding` on HTTP/1.0 or not
 //! ending in `chunked`, obs-fold, CR / LF / NUL in header values, heads over
-//! `max_header_bytes` or `max_headers` (431), and slow heads
-//! (`header_timeout` closes the connection).
+//! `max_header_bytes` or `max_headers` (431). Slow heads are cut by the
+//! connection's parking stream: [`WatchHeads`] knows when a head began,
+//! and past `header_timeout` the connection is closed.
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -36,6 +37,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mesh_api::config::EncodedSlashes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 use tower::layer::layer_fn;
 use tower::Layer;
 
@@ -565,6 +567,9 @@ pub struct WatchHeads<I> {
     line: Vec<u8>,
     max_line: usize,
     head: HeadFacts,
+    /// When the head being read began to arrive: read only when a read
+    /// ends inside a head, so a head that comes whole costs no clock read.
+    began: Option<Instant>,
 }
 
 /// Where the watcher is in the byte stream.
@@ -601,7 +606,13 @@ impl<I> WatchHeads<I> {
             line: Vec::new(),
             max_line,
             head: HeadFacts::default(),
+            began: None,
         }
+    }
+
+    /// Inside a request head: part of it read, not all.
+    fn mid_head(&self) -> bool {
+        self.state == Framing::Head && (self.head.started || !self.line.is_empty())
     }
 
     fn scan(&mut self, mut bytes: &[u8]) {
@@ -707,6 +718,7 @@ impl<I> WatchHeads<I> {
             return;
         }
         let head = std::mem::take(&mut self.head);
+        self.began = None;
         if !self.heads.push(head.raw) {
             return self.stop();
         }
@@ -737,6 +749,10 @@ impl<I> super::park::Boundary for WatchHeads<I> {
         self.state == Framing::Head && !self.head.started && self.line.is_empty()
     }
 
+    fn head_began(&self) -> Option<Instant> {
+        self.began.filter(|_| self.mid_head())
+    }
+
     fn release(&mut self) {
         self.line = Vec::new();
         let mut queued = crate::lock(&self.heads.0);
@@ -756,6 +772,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for WatchHeads<I> {
         let poll = Pin::new(&mut self.io).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = poll {
             self.scan(&buf.filled()[before..]);
+            if self.began.is_none() && self.mid_head() {
+                self.began = Some(Instant::now());
+            }
         }
         poll
     }

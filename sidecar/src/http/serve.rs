@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, Version};
@@ -18,7 +19,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
-use tower::ServiceExt;
 use tracing::debug;
 
 use super::h2guard::{self, H2Guard};
@@ -67,15 +67,18 @@ where
         if let Some(raw) = raw_heads.as_ref().and_then(RawHeads::next) {
             req.extensions_mut().insert(raw);
         }
-        let service = service.clone();
         // A malformed HTTP/2 request resets its stream (RST_STREAM(PROTOCOL_ERROR)).
-        let malformed = h2_malformed && h2guard::malformed_request(&req);
+        if h2_malformed && h2guard::malformed_request(&req) {
+            return Answer::Reset;
+        }
         let working = counting.as_ref().map_or_else(Working::none, Busy::start);
-        async move {
-            if malformed {
-                return Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR));
-            }
-            Ok(working.track(call(service, req.map(boxed)).await))
+        let grpc = super::is_grpc(req.headers());
+        // Called at once: hyper keeps this future, small, not the request.
+        let call = service.call_ref(req.map(boxed));
+        Answer::Call {
+            call,
+            grpc,
+            working,
         }
     });
     if version == Version::HTTP_2 {
@@ -99,9 +102,9 @@ where
         return None;
     }
     let mut builder = hyper::server::conn::http1::Builder::new();
+    // No timer, so no header timeout of hyper's: `Parking` bounds a head's
+    // arrival with the timer it keeps anyway (see `park::Parking::stall`).
     builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF_SIZE));
     // Only when it differs from hyper's own default (100): with a limit set,
@@ -115,9 +118,7 @@ where
         builder,
         service: hyper_service,
         drain,
-        // hyper's header timeout also ends idle keep-alive connections; a
-        // parked connection keeps that promise.
-        keep_alive: limits.header_timeout.saturating_sub(PARK_AFTER),
+        head_timeout: limits.header_timeout,
     };
     let idle = h1
         .once(Idle::new(watched, busy.unwrap_or_default()))
@@ -130,7 +131,9 @@ struct Http1<S> {
     builder: hyper::server::conn::http1::Builder,
     service: S,
     drain: CancellationToken,
-    keep_alive: Duration,
+    /// `limits.header_timeout`: how long a head may take to arrive, and
+    /// how long a connection may wait for the next one.
+    head_timeout: Duration,
 }
 
 impl<S> Http1<S>
@@ -148,7 +151,7 @@ where
     where
         J: AsyncRead + AsyncWrite + Boundary + Send + Unpin + 'static,
     {
-        let (io, retrieve) = idle.serve();
+        let (io, retrieve) = idle.serve(self.head_timeout);
         let conn = self
             .builder
             .serve_connection(TokioIo::new(io), self.service.clone())
@@ -174,8 +177,10 @@ where
         S: Sync,
     {
         async move {
+            // The header timeout also ends idle keep-alive connections.
+            let keep_alive = self.head_timeout.saturating_sub(PARK_AFTER);
             loop {
-                if !idle.wait(self.keep_alive, &self.drain).await {
+                if !idle.wait(keep_alive, &self.drain).await {
                     return std::future::poll_fn(|cx| idle.poll_close(cx)).await;
                 }
                 match self.once(idle).await {
@@ -214,11 +219,38 @@ where
     }
 }
 
-/// The stack never fails a request outright: its last word is a response.
-async fn call(service: HttpService, req: Request<Body>) -> Response<Body> {
-    let grpc = super::is_grpc(req.headers());
-    match service.oneshot(req).await {
-        Ok(response) => response,
-        Err(err) => errors::response(&err, grpc),
+/// What hyper awaits for one request: the stack's answer (its errors made
+/// responses: the stack's last word is always a response), or a reset for a
+/// malformed HTTP/2 request. Written out rather than `async`: hyper stores
+/// it per request, and this holds only the stack's boxed future.
+enum Answer {
+    Reset,
+    Call {
+        call: super::ResponseFuture,
+        grpc: bool,
+        working: Working,
+    },
+}
+
+impl Future for Answer {
+    type Output = Result<Response<super::Holding<Body, Working>>, h2::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Reset => Poll::Ready(Err(h2::Error::from(h2::Reason::PROTOCOL_ERROR))),
+            Answer::Call {
+                call,
+                grpc,
+                working,
+            } => {
+                let response = match std::task::ready!(call.as_mut().poll(cx)) {
+                    Ok(response) => response,
+                    Err(err) => errors::response(&err, *grpc),
+                };
+                Poll::Ready(Ok(
+                    std::mem::replace(working, Working::none()).track(response)
+                ))
+            }
+        }
     }
 }
