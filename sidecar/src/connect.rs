@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -365,16 +366,18 @@ impl Pool {
         self.0.connect_timeout
     }
 
-    /// Sends `req` to `endpoint` over a pooled connection.
-    pub async fn send(
-        &self,
-        endpoint: &Arc<EndpointState>,
+    /// Sends `req` to `endpoint` over a pooled connection. (The wire's own
+    /// future, not one of ours around it: the request is moved one time
+    /// less on its way.)
+    pub fn send<'a>(
+        &'a self,
+        endpoint: &'a Arc<EndpointState>,
         wire: Wire,
         req: Request<Body>,
-    ) -> Result<Response<PooledBody>, BoxError> {
+    ) -> impl std::future::Future<Output = Result<Response<PooledBody>, BoxError>> + Send + 'a {
         match wire {
-            Wire::Http1 => self.send_h1(endpoint, req).await,
-            Wire::Http2 => self.send_h2(endpoint, req).await,
+            Wire::Http1 => Either::Left(self.send_h1(endpoint, req)),
+            Wire::Http2 => Either::Right(self.send_h2(endpoint, req)),
         }
     }
 

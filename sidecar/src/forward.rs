@@ -138,8 +138,10 @@ async fn forward(
     let tried = req.extensions().get::<TriedEndpoints>().cloned();
     let sticky = sticky::key(target.cluster.balancer.policy(), &req);
     let (endpoint, set_cookie) = choose(&target, tried.as_ref(), sticky).await?;
+    // One clock read serves the access log and the balancer's latency.
+    let sent = tokio::time::Instant::now();
     if let Some(info) = req.extensions().get::<crate::telemetry::RequestInfo>() {
-        info.record_attempt(endpoint.addr);
+        info.record_attempt(endpoint.addr, sent);
     }
     let active = endpoint.start();
     if req.method() == Method::CONNECT {
@@ -152,7 +154,6 @@ async fn forward(
     let wire = wire(target.cluster.settings.protocol, req.version(), upgrade);
     prepare(&mut req, wire, upgrade, &target)?;
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let sent = tokio::time::Instant::now();
     let mut response = match target.cluster.pool.send(&endpoint, wire, req).await {
         Ok(response) => response,
         Err(err) => {
@@ -173,7 +174,8 @@ async fn forward(
             return Err(err);
         }
     };
-    endpoint.observe(sent.elapsed());
+    let answered = tokio::time::Instant::now();
+    endpoint.observe_at(answered - sent, answered);
     let outcome = if response.status().is_server_error() {
         Outcome::ServerError
     } else {

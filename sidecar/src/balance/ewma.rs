@@ -26,9 +26,8 @@ impl PeakEwma {
         }
     }
 
-    pub fn observe(&self, rtt: Duration) {
+    pub fn observe(&self, rtt: Duration, now: Instant) {
         let sample = rtt.as_secs_f64();
-        let now = Instant::now();
         let mut state = crate::lock(&self.state);
         let (estimate, at) = *state;
         let next = if sample > estimate {
@@ -53,17 +52,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn peaks_at_once_and_decays_over_time() {
         let ewma = PeakEwma::new();
-        ewma.observe(Duration::from_millis(100));
+        ewma.observe(Duration::from_millis(100), Instant::now());
         assert_eq!(ewma.estimate(), Duration::from_millis(100));
         tokio::time::advance(Duration::from_secs(1)).await;
-        ewma.observe(Duration::from_millis(10));
+        ewma.observe(Duration::from_millis(10), Instant::now());
         let after_1s = ewma.estimate();
         assert!(
             after_1s > Duration::from_millis(80) && after_1s < Duration::from_millis(100),
             "{after_1s:?}"
         );
         tokio::time::advance(Duration::from_secs(60)).await;
-        ewma.observe(Duration::from_millis(10));
+        ewma.observe(Duration::from_millis(10), Instant::now());
         assert!(ewma.estimate() < Duration::from_millis(11));
     }
 }

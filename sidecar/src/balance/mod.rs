@@ -149,7 +149,12 @@ impl EndpointState {
 
     /// Records the time an endpoint took to answer (response head).
     pub fn observe(&self, rtt: Duration) {
-        self.latency.observe(rtt);
+        self.latency.observe(rtt, tokio::time::Instant::now());
+    }
+
+    /// [`observe`](Self::observe) with the clock already read (`now`).
+    pub fn observe_at(&self, rtt: Duration, now: tokio::time::Instant) {
+        self.latency.observe(rtt, now);
     }
 
     /// The current peak-EWMA latency estimate.

@@ -117,9 +117,9 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpSer
                 };
                 let expires = timeout.map(|t| tokio::time::Instant::now() + t);
                 let attempts = retry::run(inner, req, cluster, &metrics, expires);
-                match timeout {
+                match expires {
                     None => attempts.await,
-                    Some(deadline) => match tokio::time::timeout(deadline, attempts).await {
+                    Some(expires) => match tokio::time::timeout_at(expires, attempts).await {
                         Ok(result) => result,
                         Err(_) => {
                             metrics.resilience(cluster.name(), "request_timeout");

@@ -51,7 +51,8 @@ pub(super) async fn run(
     } else {
         None
     };
-    let (mut next, replay) = keep_for_replay(req, policy.max_body, replayable, read);
+    let replay = keep_for_replay(&mut req, policy.max_body, replayable, read);
+    let mut next = req;
     let mut tries = 0;
     let mut _retry_slot = None;
     loop {
@@ -292,50 +293,46 @@ fn read_first(req: &Request<Body>, max_body: u64) -> bool {
     !body.is_end_stream() && body.size_hint().exact().is_some_and(|n| n <= max_body)
 }
 
-/// Keeps the body for replay: `read` when it was read whole already
-/// ([`read_first`]), the empty body as it is, recorded while it streams
-/// otherwise (up to `max_body`).
+/// What a retry of `req` needs. The body: `read` when it was read whole
+/// already ([`read_first`]), the empty body as it is, recorded while it
+/// streams otherwise (up to `max_body`); `req` keeps going as it is, its
+/// body swapped for what feeds the copy. (Changed in place: a request
+/// moved through here and back was copied twice per request.)
 fn keep_for_replay(
-    req: Request<Body>,
+    req: &mut Request<Body>,
     max_body: u64,
     replayable: bool,
     read: Option<Bytes>,
-) -> (Request<Body>, Option<Replay>) {
+) -> Option<Replay> {
     if !replayable {
-        return (req, None);
+        return None;
     }
-    let (parts, body) = req.into_parts();
-    let (first, kept) = if let Some(bytes) = read {
-        (full(bytes.clone()), Kept::Whole(bytes))
-    } else if body.is_end_stream() {
+    let kept = if let Some(bytes) = read {
+        *req.body_mut() = full(bytes.clone());
+        Kept::Whole(bytes)
+    } else if req.body().is_end_stream() {
         // Most requests: nothing to read, and the empty body goes as it is.
-        (body, Kept::Whole(Bytes::new()))
+        Kept::Whole(Bytes::new())
     } else {
         let recording = Arc::new(Recording {
             max: max_body,
             state: Default::default(),
         });
         let tee = Tee {
-            inner: body,
+            inner: std::mem::replace(req.body_mut(), crate::http::empty()),
             recording: recording.clone(),
         };
-        (crate::http::boxed(tee), Kept::Recorded(recording))
+        *req.body_mut() = crate::http::boxed(tee);
+        Kept::Recorded(recording)
     };
-    let mut first_request = Request::new(first);
-    *first_request.method_mut() = parts.method.clone();
-    *first_request.uri_mut() = parts.uri.clone();
-    *first_request.version_mut() = parts.version;
-    *first_request.headers_mut() = parts.headers.clone();
-    let replay = Replay {
-        method: parts.method,
-        uri: parts.uri,
-        version: parts.version,
-        headers: parts.headers,
-        extensions: RetryExtensions::of(&parts.extensions),
+    Some(Replay {
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+        version: req.version(),
+        headers: req.headers().clone(),
+        extensions: RetryExtensions::of(req.extensions()),
         body: kept,
-    };
-    *first_request.extensions_mut() = parts.extensions;
-    (first_request, Some(replay))
+    })
 }
 
 #[cfg(test)]

@@ -116,8 +116,8 @@ impl RequestInfo {
     }
 
     /// Records one attempt going to `endpoint` (forward, once per attempt).
-    pub fn record_attempt(&self, endpoint: SocketAddr) {
-        let _ = self.0.first_attempt.set(Instant::now());
+    pub fn record_attempt(&self, endpoint: SocketAddr, at: Instant) {
+        let _ = self.0.first_attempt.set(at);
         self.0.attempts.fetch_add(1, Ordering::Relaxed);
         *crate::lock(&self.0.endpoint) = Some(endpoint);
     }
@@ -475,7 +475,7 @@ mod tests {
             info.set_route(Arc::from("checkout"));
             info.set_upstream(Arc::from("orders"));
             info.set_consumer(Arc::from("acme"));
-            info.record_attempt(endpoint);
+            info.record_attempt(endpoint, Instant::now());
             let received = req.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(received.len(), 5);
             Ok::<_, crate::BoxError>(http::Response::new(crate::http::full("hello!")))
