@@ -282,10 +282,22 @@ fn prepare(
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
     match wire {
         Wire::Http1 => {
-            *req.uri_mut() = Uri::try_from(path)?;
+            // Most HTTP/1 requests arrive in origin form with the `Host`
+            // forwarded: then both stay as they are (no parse, no copy).
+            let uri = req.uri();
+            if uri.scheme().is_some() || uri.authority().is_some() || uri.path_and_query().is_none()
+            {
+                *req.uri_mut() = Uri::try_from(path)?;
+            }
             *req.version_mut() = Version::HTTP_11;
-            let host = HeaderValue::from_str(target.authority.as_str())?;
-            req.headers_mut().insert(HOST, host);
+            let authority = target.authority.as_str().as_bytes();
+            let mut hosts = req.headers().get_all(HOST).iter();
+            let kept =
+                hosts.next().is_some_and(|h| h.as_bytes() == authority) && hosts.next().is_none();
+            if !kept {
+                let host = HeaderValue::from_str(target.authority.as_str())?;
+                req.headers_mut().insert(HOST, host);
+            }
         }
         Wire::Http2 => {
             let scheme = match &target.cluster.settings.public_tls {

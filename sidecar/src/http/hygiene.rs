@@ -127,9 +127,11 @@ impl HygieneError {
 }
 
 /// The request path exactly as the client sent it, before normalisation;
-/// in the extensions of every request below this layer whose target has a
-/// path (not `*` or CONNECT's authority-form). A route that refuses encoded
-/// slashes checks it with [`normalize_path`] and [`EncodedSlashes::Reject`].
+/// in the extensions of every request below this layer whose path
+/// normalisation changed (absent: the path is as sent, so it has no
+/// encoded slash, which normalisation decodes). A route that refuses
+/// encoded slashes checks it with [`normalize_path`] and
+/// [`EncodedSlashes::Reject`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalPath(pub String);
 
@@ -329,17 +331,18 @@ fn normalize_target(req: &mut Request<Body>) -> Result<(), HygieneError> {
     if !req.uri().path().starts_with('/') {
         return Ok(());
     }
+    let Cow::Owned(path) = normalize(req.uri().path(), EncodedSlashes::Decode)? else {
+        return Ok(());
+    };
     let original = OriginalPath(req.uri().path().to_owned());
-    if let Cow::Owned(path) = normalize(&original.0, EncodedSlashes::Decode)? {
-        let path_and_query = match req.uri().query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        };
-        let mut parts = req.uri().clone().into_parts();
-        parts.path_and_query =
-            Some(PathAndQuery::try_from(path_and_query).map_err(|_| HygieneError::InvalidPath)?);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|_| HygieneError::InvalidPath)?;
-    }
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query =
+        Some(PathAndQuery::try_from(path_and_query).map_err(|_| HygieneError::InvalidPath)?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| HygieneError::InvalidPath)?;
     req.extensions_mut().insert(original);
     Ok(())
 }
