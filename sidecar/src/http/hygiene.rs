@@ -225,6 +225,7 @@ fn target_len(uri: &Uri, version: Version) -> usize {
 /// Exactly one way to find where the body ends.
 fn check_framing(req: &Request<Body>) -> Result<(), HygieneError> {
     let headers = req.headers();
+    // Absent: a plain head (HTTP/2, or an HTTP/1 head with no framing lines).
     let raw = req
         .extensions()
         .get::<RawHead>()

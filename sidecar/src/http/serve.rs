@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::h2guard::{self, H2Guard};
-use super::hygiene::{RawHeads, WatchHeads};
+use super::hygiene::{RawHead, RawHeads, WatchHeads};
 use super::park::{Boundary, Busy, Idle, Working, PARK_AFTER};
 use super::{boxed, Body, ConnInfo, HttpService};
 use crate::config::LimitSettings;
@@ -64,8 +64,13 @@ where
     let conn = std::sync::Arc::new(conn);
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ConnInfo::clone(&conn));
+        // Popped for every request, kept only when it says something: the
+        // hygiene layer reads a missing head as a plain one (no length
+        // lines, no `Transfer-Encoding`), and most requests are plain.
         if let Some(raw) = raw_heads.as_ref().and_then(RawHeads::next) {
-            req.extensions_mut().insert(raw);
+            if raw != RawHead::default() {
+                req.extensions_mut().insert(raw);
+            }
         }
         // A malformed HTTP/2 request resets its stream (RST_STREAM(PROTOCOL_ERROR)).
         if h2_malformed && h2guard::malformed_request(&req) {
