@@ -5,9 +5,9 @@
 //! makes an upstream failure mid-response visible: HTTP/1 closes the
 //! connection, HTTP/2 resets the stream, gRPC ends with `UNAVAILABLE`.
 //! Reads: from the request's extensions, the [`Target`] routing put there,
-//! the [`TriedEndpoints`] of a retried request, the telemetry's
-//! `RequestInfo` and the connection's `ConnInfo` (ring-hash by source IP):
-//! [`RetryExtensions`] keeps exactly these.
+//! the telemetry's `RequestInfo` (which records each attempt's endpoint: a
+//! retry avoids those already tried) and the connection's `ConnInfo`
+//! (ring-hash by source IP): [`RetryExtensions`] keeps exactly these.
 //! Errors: [`ForwardError`], and the pool's `ConnectError` / `UpstreamError`.
 
 use std::pin::Pin;
@@ -35,21 +35,6 @@ use crate::route::Target;
 use crate::telemetry::Metrics;
 use crate::BoxError;
 
-/// The endpoints earlier attempts of a retried request went to; retries
-/// prefer others. Shared by every attempt of one request.
-#[derive(Clone, Debug, Default)]
-pub struct TriedEndpoints(Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>);
-
-impl TriedEndpoints {
-    fn list(&self) -> Vec<std::net::SocketAddr> {
-        crate::lock(&self.0).clone()
-    }
-
-    fn push(&self, addr: std::net::SocketAddr) {
-        crate::lock(&self.0).push(addr);
-    }
-}
-
 /// The request extensions this module reads: what a retry of the request
 /// must carry again. The rest concern only the layers above, which a retry
 /// does not pass through. Kept as values, put into a request only when a
@@ -58,7 +43,6 @@ impl TriedEndpoints {
 #[derive(Default)]
 pub struct RetryExtensions {
     target: Option<Target>,
-    tried: Option<TriedEndpoints>,
     info: Option<crate::telemetry::RequestInfo>,
     conn: Option<crate::http::ConnInfo>,
 }
@@ -68,7 +52,6 @@ impl RetryExtensions {
     pub fn of(extensions: &http::Extensions) -> Self {
         Self {
             target: extensions.get::<Target>().cloned(),
-            tried: extensions.get::<TriedEndpoints>().cloned(),
             info: extensions.get::<crate::telemetry::RequestInfo>().cloned(),
             conn: extensions.get::<crate::http::ConnInfo>().cloned(),
         }
@@ -79,9 +62,6 @@ impl RetryExtensions {
         let mut extensions = http::Extensions::new();
         if let Some(target) = &self.target {
             extensions.insert(target.clone());
-        }
-        if let Some(tried) = &self.tried {
-            extensions.insert(tried.clone());
         }
         if let Some(info) = &self.info {
             extensions.insert(info.clone());
@@ -135,9 +115,13 @@ async fn forward(
         .get::<Target>()
         .cloned()
         .ok_or(ForwardError::Unrouted)?;
-    let tried = req.extensions().get::<TriedEndpoints>().cloned();
+    let tried = req
+        .extensions()
+        .get::<crate::telemetry::RequestInfo>()
+        .map(crate::telemetry::RequestInfo::tried)
+        .unwrap_or_default();
     let sticky = sticky::key(target.cluster.balancer.policy(), &req);
-    let (endpoint, set_cookie) = choose(&target, tried.as_ref(), sticky).await?;
+    let (endpoint, set_cookie) = choose(&target, &tried, sticky).await?;
     // One clock read serves the access log and the balancer's latency.
     let sent = tokio::time::Instant::now();
     if let Some(info) = req.extensions().get::<crate::telemetry::RequestInfo>() {
@@ -223,14 +207,12 @@ async fn forward(
     }
 }
 
-/// The endpoint for this request: the balancer's choice, or the
-/// passthrough authority resolved.
 /// The endpoint for this request: the balancer's choice (avoiding endpoints
 /// earlier attempts tried, sticking by the request's key under ring hash),
 /// or the passthrough authority resolved. Also the sticky cookie to set.
 async fn choose(
     target: &Target,
-    req_tried: Option<&TriedEndpoints>,
+    tried: &[std::net::SocketAddr],
     sticky: StickyKey,
 ) -> Result<(Arc<EndpointState>, Option<HeaderValue>), BoxError> {
     if let Some(authority) = &target.passthrough {
@@ -247,13 +229,9 @@ async fn choose(
         ));
     }
     let balancer = &target.cluster.balancer;
-    let tried = req_tried.map(TriedEndpoints::list).unwrap_or_default();
     let endpoint = balancer
-        .pick_avoiding(&tried, sticky.hash)
+        .pick_avoiding(tried, sticky.hash)
         .ok_or(ForwardError::NoEndpoints)?;
-    if let Some(log) = req_tried {
-        log.push(endpoint.addr);
-    }
     Ok((endpoint, sticky.set_cookie))
 }
 

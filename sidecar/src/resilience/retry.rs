@@ -17,7 +17,7 @@ use super::{ResilienceError, Slot};
 use crate::cluster::Cluster;
 use crate::config::RetryPolicy;
 use crate::connect::{Unsent, UpstreamError};
-use crate::forward::{RetryExtensions, TriedEndpoints};
+use crate::forward::RetryExtensions;
 use crate::http::{full, is_grpc, is_upgrade, Body, HttpService, ResponseFuture};
 use crate::telemetry::Metrics;
 use crate::BoxError;
@@ -41,7 +41,6 @@ pub(super) async fn run(
     }
     let idempotent = policy.non_idempotent || is_idempotent(req.method());
     let mut req = req;
-    req.extensions_mut().insert(TriedEndpoints::default());
     // gRPC statuses are retried whatever the method (gRPC retry semantics):
     // gRPC bodies are kept for replay too.
     let replayable = idempotent || is_grpc(req.headers());

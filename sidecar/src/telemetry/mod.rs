@@ -56,7 +56,8 @@ struct InfoInner {
     client: OnceLock<std::net::IpAddr>,
     request_id: OnceLock<Arc<str>>,
     attempts: AtomicU32,
-    endpoint: Mutex<Option<SocketAddr>>,
+    /// The last attempt's endpoint, and those of the attempts before it.
+    endpoints: Mutex<(Option<SocketAddr>, Vec<SocketAddr>)>,
     first_attempt: OnceLock<Instant>,
     denied: OnceLock<(&'static str, &'static str)>,
     grpc_status: OnceLock<u32>,
@@ -119,7 +120,10 @@ impl RequestInfo {
     pub fn record_attempt(&self, endpoint: SocketAddr, at: Instant) {
         let _ = self.0.first_attempt.set(at);
         self.0.attempts.fetch_add(1, Ordering::Relaxed);
-        *crate::lock(&self.0.endpoint) = Some(endpoint);
+        let mut endpoints = crate::lock(&self.0.endpoints);
+        if let Some(previous) = endpoints.0.replace(endpoint) {
+            endpoints.1.push(previous);
+        }
     }
 
     /// Attempts sent to an endpoint (0: none got that far).
@@ -129,7 +133,16 @@ impl RequestInfo {
 
     /// The endpoint of the last attempt.
     pub fn endpoint(&self) -> Option<SocketAddr> {
-        *crate::lock(&self.0.endpoint)
+        crate::lock(&self.0.endpoints).0
+    }
+
+    /// The endpoints attempts went to so far, which a retry avoids while
+    /// others are available (no allocation before the first retry).
+    pub fn tried(&self) -> Vec<SocketAddr> {
+        let endpoints = crate::lock(&self.0.endpoints);
+        let mut tried = endpoints.1.clone();
+        tried.extend(endpoints.0);
+        tried
     }
 
     /// When the first attempt was sent.
@@ -406,6 +419,22 @@ mod tests {
     use super::*;
     use arc_swap::ArcSwap;
     use tower::ServiceBuilder;
+
+    #[test]
+    fn attempts_record_every_endpoint_tried_and_the_last_one() {
+        let info = RequestInfo::default();
+        assert!(info.tried().is_empty());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:80".parse().unwrap(),
+            "10.0.0.2:80".parse().unwrap(),
+        );
+        info.record_attempt(a, Instant::now());
+        assert_eq!(info.tried(), [a]);
+        info.record_attempt(b, Instant::now());
+        assert_eq!(info.tried(), [a, b]);
+        assert_eq!(info.endpoint(), Some(b));
+        assert_eq!(info.attempts(), 2);
+    }
 
     fn runtime(yaml: &str, metrics: &Arc<Metrics>) -> Runtime {
         Runtime {
