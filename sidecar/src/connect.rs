@@ -525,8 +525,7 @@ impl Pool {
                 }
             }
         }
-        // Boxed: opening a connection is the rare path, and its future is
-        // large; the common one (a pooled connection) stays small.
+        // Boxed, as in `send_h1`.
         let mut sender = match Box::pin(self.connect_h2(endpoint)).await {
             Ok(sender) => sender,
             Err(err) => return Err(Box::new(Unsent::new(err, req))),
