@@ -489,7 +489,10 @@ mod tests {
         };
         let at =
             |secs: f64| tokio::time::sleep_until(Instant::now() + Duration::from_secs_f64(secs));
-        // Rounds start at 0 s and then every 0.9–1.1 s.
+        // Rounds start at 0 s and then every 0.9–1.1 s; a round's results
+        // land 0.2 s after its start, when the hung check times out. The
+        // checkpoints below hold for any jitter: round n lands in
+        // [0.9 n + 0.2, 1.1 n + 0.2] s.
         at(1.5).await;
         assert!(
             a.is_healthy() && b.is_healthy() && c.is_healthy(),
@@ -510,9 +513,9 @@ mod tests {
         at(1.0).await; // 3.5 s: one success
         assert!(!b.is_healthy(), "1 success < 2");
         assert!(d.is_healthy(), "a new endpoint starts healthy");
-        at(1.0).await; // 4.5 s: two successes
+        at(1.2).await; // 4.7 s: two successes (round 4 landed by 4.6 s)
         assert!(b.is_healthy());
-        at(1.0).await; // 5.5 s: d's third failure
+        at(1.1).await; // 5.8 s: d's third failure (round 5 landed by 5.7 s)
         assert!(!d.is_healthy());
         assert!(!c.is_healthy(), "still hung");
         assert_eq!(
