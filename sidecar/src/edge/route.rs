@@ -146,6 +146,25 @@ pub struct MatchedRoute {
 }
 
 impl MatchedRoute {
+    /// The route `req` matched, if it `uses` the feature asked about: how
+    /// a layer of the edge stack decides whether a request is its own
+    /// (`None`: pass it on untouched).
+    pub fn using(
+        req: &Request<Body>,
+        uses: impl FnOnce(&RouteSettings) -> bool,
+    ) -> Option<&MatchedRoute> {
+        req.extensions()
+            .get::<MatchedRoute>()
+            .filter(|matched| uses(matched.settings()))
+    }
+
+    /// The route table the route was matched in: the limiters and
+    /// authenticators that go with its settings, whatever a reload put in
+    /// place since.
+    pub fn table(&self) -> &Arc<RouteTable> {
+        &self.table
+    }
+
     /// The matched route's settings.
     pub fn settings(&self) -> &RouteSettings {
         // The index comes from this very table.

@@ -21,8 +21,8 @@ pub fn edge(rt: &Runtime) -> HttpService {
         )) // /@connections/{id}: the bridge's connections API for backends, before route matching
         .layer(edge::route_layer(rt.routes.clone())) // first matching route: allow / deny, encoded slashes, redirects; response header changes
         .layer(edge::cors::layer()) // preflights answered before authentication (they carry no credentials); CORS response headers
-        .layer(policy::auth::layer(rt.routes.clone())) // the route's authenticators (JWT, API keys, introspection, external) and requirements
-        .layer(policy::rate_limit::layer(rt.routes.clone())) // the route's limits, keyed by consumer, claim, client, header: after auth names the caller
+        .layer(policy::auth::layer()) // the route's authenticators (JWT, API keys, introspection, external) and requirements
+        .layer(policy::rate_limit::layer()) // the route's limits, keyed by consumer, claim, client, header: after auth names the caller
         .layer(translate::grpc_web::layer()) // browsers' gRPC-Web calls become gRPC, answers go back with trailers in the body
         .layer(edge::compress::layer(rt.settings.clone())) // the route's response compression (Accept-Encoding) and request decompression
         .layer(edge::cache::layer(rt.routes.clone())) // the route's response cache: after auth and limits, so a hit never skips them

@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use http::header::{HeaderName, HeaderValue, COOKIE};
 use http::request::Parts;
 use http::Request;
@@ -626,26 +625,18 @@ fn challenge(realm: &str, bad_token: bool, api_key_only: bool) -> HeaderValue {
 }
 
 /// The authentication layer of the edge stack.
-pub fn layer(
-    routes: Arc<ArcSwap<RouteTable>>,
-) -> impl Layer<HttpService, Service = HttpService> + Clone {
+pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
-        let routes = routes.clone();
         crate::http::direct_fn(move |req: Request<Body>| {
-            let guarded = req
-                .extensions()
-                .get::<MatchedRoute>()
-                .is_some_and(|m| !m.settings().access.auth.is_empty());
-            if !guarded {
+            let Some(matched) = MatchedRoute::using(&req, |r| !r.access.auth.is_empty()) else {
                 return inner.call_ref(req);
-            }
-            let routes = routes.clone();
+            };
+            let table = matched.table().clone();
             let inner = inner.clone();
             Box::pin(async move {
                 // `Request<Body>` is not `Sync`: the body waits aside while
                 // the authenticators borrow the head.
                 let (mut parts, body) = req.into_parts();
-                let table = routes.load_full();
                 admit(&table, &mut parts).await?;
                 inner.call_ref(Request::from_parts(parts, body)).await
             })

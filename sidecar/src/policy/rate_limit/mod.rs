@@ -32,7 +32,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Request, Response};
 use mesh_api::config as raw;
@@ -45,7 +44,6 @@ use self::redis::{RedisAddr, RedisClient, RedisMetrics};
 use crate::config::Errors;
 use crate::edge::MatchedRoute;
 use crate::http::{Body, ConnInfo, HttpService};
-use crate::route::RouteTable;
 use crate::telemetry::{Metrics, RequestInfo};
 use crate::BoxError;
 
@@ -594,37 +592,28 @@ fn ceil_secs(d: Duration) -> u64 {
 }
 
 /// The rate-limit layer of the edge stack.
-pub fn layer(
-    routes: Arc<ArcSwap<RouteTable>>,
-) -> impl Layer<HttpService, Service = HttpService> + Clone {
+pub fn layer() -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
-        let routes = routes.clone();
         crate::http::direct_fn(move |req: Request<Body>| {
-            let limited = req
-                .extensions()
-                .get::<MatchedRoute>()
-                .is_some_and(|m| !m.settings().access.rate_limits.is_empty());
-            if !limited {
+            let Some(matched) = MatchedRoute::using(&req, |r| !r.access.rate_limits.is_empty())
+            else {
                 return inner.call_ref(req);
-            }
+            };
+            let matched = matched.clone();
             let inner = inner.clone();
-            let table = routes.load_full();
-            Box::pin(async move { limit(table, inner, req).await })
+            Box::pin(async move { limit(matched, inner, req).await })
         })
     })
 }
 
-/// Applies the matched route's limits to `req`.
+/// Applies the limits of `matched`, the route `req` matched.
 async fn limit(
-    table: Arc<RouteTable>,
+    matched: MatchedRoute,
     inner: HttpService,
     req: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {
-    let Some(matched) = req.extensions().get::<MatchedRoute>().cloned() else {
-        return inner.call_ref(req).await;
-    };
     let route = matched.settings();
-    let limiters = table.limiters();
+    let limiters = matched.table().limiters();
     let mut report: Option<Report> = None;
     // Throttled places, given back once the request goes on (or is dropped).
     let mut waiting: Vec<Waiting<'_>> = Vec::new();
