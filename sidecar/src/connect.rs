@@ -259,7 +259,7 @@ impl Recycle {
         };
         let idle = Idle {
             sender: self.sender,
-            since: Instant::now(),
+            since: crate::clock::now(),
         };
         lock(&pool.idle_h1).entry(self.addr).or_default().push(idle);
     }
@@ -322,6 +322,10 @@ impl Drop for PooledBody {
     }
 }
 
+/// Per endpoint, looked up twice per request: foldhash (seeded per map)
+/// costs a fraction of SipHash over a `SocketAddr`'s six fields.
+type ByAddr<T> = HashMap<SocketAddr, T, foldhash::fast::RandomState>;
+
 struct Inner {
     connect_timeout: Duration,
     idle_timeout: Duration,
@@ -332,8 +336,8 @@ struct Inner {
     open: Arc<AtomicU32>,
     /// Connections being opened now.
     connecting: AtomicU32,
-    idle_h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Body>>>,
+    idle_h1: Mutex<ByAddr<Vec<Idle>>>,
+    h2: Mutex<ByAddr<http2::SendRequest<Body>>>,
 }
 
 impl Pool {
@@ -539,7 +543,9 @@ impl Pool {
         let mut idle = lock(&self.0.idle_h1);
         let stack = idle.get_mut(&addr)?;
         while let Some(entry) = stack.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < self.0.idle_timeout {
+            if !entry.sender.is_closed()
+                && crate::clock::now().saturating_duration_since(entry.since) < self.0.idle_timeout
+            {
                 return Some(entry.sender);
             }
         }

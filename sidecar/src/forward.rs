@@ -123,7 +123,7 @@ async fn forward(
     let sticky = sticky::key(target.cluster.balancer.policy(), &req);
     let (endpoint, set_cookie) = choose(&target, &tried, sticky).await?;
     // One clock read serves the access log and the balancer's latency.
-    let sent = tokio::time::Instant::now();
+    let sent = crate::clock::now();
     if let Some(info) = req.extensions().get::<crate::telemetry::RequestInfo>() {
         info.record_attempt(endpoint.addr, sent);
     }
@@ -158,7 +158,7 @@ async fn forward(
             return Err(err);
         }
     };
-    let answered = tokio::time::Instant::now();
+    let answered = crate::clock::exact();
     endpoint.observe_at(answered - sent, answered);
     let outcome = if response.status().is_server_error() {
         Outcome::ServerError

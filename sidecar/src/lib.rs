@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod app;
 pub mod balance;
 pub mod cidr;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod connect;

@@ -141,17 +141,16 @@ pub fn layer(
 ) -> impl Layer<HttpService, Service = HttpService> + Clone {
     layer_fn(move |inner: HttpService| {
         let settings = settings.clone();
-        crate::http::direct_fn(move |req: Request<Body>| {
-            let version = req.version();
-            let grpc = super::is_grpc(req.headers());
-            let info = req.extensions().get::<RequestInfo>().cloned();
-            match check(req, &settings.load().limits) {
-                Ok(req) => inner.call_ref(req),
+        crate::http::direct_fn(move |mut req: Request<Body>| {
+            let limits = &settings.load().limits;
+            match check_head(&mut req, limits) {
+                Ok(body_limit) => inner.call_ref(limit_body(req, body_limit)),
                 Err(err) => {
-                    if let Some(info) = info {
+                    if let Some(info) = req.extensions().get::<RequestInfo>() {
                         info.set_denied("hygiene", err.label());
                     }
-                    super::ready(Ok(refusal(err, version, grpc)))
+                    let grpc = super::is_grpc(req.headers());
+                    super::ready(Ok(refusal(err, req.version(), grpc)))
                 }
             }
         })
@@ -175,19 +174,75 @@ pub(crate) fn check(
     mut req: Request<Body>,
     limits: &LimitSettings,
 ) -> Result<Request<Body>, HygieneError> {
-    check_sizes(&req, limits)?;
-    check_framing(&req)?;
-    check_host(&req)?;
-    check_header_values(req.headers())?;
-    normalize_target(&mut req)?;
-    limit_body(req, limits.max_body)
+    let body_limit = check_head(&mut req, limits)?;
+    Ok(limit_body(req, body_limit))
+}
+
+/// Every check of the head, which is normalised; the limit its body still
+/// needs, if any.
+fn check_head(req: &mut Request<Body>, limits: &LimitSettings) -> Result<BodyLimit, HygieneError> {
+    let fields = Fields::of(req.headers());
+    check_sizes(req, &fields, limits)?;
+    check_framing(req, &fields)?;
+    check_host(req, &fields)?;
+    if fields.bad_value {
+        return Err(HygieneError::InvalidHeaderValue);
+    }
+    // Decided before the target is rewritten, told after its errors.
+    let limit = body_limit(req, &fields, limits.max_body);
+    normalize_target(req)?;
+    limit
+}
+
+/// What the checks need of the header fields, gathered in one pass
+/// rather than a lookup per question.
+#[derive(Default)]
+struct Fields<'a> {
+    /// `name:value\n` summed over the fields.
+    bytes: usize,
+    /// Values across the `Content-Length` lines (commas separate them), and the first line.
+    content_lengths: usize,
+    content_length: Option<&'a HeaderValue>,
+    /// `Transfer-Encoding` lines, and the first.
+    transfer_encodings: usize,
+    transfer_encoding: Option<&'a HeaderValue>,
+    /// `Host` lines, and the first.
+    hosts: usize,
+    host: Option<&'a HeaderValue>,
+    /// CR, LF or NUL in a value: they never belong there (RFC 9110 §5.5).
+    bad_value: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn of(headers: &'a HeaderMap) -> Self {
+        let mut fields = Fields::default();
+        for (name, value) in headers {
+            let bytes = value.as_bytes();
+            fields.bytes += name.as_str().len() + bytes.len() + 2;
+            fields.bad_value |= memchr::memchr3(b'\r', b'\n', 0, bytes).is_some();
+            if *name == header::CONTENT_LENGTH {
+                fields.content_lengths += bytes.split(|b| *b == b',').count();
+                fields.content_length.get_or_insert(value);
+            } else if *name == header::TRANSFER_ENCODING {
+                fields.transfer_encodings += 1;
+                fields.transfer_encoding.get_or_insert(value);
+            } else if *name == header::HOST {
+                fields.hosts += 1;
+                fields.host.get_or_insert(value);
+            }
+        }
+        fields
+    }
 }
 
 /// 431 and 414. hyper enforces the exact HTTP/1 limits itself; these hold
 /// for HTTP/2 and, as a lower bound of the bytes sent, for HTTP/1.
-fn check_sizes(req: &Request<Body>, limits: &LimitSettings) -> Result<(), HygieneError> {
-    let headers = req.headers();
-    if headers.len() > limits.max_headers {
+fn check_sizes(
+    req: &Request<Body>,
+    fields: &Fields<'_>,
+    limits: &LimitSettings,
+) -> Result<(), HygieneError> {
+    if req.headers().len() > limits.max_headers {
         return Err(HygieneError::TooManyHeaders);
     }
     let target = target_len(req.uri(), req.version());
@@ -196,11 +251,7 @@ fn check_sizes(req: &Request<Body>, limits: &LimitSettings) -> Result<(), Hygien
     }
     // `METHOD target HTTP/1.1\n`, then `name:value\n` per field.
     let line = req.method().as_str().len() + target + 11;
-    let fields: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + 2)
-        .sum();
-    if line + fields > limits.max_header_bytes {
+    if line + fields.bytes > limits.max_header_bytes {
         return Err(HygieneError::HeaderTooLarge);
     }
     Ok(())
@@ -223,36 +274,29 @@ fn target_len(uri: &Uri, version: Version) -> usize {
 }
 
 /// Exactly one way to find where the body ends.
-fn check_framing(req: &Request<Body>) -> Result<(), HygieneError> {
-    let headers = req.headers();
+fn check_framing(req: &Request<Body>, fields: &Fields<'_>) -> Result<(), HygieneError> {
     // Absent: a plain head (HTTP/2, or an HTTP/1 head with no framing lines).
     let raw = req
         .extensions()
         .get::<RawHead>()
         .copied()
         .unwrap_or_default();
-    let lengths = headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .map(|v| v.as_bytes().split(|b| *b == b',').count())
-        .sum::<usize>()
-        .max(raw.content_lengths);
-    let chunked = raw.transfer_encoding || headers.contains_key(header::TRANSFER_ENCODING);
+    let lengths = fields.content_lengths.max(raw.content_lengths);
+    let chunked = raw.transfer_encoding || fields.transfer_encodings > 0;
     if lengths > 0 && chunked {
         return Err(HygieneError::ContentLengthWithTransferEncoding);
     }
     if lengths > 1 {
         return Err(HygieneError::MultipleContentLength);
     }
-    if let Some(length) = headers.get(header::CONTENT_LENGTH) {
+    if let Some(length) = fields.content_length {
         if digits(length.as_bytes()).is_none() {
             return Err(HygieneError::InvalidContentLength);
         }
     }
     if chunked {
-        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
-        let only_chunked = match (codings.next(), codings.next()) {
-            (Some(coding), None) => coding
+        let only_chunked = match (fields.transfer_encoding, fields.transfer_encodings) {
+            (Some(coding), 1) => coding
                 .as_bytes()
                 .trim_ascii()
                 .eq_ignore_ascii_case(b"chunked"),
@@ -279,13 +323,11 @@ fn digits(bytes: &[u8]) -> Option<u64> {
 
 /// One unambiguous target: `Host` once (required on HTTP/1.1), and equal to
 /// the absolute-form target's or HTTP/2 `:authority` when both are sent.
-fn check_host(req: &Request<Body>) -> Result<(), HygieneError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
+fn check_host(req: &Request<Body>, fields: &Fields<'_>) -> Result<(), HygieneError> {
+    if fields.hosts > 1 {
         return Err(HygieneError::MultipleHost);
     }
-    match (host, req.uri().authority()) {
+    match (fields.host, req.uri().authority()) {
         (None, _) if req.version() == Version::HTTP_11 => Err(HygieneError::MissingHost),
         (Some(host), Some(authority)) if !same_authority(host, authority, req.uri()) => {
             Err(HygieneError::HostMismatch)
@@ -315,17 +357,6 @@ fn without_default_port<'a>(authority: &'a [u8], default_port: &[u8]) -> &'a [u8
     authority.strip_suffix(default_port).unwrap_or(authority)
 }
 
-/// CR, LF and NUL never belong in a header value (RFC 9110 §5.5).
-fn check_header_values(headers: &HeaderMap) -> Result<(), HygieneError> {
-    let bad = headers
-        .values()
-        .any(|v| v.as_bytes().iter().any(|b| matches!(b, b'\r' | b'\n' | 0)));
-    if bad {
-        return Err(HygieneError::InvalidHeaderValue);
-    }
-    Ok(())
-}
-
 /// Rewrites the URI's path to its normal form and records the original.
 /// `*` (OPTIONS) and authority-form (CONNECT) targets have no path.
 fn normalize_target(req: &mut Request<Body>) -> Result<(), HygieneError> {
@@ -348,23 +379,35 @@ fn normalize_target(req: &mut Request<Body>) -> Result<(), HygieneError> {
     Ok(())
 }
 
-/// 413 at once for a declared length over `max`; a body of unknown length
-/// is cut once over it.
-fn limit_body(req: Request<Body>, max: Option<u64>) -> Result<Request<Body>, HygieneError> {
+/// A limit a body must be held to as it streams, if it needs one.
+type BodyLimit = Option<u64>;
+
+/// 413 at once for a declared length over `max`; a body that may be
+/// longer than `max` is to be cut once over it ([`limit_body`]).
+fn body_limit(
+    req: &Request<Body>,
+    fields: &Fields<'_>,
+    max: Option<u64>,
+) -> Result<BodyLimit, HygieneError> {
     let Some(max) = max else {
-        return Ok(req);
+        return Ok(None);
     };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| digits(v.as_bytes()));
+    let declared = fields.content_length.and_then(|v| digits(v.as_bytes()));
     if declared.is_some_and(|n| n > max) {
         return Err(HygieneError::BodyTooLarge);
     }
     if req.body().size_hint().upper().is_some_and(|n| n <= max) {
-        return Ok(req);
+        return Ok(None);
     }
-    Ok(req.map(|body| limited(body, max)))
+    Ok(Some(max))
+}
+
+/// `req` with its body cut once over `limit`.
+fn limit_body(req: Request<Body>, limit: BodyLimit) -> Request<Body> {
+    match limit {
+        Some(max) => req.map(|body| limited(body, max)),
+        None => req,
+    }
 }
 
 /// `body`, failing with [`HygieneError::BodyTooLarge`] before it yields more
@@ -635,29 +678,46 @@ impl<I> WatchHeads<I> {
                     };
                 }
                 Framing::Head | Framing::ChunkSize | Framing::ChunkEnd | Framing::Trailers => {
-                    let Some(end) = bytes.iter().position(|b| *b == b'\n') else {
+                    let Some(end) = memchr::memchr(b'\n', bytes) else {
                         self.line.extend_from_slice(bytes);
                         if self.line.len() > self.max_line {
                             self.stop();
                         }
                         return;
                     };
-                    self.line.extend_from_slice(&bytes[..end]);
-                    bytes = &bytes[end + 1..];
-                    let mut line = std::mem::take(&mut self.line);
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
+                    let (line, rest) = (&bytes[..end], &bytes[end + 1..]);
+                    bytes = rest;
+                    if self.line.is_empty() {
+                        // The whole line is in this read: looked at in place.
+                        if !self.end_line(line) {
+                            return;
+                        }
+                    } else {
+                        let mut carried = std::mem::take(&mut self.line);
+                        carried.extend_from_slice(line);
+                        let more = self.end_line(&carried);
+                        carried.clear();
+                        if self.state != Framing::Off {
+                            self.line = carried;
+                        }
+                        if !more {
+                            return;
+                        }
                     }
-                    if line.len() > self.max_line {
-                        self.stop();
-                        return;
-                    }
-                    self.on_line(&line);
-                    line.clear();
-                    self.line = line;
                 }
             }
         }
+    }
+
+    /// A line ended (`line` without its `\n`); false when the watch stopped.
+    fn end_line(&mut self, line: &[u8]) -> bool {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.len() > self.max_line {
+            self.stop();
+            return false;
+        }
+        self.on_line(line);
+        true
     }
 
     fn stop(&mut self) {
@@ -699,7 +759,7 @@ impl<I> WatchHeads<I> {
             return;
         }
         if !line.is_empty() {
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
+            let Some(colon) = memchr::memchr(b':', line) else {
                 return;
             };
             let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());

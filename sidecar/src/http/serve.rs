@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -87,7 +87,7 @@ where
         }
     });
     if version == Version::HTTP_2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        let mut builder = hyper::server::conn::http2::Builder::new(crate::clock::Executor);
         let h2 = &limits.http2;
         builder
             .timer(TokioTimer::new())

@@ -330,16 +330,15 @@ impl Accept {
                     let conn = this.clone();
                     let span = tracing::debug_span!("conn", %peer);
                     // Each kind its own task: a task is as large as its
-                    // future, for as long as the connection lives.
+                    // future, for as long as the connection lives. Its
+                    // polls share a clock reading each (`clock`).
                     match this.edge.clone() {
-                        Some(edge) => this
-                            .shared
-                            .tracker
-                            .spawn(conn.edge_connection(edge, stream, peer).instrument(span)),
-                        None => this
-                            .shared
-                            .tracker
-                            .spawn(conn.connection(stream, peer).instrument(span)),
+                        Some(edge) => this.shared.tracker.spawn(crate::clock::shared(
+                            conn.edge_connection(edge, stream, peer).instrument(span),
+                        )),
+                        None => this.shared.tracker.spawn(crate::clock::shared(
+                            conn.connection(stream, peer).instrument(span),
+                        )),
                     };
                 }
                 Err(err) => {

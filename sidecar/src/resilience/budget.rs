@@ -74,7 +74,7 @@ impl RetryBudget {
 impl Window {
     /// Moves to the current second, clearing the buckets that fell out.
     fn advance(&mut self) {
-        let now = Instant::now()
+        let now = crate::clock::now()
             .saturating_duration_since(self.start)
             .as_secs();
         let steps = now.saturating_sub(self.second).min(SECONDS as u64);

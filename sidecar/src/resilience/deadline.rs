@@ -34,7 +34,7 @@ pub fn propagate(headers: &mut HeaderMap, expires: Instant) {
     if !headers.contains_key(&HEADER) {
         return;
     }
-    let left = expires.saturating_duration_since(Instant::now());
+    let left = expires.saturating_duration_since(crate::clock::now());
     let millis = left.as_millis().clamp(1, 99_999_999);
     if let Ok(value) = HeaderValue::from_str(&format!("{millis}m")) {
         headers.insert(HEADER, value);

@@ -115,7 +115,7 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<HttpService, Service = HttpSer
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                let expires = timeout.map(|t| tokio::time::Instant::now() + t);
+                let expires = timeout.map(|t| crate::clock::now() + t);
                 let attempts = retry::run(inner, req, cluster, &metrics, expires);
                 match expires {
                     None => attempts.await,

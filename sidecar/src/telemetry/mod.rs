@@ -260,7 +260,7 @@ pub fn layer(
                     .get::<crate::http::ConnInfo>()
                     .and_then(|c| c.peer_identity.as_ref()),
             );
-            let start = Instant::now();
+            let start = crate::clock::now();
             let current = settings.load();
             // Before the access log, which logs the trace ID sent upstream.
             let span = current
@@ -278,7 +278,7 @@ pub fn layer(
                 let result = call.await;
                 // Below the errors layer everything is a response; 500 is a backstop.
                 let status = result.as_ref().map_or(500, |r| r.status().as_u16());
-                let elapsed = start.elapsed();
+                let elapsed = crate::clock::exact().saturating_duration_since(start);
                 let mut labels = metrics.request_labels(
                     direction,
                     info.upstream(),
