@@ -7,6 +7,7 @@ pub mod admin;
 pub mod allocator;
 pub mod app;
 pub mod balance;
+pub mod busy_poll;
 pub mod cidr;
 pub mod clock;
 pub mod cluster;

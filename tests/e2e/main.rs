@@ -8,6 +8,7 @@ mod aggregate;
 mod auth_jwt;
 mod auth_services;
 mod balance;
+mod busy_poll;
 mod cache;
 mod compress;
 mod config;

@@ -278,12 +278,18 @@ pub struct Sidecar {
 impl Sidecar {
     /// Writes `yaml` to a file and runs `sidecar run` on it.
     pub fn start(yaml: &str) -> Sidecar {
+        Sidecar::start_with(yaml, &[])
+    }
+
+    /// [`start`](Self::start) with more `sidecar run` arguments.
+    pub fn start_with(yaml: &str, args: &[&str]) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("sidecar.yaml");
         std::fs::write(&config, yaml).unwrap();
         let mut child = Command::new(bin("sidecar"))
             .args(["run", "--log-format", "json", "--config"])
             .arg(&config)
+            .args(args)
             .env("MESH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

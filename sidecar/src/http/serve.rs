@@ -63,6 +63,7 @@ where
     // Shared: the service lives as long as the connection, parked or not.
     let conn = std::sync::Arc::new(conn);
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        crate::busy_poll::note_request();
         req.extensions_mut().insert(ConnInfo::clone(&conn));
         // Popped for every request, kept only when it says something: the
         // hygiene layer reads a missing head as a plain one (no length
