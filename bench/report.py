@@ -293,6 +293,11 @@ def check_targets(results):
     add("added p99 at 2000 req/s <= 150 µs", lat, "added_p99_us", lambda v: v <= 150)
     add("two-hop mTLS added p99 at 1000 req/s <= 500 µs",
         find(results, "latency", "two-hop-mtls@1000"), "added_p99_us", lambda v: v <= 500)
+    # The same targets with the sidecar's `--busy-poll` (off by default).
+    lat = find(results, "latency", "sidecar-busy-poll@2000")
+    add("added p50 at 2000 req/s <= 80 µs, --busy-poll", lat, "added_p50_us", lambda v: v <= 80)
+    add("added p99 at 2000 req/s <= 150 µs, --busy-poll", lat, "added_p99_us", lambda v: v <= 150)
+
     add("h2c req/s vs direct >= 0.80", find(results, "h2c", "sidecar"), "vs_direct", lambda v: v >= 0.8)
     add("RSS idle <= 8 MiB", h1, "rss_idle_mib", lambda v: v <= 8)
     add("RSS after load <= 12 MiB", h1, "rss_after_mib", lambda v: v <= 12)
