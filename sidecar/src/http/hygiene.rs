@@ -858,7 +858,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchHeads<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        super::poll_write_coalesced(Pin::new(&mut self.io), cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

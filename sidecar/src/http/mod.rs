@@ -148,6 +148,38 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
+/// Writes at most this many bytes split over several buffers as one.
+const COALESCE_UP_TO: usize = 8 * 1024;
+
+/// A vectored write of a few small buffers (a response head and a short
+/// body, as hyper queues them) copied into one and written with `write`;
+/// larger writes go as they are, without the copy. One buffer through
+/// `write` costs the kernel less than two through `writev` (measured:
+/// ~0.4 µs of system time per HTTP/1.1 response, bench/README.md).
+pub fn poll_write_coalesced<W: tokio::io::AsyncWrite + ?Sized>(
+    io: std::pin::Pin<&mut W>,
+    cx: &mut std::task::Context<'_>,
+    bufs: &[std::io::IoSlice<'_>],
+) -> std::task::Poll<std::io::Result<usize>> {
+    let total: usize = bufs.iter().map(|b| b.len()).sum();
+    if bufs.len() < 2 || total > COALESCE_UP_TO {
+        return io.poll_write_vectored(cx, bufs);
+    }
+    thread_local! {
+        /// Kept between writes: the copy costs only the bytes copied.
+        static JOINED: std::cell::RefCell<Vec<u8>> =
+            std::cell::RefCell::new(Vec::with_capacity(COALESCE_UP_TO));
+    }
+    JOINED.with(|joined| {
+        let mut joined = joined.borrow_mut();
+        joined.clear();
+        for buf in bufs {
+            joined.extend_from_slice(buf);
+        }
+        io.poll_write(cx, &joined)
+    })
+}
+
 /// An HTTP/1 request asking to switch protocols (WebSocket and the like).
 pub fn is_upgrade(req: &Request<Body>) -> bool {
     req.version() <= Version::HTTP_11
@@ -256,6 +288,85 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records how it was written to (a writer whose calls are the point).
+    #[derive(Default)]
+    struct Recording {
+        writes: Vec<Vec<u8>>,
+        vectored: Vec<Vec<Vec<u8>>>,
+    }
+
+    impl tokio::io::AsyncWrite for Recording {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.vectored
+                .push(bufs.iter().map(|b| b.to_vec()).collect());
+            std::task::Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write_coalesced(io: &mut Recording, bufs: &[&[u8]]) -> usize {
+        let slices: Vec<_> = bufs.iter().map(|b| std::io::IoSlice::new(b)).collect();
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        match poll_write_coalesced(std::pin::Pin::new(io), &mut cx, &slices) {
+            std::task::Poll::Ready(Ok(n)) => n,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_head_and_a_short_body_are_written_as_one_buffer() {
+        let mut io = Recording::default();
+        let n = write_coalesced(&mut io, &[b"HTTP/1.1 200 OK\r\n\r\n", b"ok"]);
+        assert_eq!(n, 21);
+        assert_eq!(io.writes, [b"HTTP/1.1 200 OK\r\n\r\nok".to_vec()]);
+        assert!(io.vectored.is_empty());
+    }
+
+    #[test]
+    fn large_or_single_buffers_are_written_as_they_are() {
+        let mut io = Recording::default();
+        let big = vec![7u8; COALESCE_UP_TO];
+        assert_eq!(
+            write_coalesced(&mut io, &[b"head", &big]),
+            COALESCE_UP_TO + 4
+        );
+        assert_eq!(write_coalesced(&mut io, &[b"one"]), 3);
+        assert!(io.writes.is_empty(), "no copy");
+        assert_eq!(io.vectored.len(), 2);
+        assert_eq!(io.vectored[0][1].len(), COALESCE_UP_TO);
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
