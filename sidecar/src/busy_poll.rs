@@ -24,7 +24,7 @@ use std::task::{Poll, Waker};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Set once, before the runtime starts, when busy polling is on.
+/// Set by the spinner as it starts: busy polling is on.
 static ON: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
