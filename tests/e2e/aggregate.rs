@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mesh_tests::{curl, py_service, sidecar_check, Proc, Sidecar};
+use mesh_tests::{curl, py_service, sidecar_check_yaml, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::edge_tls::edge_addrs;
@@ -288,14 +288,7 @@ fn failed_parts_are_listed_or_fail_the_whole() {
 
 #[test]
 fn an_unknown_part_reference_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.yaml");
-    std::fs::write(
-        &config,
-        "service: edge\nmode: edge\nedge:\n  listeners:\n    - listen: 127.0.0.1:0\n  routes:\n    - match: { path: /me }\n      aggregate:\n        parts:\n          profile: { to: users, path: \"/users/{query.id}\" }\n          account: { to: users, path: \"/accounts/{profil.account_id}\" }\n          loop_a: { to: users, path: \"/a/{loop_b.x}\" }\n          loop_b: { to: users, path: \"/b/{loop_a.x}\" }\n  upstreams:\n    users:\n      discovery: { endpoints: [127.0.0.1:1] }\n",
-    )
-    .unwrap();
-    let (code, text) = sidecar_check(&config);
+    let (code, text) = sidecar_check_yaml("service: edge\nmode: edge\nedge:\n  listeners:\n    - listen: 127.0.0.1:0\n  routes:\n    - match: { path: /me }\n      aggregate:\n        parts:\n          profile: { to: users, path: \"/users/{query.id}\" }\n          account: { to: users, path: \"/accounts/{profil.account_id}\" }\n          loop_a: { to: users, path: \"/a/{loop_b.x}\" }\n          loop_b: { to: users, path: \"/b/{loop_a.x}\" }\n  upstreams:\n    users:\n      discovery: { endpoints: [127.0.0.1:1] }\n");
     assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("edge.routes[0].aggregate.parts.account.path")

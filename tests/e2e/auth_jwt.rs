@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use mesh_tests::{bin, python, sidecar_check, wait_until, Sidecar};
+use mesh_tests::{bin, python, sidecar_check_yaml, wait_until, Sidecar};
 use serde_json::Value;
 
 use crate::edge_tls::edge_addrs;
@@ -265,14 +265,7 @@ fn jwt_and_api_keys_at_the_edge() {
 
 #[test]
 fn auth_config_errors_name_their_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.yaml");
-    std::fs::write(
-        &config,
-        "service: edge\nmode: edge\nadmin: { listen: 127.0.0.1:0 }\nedge:\n  listeners:\n    - listen: 127.0.0.1:0\n  auth:\n    jwt:\n      users:\n        jwks: { file: missing.json }\n        algorithms: [RS256, none]\n    api_keys:\n      partners:\n        keys:\n          - { consumer: acme, sha256: nothex }\n  routes:\n    - match: { path_prefix: / }\n      auth: [users]\n      to: app\n  upstreams:\n    app:\n      discovery: { endpoints: [127.0.0.1:1] }\n",
-    )
-    .unwrap();
-    let (code, text) = sidecar_check(&config);
+    let (code, text) = sidecar_check_yaml("service: edge\nmode: edge\nadmin: { listen: 127.0.0.1:0 }\nedge:\n  listeners:\n    - listen: 127.0.0.1:0\n  auth:\n    jwt:\n      users:\n        jwks: { file: missing.json }\n        algorithms: [RS256, none]\n    api_keys:\n      partners:\n        keys:\n          - { consumer: acme, sha256: nothex }\n  routes:\n    - match: { path_prefix: / }\n      auth: [users]\n      to: app\n  upstreams:\n    app:\n      discovery: { endpoints: [127.0.0.1:1] }\n");
     assert!(code != Some(0), "{text}");
     assert!(
         text.contains("edge.auth.jwt.users.algorithms[1]") && text.contains("\"none\""),

@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{bin, curl, Sidecar};
+use mesh_tests::{bin, config_file, curl, Sidecar};
 
 use crate::rest_app;
 
@@ -78,13 +78,9 @@ fn busy_polling_keeps_a_core_busy_under_traffic_and_rests_after() {
 
 #[test]
 fn busy_polling_without_one_worker_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecar.yaml");
-    std::fs::write(
-        &config,
+    let (_dir, config) = config_file(
         "service: web\nadmin: { listen: 127.0.0.1:0 }\ninbound:\n  listen: 127.0.0.1:0\n  app: 127.0.0.1:9\n",
-    )
-    .unwrap();
+    );
     for extra in [
         &["--busy-poll", "1ms"][..],
         &["--busy-poll", "1ms", "--workers", "2"],

@@ -10,7 +10,6 @@
 //! refused with 415 and corrupt data with 400.
 
 use std::net::SocketAddr;
-use std::process::Command;
 
 use mesh_tests::{curl, py_service, python, Proc, Sidecar};
 use serde_json::Value;
@@ -270,14 +269,10 @@ fn request_bodies_are_decoded_before_forwarding() {
 }
 
 /// `sidecar check` on a config with `compress` set to `compress`: its
-/// exit code and stderr.
+/// exit code and what it printed.
 fn check(compress: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("edge.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "service: edge
+    mesh_tests::sidecar_check_yaml(&format!(
+        "service: edge
 mode: edge
 edge:
   listeners: [{{ listen: 127.0.0.1:0 }}]
@@ -288,18 +283,7 @@ edge:
   upstreams:
     app: {{ discovery: {{ endpoints: [127.0.0.1:9] }} }}
 "
-        ),
-    )
-    .unwrap();
-    let out = Command::new(mesh_tests::bin("sidecar"))
-        .arg("check")
-        .arg(&config)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    ))
 }
 
 #[test]

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 
-use mesh_tests::{curl, py_service, python, root, sidecar_check, Proc, Sidecar};
+use mesh_tests::{curl, py_service, python, root, sidecar_check_yaml, Proc, Sidecar};
 use serde_json::{json, Value};
 
 use crate::refusing_port;
@@ -370,12 +370,8 @@ fn forward_proxy_callers_are_bridged_by_authority() {
 
 #[test]
 fn bad_bridge_config_is_refused_naming_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sidecar.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "service: web
+    let (code, text) = sidecar_check_yaml(&format!(
+        "service: web
 outbound:
   upstreams:
     library:
@@ -388,11 +384,8 @@ outbound:
       discovery: {{ endpoints: [127.0.0.1:1] }}
       grpc_bridge: {{ reflection: true }}
 ",
-            root().join("tests/protos").display()
-        ),
-    )
-    .unwrap();
-    let (code, text) = sidecar_check(&config);
+        root().join("tests/protos").display()
+    ));
     assert!(code != Some(0), "{text}");
     assert!(
         text.contains("outbound.upstreams.library.grpc_bridge.protos[0]"),

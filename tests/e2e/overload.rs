@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{curl, sidecar_check, wait_until, Sidecar};
+use mesh_tests::{curl, sidecar_check_yaml, wait_until, Sidecar};
 
 use crate::edge_tls::{edge_addrs, edge_yaml, TestPki};
 use crate::{curl_reply, rest_app};
@@ -193,14 +193,7 @@ fn requests_over_max_active_requests_get_503_overloaded_then_recover() {
 
 #[test]
 fn overload_config_errors_name_their_paths() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        "service: web\noverload: { shed_at: 1.5, max_active_requests: 0 }\nlimits: { max_connections_per_ip: 0 }\n",
-    )
-    .unwrap();
-    let (code, text) = sidecar_check(&path);
+    let (code, text) = sidecar_check_yaml("service: web\noverload: { shed_at: 1.5, max_active_requests: 0 }\nlimits: { max_connections_per_ip: 0 }\n");
     assert_ne!(code, Some(0), "{text}");
     for path in [
         "overload.shed_at",

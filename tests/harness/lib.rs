@@ -170,6 +170,21 @@ pub fn announced(name: &str, command: &mut Command) -> (Proc, SocketAddr) {
     (proc, addr)
 }
 
+/// `yaml` written to `sidecar.yaml` in a new temporary directory, which
+/// lives as long as the returned guard.
+pub fn config_file(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sidecar.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    (dir, path)
+}
+
+/// [`sidecar_check`] on a config given as text.
+pub fn sidecar_check_yaml(yaml: &str) -> (Option<i32>, String) {
+    let (_dir, config) = config_file(yaml);
+    sidecar_check(&config)
+}
+
 /// `sidecar check <config>`: its exit code and what it printed (stdout,
 /// then stderr).
 pub fn sidecar_check(config: &Path) -> (Option<i32>, String) {
@@ -283,9 +298,7 @@ impl Sidecar {
 
     /// [`start`](Self::start) with more `sidecar run` arguments.
     pub fn start_with(yaml: &str, args: &[&str]) -> Sidecar {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("sidecar.yaml");
-        std::fs::write(&config, yaml).unwrap();
+        let (dir, config) = config_file(yaml);
         let mut child = Command::new(bin("sidecar"))
             .args(["run", "--log-format", "json", "--config"])
             .arg(&config)
