@@ -235,6 +235,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Still open and idle for less than `timeout` at `now`.
+    fn usable(&self, now: Instant, timeout: Duration) -> bool {
+        !self.sender.is_closed() && now.saturating_duration_since(self.since) < timeout
+    }
+}
+
 /// An upstream response body. From an HTTP/1 connection it puts the
 /// connection back in the idle stack as soon as the body ends — at once
 /// when the connection is ready for the next request then, so a caller's
@@ -542,10 +549,9 @@ impl Pool {
     fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
         let mut idle = lock(&self.0.idle_h1);
         let stack = idle.get_mut(&addr)?;
+        let now = crate::clock::now();
         while let Some(entry) = stack.pop() {
-            if !entry.sender.is_closed()
-                && crate::clock::now().saturating_duration_since(entry.since) < self.0.idle_timeout
-            {
+            if entry.usable(now, self.0.idle_timeout) {
                 return Some(entry.sender);
             }
         }
@@ -665,7 +671,7 @@ async fn reap(pool: Weak<Inner>) {
         let now = Instant::now();
         let mut idle = lock(&inner.idle_h1);
         for stack in idle.values_mut() {
-            stack.retain(|e| !e.sender.is_closed() && now - e.since < inner.idle_timeout);
+            stack.retain(|e| e.usable(now, inner.idle_timeout));
             let surplus = surplus(stack.iter().map(|e| now - e.since));
             stack.drain(..surplus);
         }
