@@ -607,6 +607,9 @@ impl RawHeads {
 /// message framing (`Content-Length`, chunked) to find each head, records
 /// its [`RawHead`], and steps aside for good on a tunnel (CONNECT,
 /// `Upgrade`) or anything hyper would refuse.
+/// Its writes pass through, a response of a few small buffers joined into
+/// one ([`super::poll_write_coalesced`]): every HTTP/1 response goes through
+/// this wrapper and no other of its own.
 pub struct WatchHeads<I> {
     io: I,
     heads: RawHeads,
