@@ -205,8 +205,8 @@ pub fn reason(err: &BoxError) -> Reason {
             connect::ConnectError::Overflow => Reason::CircuitOpen,
             _ => Reason::UpstreamConnectFailed,
         }
-    } else if let Some(connect::UpstreamError(err)) = err.downcast_ref::<connect::UpstreamError>() {
-        if err.is_parse() {
+    } else if let Some(err) = err.downcast_ref::<connect::UpstreamError>() {
+        if err.is_protocol() {
             Reason::UpstreamProtocolError
         } else {
             Reason::UpstreamReset

@@ -1,7 +1,9 @@
 //! Connections to endpoints, pooled per cluster, below the balancer.
 //! HTTP/1: a stack of idle keep-alive connections per endpoint; a connection
 //! returns to the pool once its response body is fully read; surplus left
-//! by a burst is closed within seconds (see `reap`). HTTP/2: one
+//! by a burst is closed within seconds (see `reap`). Requests without a body
+//! go out through this crate's own client ([`h1`]); the others, and
+//! upgrades, through hyper's. HTTP/2: one
 //! multiplexed connection per endpoint, re-made when it closes. A request
 //! that a pooled connection could not even start (it closed while idle) is
 //! sent again on another connection; any other failure is the caller's.
@@ -11,6 +13,8 @@
 //! Writes: per-endpoint and per-cluster connection counts.
 //! Errors: [`ConnectError`] (no connection), [`UpstreamError`] (the
 //! upstream failed the request before its response head).
+
+mod h1;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -183,10 +187,28 @@ fn tls_error(err: std::io::Error) -> ConnectError {
     }
 }
 
+pub use h1::WireError;
+
 /// The upstream failed a request after it was sent, before the response head.
 #[derive(Debug, thiserror::Error)]
-#[error("upstream request failed: {0}")]
-pub struct UpstreamError(#[source] pub hyper::Error);
+pub enum UpstreamError {
+    /// On a connection of hyper's client (HTTP/2; HTTP/1 with a body).
+    #[error("upstream request failed: {0}")]
+    Http(#[source] hyper::Error),
+    /// On a connection of this crate's HTTP/1 client.
+    #[error("upstream request failed: {0}")]
+    Wire(#[source] WireError),
+}
+
+impl UpstreamError {
+    /// The upstream answered with something that is not HTTP.
+    pub fn is_protocol(&self) -> bool {
+        match self {
+            UpstreamError::Http(err) => err.is_parse(),
+            UpstreamError::Wire(err) => err.is_protocol(),
+        }
+    }
+}
 
 /// Per-cluster connection counters, shared with the metrics registry.
 #[derive(Clone, Debug, Default)]
@@ -230,26 +252,42 @@ pub struct ConnectionLimits {
 #[derive(Clone)]
 pub struct Pool(Arc<Inner>);
 
+/// An idle HTTP/1 connection: this crate's client's, or hyper's.
+enum Held {
+    Own(h1::Conn),
+    Hyper(http1::SendRequest<Body>),
+}
+
 struct Idle {
-    sender: http1::SendRequest<Body>,
+    conn: Held,
     since: Instant,
 }
 
 impl Idle {
     /// Still open and idle for less than `timeout` at `now`.
-    fn usable(&self, now: Instant, timeout: Duration) -> bool {
-        !self.sender.is_closed() && now.saturating_duration_since(self.since) < timeout
+    fn usable(&mut self, now: Instant, timeout: Duration) -> bool {
+        now.saturating_duration_since(self.since) < timeout
+            && match &mut self.conn {
+                Held::Own(conn) => conn.alive(),
+                Held::Hyper(sender) => !sender.is_closed(),
+            }
     }
 }
 
 /// An upstream response body. From an HTTP/1 connection it puts the
-/// connection back in the idle stack as soon as the body ends — at once
-/// when the connection is ready for the next request then, so a caller's
-/// next request on a busy proxy finds it there, not a new connection;
-/// otherwise (or when the body is dropped unread) a task waits for it.
-pub struct PooledBody {
-    inner: Incoming,
-    recycle: Option<Recycle>,
+/// connection back in the idle stack as soon as the body ends (see
+/// [`h1`] for this crate's client; for hyper's: at once when the
+/// connection is ready for the next request then, so a caller's next
+/// request on a busy proxy finds it there, not a new connection; otherwise,
+/// or when the body is dropped unread, a task waits for it).
+pub struct PooledBody(Kind);
+
+enum Kind {
+    Hyper {
+        inner: Incoming,
+        recycle: Option<Recycle>,
+    },
+    Own(h1::Body),
 }
 
 /// An HTTP/1 connection on its way back to the pool.
@@ -261,14 +299,9 @@ struct Recycle {
 
 impl Recycle {
     fn check_in(self) {
-        let Some(pool) = self.pool.upgrade() else {
-            return;
-        };
-        let idle = Idle {
-            sender: self.sender,
-            since: crate::clock::now(),
-        };
-        lock(&pool.idle_h1).entry(self.addr).or_default().push(idle);
+        if let Some(pool) = self.pool.upgrade() {
+            pool.check_in(self.addr, Held::Hyper(self.sender));
+        }
     }
 
     /// Back now if ready, else once ready (or never, if the connection closes).
@@ -297,34 +330,56 @@ impl Recycle {
 
 impl http_body::Body for PooledBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let frame = std::task::ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if frame.is_none() || self.inner.is_end_stream() {
-            if let Some(recycle) = self.recycle.take() {
-                recycle.finish();
+        match &mut self.0 {
+            Kind::Hyper { inner, recycle } => {
+                let frame = std::task::ready!(Pin::new(&mut *inner).poll_frame(cx));
+                if frame.is_none() || inner.is_end_stream() {
+                    if let Some(recycle) = recycle.take() {
+                        recycle.finish();
+                    }
+                }
+                Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
             }
+            Kind::Own(h1::Body::Whole(data)) => {
+                Poll::Ready(data.take().map(|data| Ok(http_body::Frame::data(data))))
+            }
+            Kind::Own(h1::Body::Reading(reading)) => reading
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Kind::Hyper { inner, .. } => inner.is_end_stream(),
+            Kind::Own(h1::Body::Whole(data)) => data.is_none(),
+            Kind::Own(h1::Body::Reading(reading)) => reading.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Kind::Hyper { inner, .. } => inner.size_hint(),
+            Kind::Own(h1::Body::Whole(data)) => {
+                http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            Kind::Own(h1::Body::Reading(reading)) => reading.size_hint(),
+        }
     }
 }
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
-        if let Some(recycle) = self.recycle.take() {
-            recycle.finish();
+        if let Kind::Hyper { recycle, .. } = &mut self.0 {
+            if let Some(recycle) = recycle.take() {
+                recycle.finish();
+            }
         }
     }
 }
@@ -345,6 +400,18 @@ struct Inner {
     connecting: AtomicU32,
     idle_h1: Mutex<ByAddr<Vec<Idle>>>,
     h2: Mutex<ByAddr<http2::SendRequest<Body>>>,
+}
+
+impl Inner {
+    /// An HTTP/1 connection ready for its next request goes on top of its
+    /// endpoint's idle stack.
+    fn check_in(&self, addr: SocketAddr, conn: Held) {
+        let idle = Idle {
+            conn,
+            since: crate::clock::now(),
+        };
+        lock(&self.idle_h1).entry(addr).or_default().push(idle);
+    }
 }
 
 impl Pool {
@@ -481,26 +548,84 @@ impl Pool {
     async fn send_h1(
         &self,
         endpoint: &Arc<EndpointState>,
+        req: Request<Body>,
+    ) -> Result<Response<PooledBody>, BoxError> {
+        if h1::eligible(&req) {
+            self.send_own(endpoint, req).await
+        } else {
+            self.send_hyper(endpoint, req).await
+        }
+    }
+
+    /// A request without a body, through this crate's client on an idle
+    /// connection of either kind, or a new one of its own.
+    async fn send_own(
+        &self,
+        endpoint: &Arc<EndpointState>,
         mut req: Request<Body>,
     ) -> Result<Response<PooledBody>, BoxError> {
-        while let Some(mut sender) = self.checkout_h1(endpoint.addr) {
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.recycle_h1(endpoint.addr, sender, response)),
-                Err(mut err) => match err.take_message() {
-                    // Never written: the connection closed while idle.
-                    Some(unsent) => req = unsent,
-                    None => return Err(Box::new(UpstreamError(err.into_error()))),
+        while let Some(held) = self.checkout_h1(endpoint.addr) {
+            match held {
+                Held::Own(conn) => match conn.send(&req).await {
+                    Ok(answer) => return Ok(self.own_response(endpoint.addr, answer)),
+                    // Never reached the upstream: it closed the connection while idle.
+                    Err(failed) if !failed.written => continue,
+                    Err(failed) => return Err(Box::new(UpstreamError::Wire(failed.error))),
+                },
+                Held::Hyper(mut sender) => match sender.try_send_request(req).await {
+                    Ok(response) => return Ok(self.recycle_h1(endpoint.addr, sender, response)),
+                    Err(mut err) => match err.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(Box::new(UpstreamError::Http(err.into_error()))),
+                    },
                 },
             }
         }
         // Boxed: opening a connection is the rare path, and its future is
         // large; the common one (a pooled connection) stays small.
+        let conn = match Box::pin(self.open(endpoint, crate::tls::ALPN_HTTP1)).await {
+            Ok((io, guard)) => h1::Conn::new(io, guard),
+            Err(err) => return Err(Box::new(Unsent::new(err, req))),
+        };
+        match conn.send(&req).await {
+            Ok(answer) => Ok(self.own_response(endpoint.addr, answer)),
+            Err(failed) => Err(Box::new(UpstreamError::Wire(failed.error))),
+        }
+    }
+
+    /// A request with a body, or an upgrade, through hyper's client.
+    async fn send_hyper(
+        &self,
+        endpoint: &Arc<EndpointState>,
+        mut req: Request<Body>,
+    ) -> Result<Response<PooledBody>, BoxError> {
+        while let Some(held) = self.checkout_h1(endpoint.addr) {
+            let mut sender = match held {
+                Held::Hyper(sender) => sender,
+                Held::Own(conn) => match conn.into_hyper().await {
+                    Ok(sender) => sender,
+                    Err(_) => continue,
+                },
+            };
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.recycle_h1(endpoint.addr, sender, response)),
+                Err(mut err) => match err.take_message() {
+                    // Never written: the connection closed while idle.
+                    Some(unsent) => req = unsent,
+                    None => return Err(Box::new(UpstreamError::Http(err.into_error()))),
+                },
+            }
+        }
+        // Boxed, as in `send_own`.
         let mut sender = match Box::pin(self.connect_h1(endpoint)).await {
             Ok(sender) => sender,
             Err(err) => return Err(Box::new(Unsent::new(err, req))),
         };
-        sender.ready().await.map_err(UpstreamError)?;
-        let response = sender.send_request(req).await.map_err(UpstreamError)?;
+        sender.ready().await.map_err(UpstreamError::Http)?;
+        let response = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Http)?;
         Ok(self.recycle_h1(endpoint.addr, sender, response))
     }
 
@@ -510,9 +635,11 @@ impl Pool {
         req: Request<Body>,
     ) -> Result<Response<PooledBody>, BoxError> {
         let response = self.send_h2_inner(endpoint, req).await?;
-        Ok(response.map(|inner| PooledBody {
-            inner,
-            recycle: None,
+        Ok(response.map(|inner| {
+            PooledBody(Kind::Hyper {
+                inner,
+                recycle: None,
+            })
         }))
     }
 
@@ -531,31 +658,46 @@ impl Pool {
                     Ok(response) => return Ok(response),
                     Err(mut err) => match err.take_message() {
                         Some(unsent) => req = unsent,
-                        None => return Err(Box::new(UpstreamError(err.into_error()))),
+                        None => return Err(Box::new(UpstreamError::Http(err.into_error()))),
                     },
                 }
             }
         }
-        // Boxed, as in `send_h1`.
+        // Boxed, as in `send_own`.
         let mut sender = match Box::pin(self.connect_h2(endpoint)).await {
             Ok(sender) => sender,
             Err(err) => return Err(Box::new(Unsent::new(err, req))),
         };
         lock(&self.0.h2).insert(endpoint.addr, sender.clone());
-        sender.ready().await.map_err(UpstreamError)?;
-        Ok(sender.send_request(req).await.map_err(UpstreamError)?)
+        sender.ready().await.map_err(UpstreamError::Http)?;
+        Ok(sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Http)?)
     }
 
-    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<Body>> {
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<Held> {
         let mut idle = lock(&self.0.idle_h1);
         let stack = idle.get_mut(&addr)?;
         let now = crate::clock::now();
-        while let Some(entry) = stack.pop() {
+        while let Some(mut entry) = stack.pop() {
             if entry.usable(now, self.0.idle_timeout) {
-                return Some(entry.sender);
+                return Some(entry.conn);
             }
         }
         None
+    }
+
+    /// The response of this crate's client; the connection goes home when
+    /// its body is complete (at once if it came whole with the head).
+    fn own_response(&self, addr: SocketAddr, answer: h1::Answer) -> Response<PooledBody> {
+        let home = h1::Home {
+            pool: Arc::downgrade(&self.0),
+            addr,
+        };
+        answer
+            .into_response(home)
+            .map(|body| PooledBody(Kind::Own(body)))
     }
 
     /// The response, whose body puts the connection back once it is fully read.
@@ -570,9 +712,11 @@ impl Pool {
             addr,
             sender,
         };
-        response.map(|inner| PooledBody {
-            inner,
-            recycle: Some(recycle),
+        response.map(|inner| {
+            PooledBody(Kind::Hyper {
+                inner,
+                recycle: Some(recycle),
+            })
         })
     }
 
@@ -671,7 +815,7 @@ async fn reap(pool: Weak<Inner>) {
         let now = Instant::now();
         let mut idle = lock(&inner.idle_h1);
         for stack in idle.values_mut() {
-            stack.retain(|e| e.usable(now, inner.idle_timeout));
+            stack.retain_mut(|e| e.usable(now, inner.idle_timeout));
             let surplus = surplus(stack.iter().map(|e| now - e.since));
             stack.drain(..surplus);
         }

@@ -1,0 +1,801 @@
+//! The HTTP/1.1 client for requests without a body and without an upgrade:
+//! nearly all of a mesh's HTTP/1 traffic. hyper's client drives each
+//! connection from a task of its own and hands it each request over one
+//! channel and the response back over another; here the caller's task
+//! writes the head and reads the response itself, and the body is read by
+//! whoever polls it (the downstream connection's task), so a request costs
+//! no task, channel or wake-up of its own. The connection goes back to the
+//! pool as soon as its response is complete: before the response is even
+//! sent downstream when it arrived whole with its head.
+//!
+//! Requests with a body, and upgrades, keep hyper's client: a connection of
+//! this kind becomes one of hyper's for them ([`Conn::into_hyper`]), and
+//! stays one.
+//!
+//! Framing follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304;
+//! `Transfer-Encoding` ending in `chunked` (trailers passed on), then
+//! `Content-Length` (conflicting values refused), else read to the close.
+//! Informational (1xx) heads are skipped. A connection is reused only when
+//! its response was complete, kept alive (`Connection: close`, HTTP/1.0
+//! without `keep-alive`, a close-delimited body all end it) and nothing
+//! followed it.
+//! Errors: [`WireError`].
+
+use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Weak;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWrite;
+
+use super::{ConnectError, ConnectionGuard, Inner, UpstreamIo};
+
+/// A response head larger than this is refused (hyper's client default).
+pub const MAX_HEAD: usize = 8192 + 4096 * 100;
+
+/// Header lines in a response head at most (hyper's client default).
+const MAX_HEADERS: usize = 100;
+
+/// A chunk-size line (with extensions) longer than this is refused.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Trailer lines at most.
+const MAX_TRAILERS: usize = 32;
+
+/// Read at least this much at once; a body of known length up to
+/// [`MAX_READ`] of it.
+const READ: usize = 8 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
+/// What went wrong on an upstream connection of this client.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// The upstream closed before its response (head or body) was complete.
+    #[error("the upstream closed the connection before the response was complete")]
+    Closed,
+    /// Reading or writing failed.
+    #[error("reading from or writing to the upstream failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// The upstream's bytes are not an HTTP/1.x response.
+    #[error("the upstream's response is not valid HTTP/1.1: {0}")]
+    Invalid(&'static str),
+    /// The response head did not end within [`MAX_HEAD`] bytes.
+    #[error("the upstream's response head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+}
+
+impl WireError {
+    /// The upstream spoke something other than HTTP/1.x.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self, WireError::Invalid(_) | WireError::HeadTooLarge)
+    }
+}
+
+/// Whether this client can send `req`: no body, no upgrade, no CONNECT,
+/// HTTP/1.1 on the wire.
+pub fn eligible<B: http_body::Body>(req: &Request<B>) -> bool {
+    req.body().is_end_stream()
+        && req.version() == Version::HTTP_11
+        && req.method() != Method::CONNECT
+        && !req.headers().contains_key(header::UPGRADE)
+}
+
+/// An upstream HTTP/1.1 connection this client drives.
+pub struct Conn {
+    io: UpstreamIo,
+    /// Read and not yet consumed (empty between responses); the request
+    /// head is written from it too.
+    buf: BytesMut,
+    guard: ConnectionGuard,
+}
+
+/// A request could not be sent, or its response not read.
+pub struct Failed {
+    /// Why.
+    pub error: WireError,
+    /// Whether any of the request may have reached the upstream: if not,
+    /// it can go out on another connection.
+    pub written: bool,
+}
+
+/// A response head and how its body is framed on this connection.
+pub struct Answer {
+    /// Status, version and headers; the body is read from `conn`.
+    pub head: Response<()>,
+    framing: Framing,
+    keep_alive: bool,
+    conn: Conn,
+}
+
+impl Conn {
+    /// A new connection, counted by `guard` while it lives.
+    pub fn new(io: UpstreamIo, guard: ConnectionGuard) -> Self {
+        Self {
+            io,
+            buf: BytesMut::with_capacity(READ),
+            guard,
+        }
+    }
+
+    /// Still open, with nothing unasked-for sent by the upstream. Never
+    /// waits: the connection's read readiness says whether anything (the
+    /// upstream's close, stray bytes) arrived while it was idle.
+    pub fn alive(&mut self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        self.poll_fill(&mut cx, 1).is_pending()
+    }
+
+    /// Hands the connection to hyper's client (for a request with a body or
+    /// an upgrade), its I/O driven by a task counted by the guard.
+    pub async fn into_hyper(self) -> Result<http1::SendRequest<super::Body>, ConnectError> {
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(self.io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        super::drive(self.guard, conn.with_upgrades());
+        Ok(sender)
+    }
+
+    /// Sends `req` (which must be [`eligible`]) and reads its response head.
+    /// The head is written out before the future is: it does not hold
+    /// `req` (a request's body is not `Sync`, so a reference to it is not
+    /// `Send`).
+    pub fn send<B>(
+        mut self,
+        req: &Request<B>,
+    ) -> impl std::future::Future<Output = Result<Answer, Failed>> + Send + 'static {
+        encode(req, &mut self.buf);
+        let head_request = req.method() == Method::HEAD;
+        self.send_head(head_request)
+    }
+
+    /// The part of [`Conn::send`] that waits.
+    async fn send_head(mut self, head_request: bool) -> Result<Answer, Failed> {
+        let unwritten = |error| Failed {
+            error,
+            written: false,
+        };
+        let written = |error| Failed {
+            error,
+            written: true,
+        };
+        let mut sent = 0;
+        poll_fn(|cx| self.poll_write_head(cx, &mut sent))
+            .await
+            .map_err(|e| unwritten(WireError::Io(e)))?;
+        self.buf.clear();
+        loop {
+            if let Some(end) = head_end(&self.buf) {
+                let bytes = self.buf.split_to(end).freeze();
+                match parse_head(&bytes, head_request).map_err(written)? {
+                    Parsed::Informational => continue,
+                    Parsed::Final {
+                        head,
+                        framing,
+                        keep_alive,
+                    } => {
+                        return Ok(Answer {
+                            head,
+                            framing,
+                            keep_alive,
+                            conn: self,
+                        })
+                    }
+                }
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(written(WireError::HeadTooLarge));
+            }
+            match poll_fn(|cx| self.poll_fill(cx, READ)).await {
+                Ok(0) => return Err(written(WireError::Closed)),
+                Ok(_) => {}
+                Err(e) => return Err(written(WireError::Io(e))),
+            }
+        }
+    }
+
+    /// Writes `buf` (the request head) from `sent` on, and flushes it.
+    fn poll_write_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        sent: &mut usize,
+    ) -> Poll<std::io::Result<()>> {
+        while let Some(rest) = self.buf.get(*sent..).filter(|rest| !rest.is_empty()) {
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, rest))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            *sent += n;
+        }
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    /// Reads more into `buf`, with room for at least `want` bytes (up to
+    /// [`MAX_READ`]); `Ok(0)` at the upstream's close.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
+        let want = want.clamp(READ, MAX_READ);
+        if self.buf.capacity() - self.buf.len() < want / 2 {
+            self.buf.reserve(want);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// The next frame of a body framed by `framing`; `None` at its end.
+    fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        framing: &mut Framing,
+    ) -> Poll<Result<Option<http_body::Frame<Bytes>>, WireError>> {
+        loop {
+            match framing {
+                Framing::Done => return Poll::Ready(Ok(None)),
+                Framing::Length(left) => {
+                    if self.buf.is_empty() {
+                        let want = usize::try_from(*left).unwrap_or(MAX_READ);
+                        std::task::ready!(self.fill(cx, want))?;
+                    }
+                    let take = self
+                        .buf
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= take as u64;
+                    if *left == 0 {
+                        *framing = Framing::Done;
+                    }
+                    let data = self.buf.split_to(take).freeze();
+                    return Poll::Ready(Ok(Some(http_body::Frame::data(data))));
+                }
+                Framing::UntilClose => {
+                    if self.buf.is_empty() {
+                        let read = std::task::ready!(self.poll_fill(cx, READ));
+                        if read.map_err(WireError::Io)? == 0 {
+                            *framing = Framing::Done;
+                            continue;
+                        }
+                    }
+                    let data = self.buf.split().freeze();
+                    return Poll::Ready(Ok(Some(http_body::Frame::data(data))));
+                }
+                Framing::Chunked(chunk) => match chunk {
+                    Chunk::Size => match httparse::parse_chunk_size(&self.buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            self.buf.advance(used);
+                            *chunk = if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if self.buf.len() > MAX_CHUNK_LINE => {
+                            return Poll::Ready(Err(WireError::Invalid("chunk size line too long")))
+                        }
+                        Ok(httparse::Status::Partial) => std::task::ready!(self.fill(cx, READ))?,
+                        Err(_) => return Poll::Ready(Err(WireError::Invalid("bad chunk size"))),
+                    },
+                    Chunk::Data(left) => {
+                        if self.buf.is_empty() {
+                            let want = usize::try_from(*left).unwrap_or(MAX_READ);
+                            std::task::ready!(self.fill(cx, want))?;
+                        }
+                        let take = self
+                            .buf
+                            .len()
+                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        *left -= take as u64;
+                        if *left == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        let data = self.buf.split_to(take).freeze();
+                        return Poll::Ready(Ok(Some(http_body::Frame::data(data))));
+                    }
+                    Chunk::DataEnd => {
+                        if self.buf.len() < 2 {
+                            std::task::ready!(self.fill(cx, READ))?;
+                            continue;
+                        }
+                        if &self.buf[..2] != b"\r\n" {
+                            return Poll::Ready(Err(WireError::Invalid("chunk not ended by CRLF")));
+                        }
+                        self.buf.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => {
+                        let mut lines = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+                        match httparse::parse_headers(&self.buf, &mut lines) {
+                            Ok(httparse::Status::Complete((used, _))) => {
+                                let block = self.buf.split_to(used).freeze();
+                                *framing = Framing::Done;
+                                let trailers = trailers(&block)?;
+                                if !trailers.is_empty() {
+                                    return Poll::Ready(Ok(Some(http_body::Frame::trailers(
+                                        trailers,
+                                    ))));
+                                }
+                            }
+                            Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
+                                return Poll::Ready(Err(WireError::HeadTooLarge))
+                            }
+                            Ok(httparse::Status::Partial) => {
+                                std::task::ready!(self.fill(cx, READ))?
+                            }
+                            Err(_) => return Poll::Ready(Err(WireError::Invalid("bad trailers"))),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads more for a body: the close is an error here, as the body is
+    /// not complete.
+    fn fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<Result<(), WireError>> {
+        match std::task::ready!(self.poll_fill(cx, want)) {
+            Ok(0) => Poll::Ready(Err(WireError::Closed)),
+            Ok(_) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(WireError::Io(e))),
+        }
+    }
+}
+
+/// Writes the request head: method, origin-form target, headers as they
+/// are (no `Transfer-Encoding`: there is no body).
+fn encode<B>(req: &Request<B>, out: &mut BytesMut) {
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Where the head in `buf` ends (after its empty line), if it is all there.
+/// Lines may end in LF alone, as the parser accepts.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', buf).find_map(|at| match buf.get(at + 1..) {
+        Some([b'\n', ..]) => Some(at + 2),
+        Some([b'\r', b'\n', ..]) => Some(at + 3),
+        _ => None,
+    })
+}
+
+/// How a response body is delimited, and how far it has been read.
+pub enum Framing {
+    /// This many bytes to go.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(Chunk),
+    /// Until the upstream closes.
+    UntilClose,
+    /// Read to its end (or there was none).
+    Done,
+}
+
+/// Where a chunked body's reading is.
+pub enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailers, then the empty line.
+    Trailers,
+}
+
+enum Parsed {
+    /// A 1xx head: the final one follows.
+    Informational,
+    Final {
+        head: Response<()>,
+        framing: Framing,
+        keep_alive: bool,
+    },
+}
+
+/// Parses a complete response head (`bytes`, which header values share).
+fn parse_head(bytes: &Bytes, head_request: bool) -> Result<Parsed, WireError> {
+    let mut lines = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut parsed,
+        bytes,
+        &mut lines,
+    ) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(WireError::Invalid("incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(WireError::Invalid("more than 100 header lines"))
+        }
+        Err(_) => return Err(WireError::Invalid("malformed head")),
+    }
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| WireError::Invalid("bad status code"))?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(WireError::Invalid("101 to a request that asked no upgrade"));
+    }
+    if status.is_informational() {
+        return Ok(Parsed::Informational);
+    }
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut length: Option<u64> = None;
+    let mut chunked: Option<bool> = None;
+    let mut close = version == Version::HTTP_10;
+    for line in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(line.name.as_bytes())
+            .map_err(|_| WireError::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(bytes.slice_ref(line.value))
+            .map_err(|_| WireError::Invalid("bad header value"))?;
+        if name == header::CONTENT_LENGTH {
+            for part in line.value.split(|b| *b == b',') {
+                let n = parse_length(part.trim_ascii())?;
+                if length.is_some_and(|seen| seen != n) {
+                    return Err(WireError::Invalid("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            // Only the last coding counts: is it `chunked`?
+            let last = line.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            for token in line.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let bodiless =
+        head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = match (chunked, length) {
+        _ if bodiless => Framing::Done,
+        (Some(true), _) => {
+            // Both: the coding wins, and the connection must not be reused.
+            close |= length.is_some();
+            Framing::Chunked(Chunk::Size)
+        }
+        (Some(false), _) => Framing::UntilClose,
+        (None, Some(0)) => Framing::Done,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::UntilClose,
+    };
+    if matches!(framing, Framing::UntilClose) {
+        close = true;
+    }
+    let mut head = Response::new(());
+    *head.status_mut() = status;
+    *head.version_mut() = version;
+    *head.headers_mut() = headers;
+    Ok(Parsed::Final {
+        head,
+        framing,
+        keep_alive: !close,
+    })
+}
+
+/// A Content-Length value: digits only.
+fn parse_length(digits: &[u8]) -> Result<u64, WireError> {
+    let bad = WireError::Invalid("bad Content-Length");
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad);
+    }
+    std::str::from_utf8(digits)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(bad)
+}
+
+/// The trailer fields of a complete trailer block.
+fn trailers(block: &Bytes) -> Result<HeaderMap, WireError> {
+    let mut lines = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+    let bad = || WireError::Invalid("bad trailers");
+    let parsed = match httparse::parse_headers(block, &mut lines) {
+        Ok(httparse::Status::Complete((_, parsed))) => parsed,
+        _ => return Err(bad()),
+    };
+    let mut map = HeaderMap::with_capacity(parsed.len());
+    for line in parsed {
+        let name = HeaderName::from_bytes(line.name.as_bytes()).map_err(|_| bad())?;
+        let value =
+            HeaderValue::from_maybe_shared(block.slice_ref(line.value)).map_err(|_| bad())?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Where a connection goes when its response is complete.
+pub struct Home {
+    pub pool: Weak<Inner>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl Home {
+    fn take_back(&self, conn: Conn) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.check_in(self.addr, super::Held::Own(conn));
+        }
+    }
+}
+
+/// How the response to an [`Answer`] carries its body.
+pub enum Body {
+    /// The whole body (or none) came with the head; the connection is
+    /// already back in the pool, or closed.
+    Whole(Option<Bytes>),
+    /// Still on the connection, read as it is polled.
+    Reading(Reading),
+}
+
+/// A body being read from its connection.
+pub struct Reading {
+    conn: Option<Conn>,
+    framing: Framing,
+    keep_alive: bool,
+    home: Home,
+}
+
+impl Answer {
+    /// The response, and its body: whole when the head brought all of it —
+    /// the connection then goes home at once.
+    pub fn into_response(self, home: Home) -> Response<Body> {
+        let Answer {
+            head,
+            framing,
+            keep_alive,
+            mut conn,
+        } = self;
+        let whole = match &framing {
+            Framing::Done => Some(None),
+            Framing::Length(n) if conn.buf.len() as u64 >= *n => {
+                // Within the buffer, so it fits a usize.
+                let n = usize::try_from(*n).unwrap_or(usize::MAX);
+                Some(Some(conn.buf.split_to(n).freeze()))
+            }
+            _ => None,
+        };
+        let body = match whole {
+            Some(data) => {
+                if keep_alive && conn.buf.is_empty() {
+                    home.take_back(conn);
+                }
+                Body::Whole(data)
+            }
+            None => Body::Reading(Reading {
+                conn: Some(conn),
+                framing,
+                keep_alive,
+                home,
+            }),
+        };
+        head.map(|()| body)
+    }
+}
+
+impl Reading {
+    /// The next frame; the connection goes home after the last one.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, WireError>>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::task::ready!(conn.poll_body(cx, &mut self.framing)) {
+            Ok(Some(frame)) => {
+                if self.is_end_stream() {
+                    self.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Ok(None) => {
+                self.finish();
+                Poll::Ready(None)
+            }
+            Err(err) => {
+                self.conn = None;
+                Poll::Ready(Some(Err(err)))
+            }
+        }
+    }
+
+    /// Read to its end.
+    pub fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    /// What is known of the length left.
+    pub fn size_hint(&self) -> http_body::SizeHint {
+        match self.framing {
+            Framing::Length(n) => http_body::SizeHint::with_exact(n),
+            Framing::Done => http_body::SizeHint::with_exact(0),
+            _ => http_body::SizeHint::default(),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.buf.is_empty() {
+                self.home.take_back(conn);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, head_request: bool) -> Result<Parsed, WireError> {
+        parse_head(&Bytes::copy_from_slice(text.as_bytes()), head_request)
+    }
+
+    fn framing(text: &str) -> (String, bool) {
+        match head(text, false) {
+            Ok(Parsed::Final {
+                framing,
+                keep_alive,
+                ..
+            }) => {
+                let name = match framing {
+                    Framing::Length(n) => format!("length {n}"),
+                    Framing::Chunked(_) => "chunked".into(),
+                    Framing::UntilClose => "close".into(),
+                    Framing::Done => "none".into(),
+                };
+                (name, keep_alive)
+            }
+            Ok(Parsed::Informational) => ("informational".into(), true),
+            Err(err) => (format!("error: {err}"), false),
+        }
+    }
+
+    #[test]
+    fn the_head_ends_at_the_first_empty_line() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), Some(25));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody"), Some(22));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r"), None);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let ok = "HTTP/1.1 200 OK\r\n";
+        assert_eq!(
+            framing(&format!("{ok}Content-Length: 5\r\n\r\n")),
+            ("length 5".into(), true)
+        );
+        assert_eq!(
+            framing(&format!("{ok}content-length: 0\r\n\r\n")),
+            ("none".into(), true)
+        );
+        assert_eq!(
+            framing(&format!("{ok}Transfer-Encoding: gzip, chunked\r\n\r\n")),
+            ("chunked".into(), true)
+        );
+        assert_eq!(
+            framing(&format!(
+                "{ok}Transfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"
+            )),
+            ("chunked".into(), false),
+            "both: the coding wins and the connection is not reused"
+        );
+        assert_eq!(
+            framing(&format!("{ok}Transfer-Encoding: gzip\r\n\r\n")),
+            ("close".into(), false)
+        );
+        assert_eq!(framing(&format!("{ok}\r\n")), ("close".into(), false));
+        assert_eq!(
+            framing(&format!(
+                "{ok}Content-Length: 5\r\nConnection: close\r\n\r\n"
+            )),
+            ("length 5".into(), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n"),
+            ("length 5".into(), false)
+        );
+        assert_eq!(
+            framing("HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: Keep-Alive\r\n\r\n"),
+            ("length 5".into(), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
+            ("none".into(), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 Not Modified\r\n\r\n"),
+            ("none".into(), true)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n").0,
+            "informational"
+        );
+        assert!(matches!(
+            head(&format!("{ok}Content-Length: 5\r\n\r\n"), true),
+            Ok(Parsed::Final {
+                framing: Framing::Done,
+                keep_alive: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_heads_are_refused_as_protocol_errors() {
+        let ok = "HTTP/1.1 200 OK\r\n";
+        for bad in [
+            format!("{ok}Content-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            format!("{ok}Content-Length: 5, 6\r\n\r\n"),
+            format!("{ok}Content-Length: +5\r\n\r\n"),
+            format!("{ok}Content-Length: 99999999999999999999999\r\n\r\n"),
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n".into(),
+            "HTTP/1.1 99 Odd\r\n\r\n".into(),
+            "SSH-2.0-OpenSSH_9.6\r\n\r\n".into(),
+            format!("{ok}Bad Name: x\r\n\r\n"),
+        ] {
+            match head(&bad, false) {
+                Err(err) => assert!(err.is_protocol(), "{bad:?}: {err}"),
+                Ok(_) => panic!("accepted {bad:?}"),
+            }
+        }
+        // The same value repeated is one length.
+        assert_eq!(
+            framing(&format!(
+                "{ok}Content-Length: 5\r\nContent-Length: 5\r\n\r\n"
+            )),
+            ("length 5".into(), true)
+        );
+    }
+
+    #[test]
+    fn header_values_share_the_head_and_keep_their_order() {
+        let text = b"HTTP/1.1 404 Not Found\r\nSet-Cookie: a=1\r\nX-Odd: \xe9t\xe9\r\nset-cookie: b=2\r\nContent-Length: 0\r\n\r\n";
+        let Ok(Parsed::Final { head, .. }) = parse_head(&Bytes::from_static(text), false) else {
+            panic!("not parsed");
+        };
+        assert_eq!(head.status(), StatusCode::NOT_FOUND);
+        let cookies: Vec<_> = head.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(head.headers()["x-odd"].as_bytes(), b"\xe9t\xe9");
+    }
+
+    #[test]
+    fn the_request_head_is_origin_form_without_transfer_encoding() {
+        let req = Request::builder()
+            .method("DELETE")
+            .uri("/a/b?c=d")
+            .header("host", "svc:80")
+            .header("transfer-encoding", "chunked")
+            .header("x-a", "1")
+            .body(())
+            .expect("request");
+        let mut out = BytesMut::new();
+        encode(&req, &mut out);
+        assert_eq!(
+            &out[..],
+            b"DELETE /a/b?c=d HTTP/1.1\r\nhost: svc:80\r\nx-a: 1\r\n\r\n"
+        );
+    }
+}
