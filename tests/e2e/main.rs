@@ -41,6 +41,7 @@ mod tracing;
 mod transform;
 mod transparent;
 mod udp;
+mod upstream_http1;
 mod upstream_tls;
 mod websocket;
 mod ws_bridge;

@@ -235,12 +235,13 @@ fn parse_host(host: &HeaderValue) -> Option<http::uri::Authority> {
 }
 
 /// Headers that describe one hop and never travel further (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
+/// (`Trailer` is not one: it announces end-to-end trailer fields, and
+/// hyper sends an HTTP/1 response's trailers only when it names them.)
+const HOP_BY_HOP: [HeaderName; 5] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
 
