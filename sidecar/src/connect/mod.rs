@@ -384,6 +384,13 @@ impl Drop for PooledBody {
     }
 }
 
+/// What became of a request on an idle connection of hyper's client.
+enum Retry {
+    /// It was never written: the connection closed while idle.
+    Unsent(Box<Request<Body>>),
+    Failed(UpstreamError),
+}
+
 /// Per endpoint, looked up twice per request: foldhash (seeded per map)
 /// costs a fraction of SipHash over a `SocketAddr`'s six fields.
 type ByAddr<T> = HashMap<SocketAddr, T, foldhash::fast::RandomState>;
@@ -553,7 +560,9 @@ impl Pool {
         if h1::eligible(&req) {
             self.send_own(endpoint, req).await
         } else {
-            self.send_hyper(endpoint, req).await
+            // Boxed: hyper's futures are large, and every await up the
+            // stack moves the futures below it.
+            Box::pin(self.send_hyper(endpoint, req)).await
         }
     }
 
@@ -572,13 +581,14 @@ impl Pool {
                     Err(failed) if !failed.written => continue,
                     Err(failed) => return Err(Box::new(UpstreamError::Wire(failed.error))),
                 },
-                Held::Hyper(mut sender) => match sender.try_send_request(req).await {
-                    Ok(response) => return Ok(self.recycle_h1(endpoint.addr, sender, response)),
-                    Err(mut err) => match err.take_message() {
-                        Some(unsent) => req = unsent,
-                        None => return Err(Box::new(UpstreamError::Http(err.into_error()))),
-                    },
-                },
+                Held::Hyper(sender) => {
+                    // Boxed, as in `send_h1`.
+                    match Box::pin(self.try_hyper(endpoint.addr, sender, req)).await {
+                        Ok(response) => return Ok(response),
+                        Err(Retry::Unsent(unsent)) => req = *unsent,
+                        Err(Retry::Failed(err)) => return Err(Box::new(err)),
+                    }
+                }
             }
         }
         // Boxed: opening a connection is the rare path, and its future is
@@ -593,6 +603,23 @@ impl Pool {
         }
     }
 
+    /// `req` on an idle connection of hyper's client.
+    async fn try_hyper(
+        &self,
+        addr: SocketAddr,
+        mut sender: http1::SendRequest<Body>,
+        req: Request<Body>,
+    ) -> Result<Response<PooledBody>, Retry> {
+        match sender.try_send_request(req).await {
+            Ok(response) => Ok(self.recycle_h1(addr, sender, response)),
+            Err(mut err) => match err.take_message() {
+                // Never written: the connection closed while idle.
+                Some(unsent) => Err(Retry::Unsent(Box::new(unsent))),
+                None => Err(Retry::Failed(UpstreamError::Http(err.into_error()))),
+            },
+        }
+    }
+
     /// A request with a body, or an upgrade, through hyper's client.
     async fn send_hyper(
         &self,
@@ -600,20 +627,17 @@ impl Pool {
         mut req: Request<Body>,
     ) -> Result<Response<PooledBody>, BoxError> {
         while let Some(held) = self.checkout_h1(endpoint.addr) {
-            let mut sender = match held {
+            let sender = match held {
                 Held::Hyper(sender) => sender,
                 Held::Own(conn) => match conn.into_hyper().await {
                     Ok(sender) => sender,
                     Err(_) => continue,
                 },
             };
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.recycle_h1(endpoint.addr, sender, response)),
-                Err(mut err) => match err.take_message() {
-                    // Never written: the connection closed while idle.
-                    Some(unsent) => req = unsent,
-                    None => return Err(Box::new(UpstreamError::Http(err.into_error()))),
-                },
+            match self.try_hyper(endpoint.addr, sender, req).await {
+                Ok(response) => return Ok(response),
+                Err(Retry::Unsent(unsent)) => req = *unsent,
+                Err(Retry::Failed(err)) => return Err(Box::new(err)),
             }
         }
         // Boxed, as in `send_own`.
