@@ -172,6 +172,7 @@ impl App {
         );
         runtime.routes.store(Arc::new(table));
         runtime.settings.store(Arc::new(settings));
+        crate::overload::settings_changed();
         running.retain(|r| {
             let keep = wanted.contains(&r.spec);
             if !keep {

@@ -3,7 +3,9 @@
 //!
 //! A watch task samples the process's resident memory (`VmRSS` in
 //! `/proc/self/status`) every 250 ms and folds it and the `overload:`
-//! thresholds into one number, the request limit. The layer near the top of
+//! thresholds into one number, the request limit; with no thresholds it
+//! sleeps until a reload ([`settings_changed`]), so an idle proxy does not
+//! wake for it. The layer near the top of
 //! every stack reads that number with one atomic load per request:
 //! - no threshold configured: the request passes untouched, uncounted;
 //! - memory over `max_rss × shed_at`: the limit is 0, every new request is
@@ -74,6 +76,16 @@ static STATE: LazyLock<OverloadState> = LazyLock::new(|| OverloadState {
 
 /// Whether the watch task runs (started by the first listener).
 static WATCHING: AtomicBool = AtomicBool::new(false);
+
+/// Wakes the watch task after a reload.
+static CHANGED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// The settings were swapped (a reload): the watch task looks at the
+/// thresholds again now rather than at its next sample, or at all when
+/// none were set.
+pub fn settings_changed() {
+    CHANGED.notify_one();
+}
 
 /// The process's overload state.
 pub fn state() -> &'static OverloadState {
@@ -154,8 +166,8 @@ impl Drop for InFlight {
 }
 
 /// Starts the memory watch once per process; it re-reads the thresholds
-/// from `settings` at every sample (a reload applies within 250 ms) and
-/// ends when `stop` fires.
+/// from `settings` at every sample and after every reload, and ends when
+/// `stop` fires.
 pub fn watch(
     settings: &Arc<ArcSwap<Settings>>,
     tracker: &tokio_util::task::TaskTracker,
@@ -171,9 +183,11 @@ pub fn watch(
             let thresholds = settings.load().overload;
             let rss = thresholds.shed_rss.and_then(|_| resident_bytes());
             state().update(thresholds, rss);
+            let watched = thresholds != OverloadSettings::default();
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(SAMPLE_PERIOD) => {}
+                () = CHANGED.notified() => {}
+                () = tokio::time::sleep(SAMPLE_PERIOD), if watched => {}
             }
         }
         WATCHING.store(false, Ordering::Release);

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mesh_tests::{curl, sidecar_check_yaml, wait_until, Sidecar};
+use mesh_tests::{curl, http, sidecar_check_yaml, wait_until, Sidecar};
 
 use crate::edge_tls::{edge_addrs, edge_yaml, TestPki};
 use crate::{curl_reply, rest_app};
@@ -149,11 +149,18 @@ fn tls_handshakes_over_the_rate_are_closed_and_counted() {
 #[test]
 fn requests_over_max_active_requests_get_503_overloaded_then_recover() {
     // Attack: more concurrent slow requests than the proxy will hold.
+    // The limit arrives by a reload: with none set the watch sleeps until one.
     let (_app, app) = rest_app();
-    let sidecar = Sidecar::start(&format!(
-        "service: web\nadmin: {{ listen: 127.0.0.1:0 }}\noverload: {{ max_active_requests: 2, shed_at: 1.0 }}\ninbound:\n  listen: 127.0.0.1:0\n  app: {app}\n"
-    ));
+    let config = |overload: &str| {
+        format!("service: web\nadmin: {{ listen: 127.0.0.1:0 }}\n{overload}inbound:\n  listen: 127.0.0.1:0\n  app: {app}\n")
+    };
+    let sidecar = Sidecar::start(&config(""));
     let inbound = sidecar.listener("inbound", None);
+    sidecar.write_config(&config(
+        "overload: { max_active_requests: 2, shed_at: 1.0 }\n",
+    ));
+    let (status, body) = http(sidecar.admin, "POST", "/config/reload");
+    assert_eq!(status, 200, "{body}");
     let slow: Vec<_> = (0..2)
         .map(|_| {
             Command::new("curl")
