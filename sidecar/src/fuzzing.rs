@@ -151,6 +151,58 @@ pub fn request_head(method: &[u8], target: &str, headers: &[(Vec<u8>, Vec<u8>)])
     }
 }
 
+/// An upstream's HTTP/1 response read by the proxy's client
+/// (`connect::h1`), all at once and one byte at a time: neither panics;
+/// read both ways, the body is the same; a body framed by
+/// `Content-Length` is that long; nothing is read past the input.
+pub fn upstream_response(bytes: &[u8], head_request: bool) {
+    use crate::connect::h1;
+    let whole = h1::read_all(bytes, head_request, bytes.len());
+    let bytewise = h1::read_all(bytes, head_request, 1);
+    let (Ok(whole), Ok(bytewise)) = (whole, bytewise) else {
+        return;
+    };
+    let data = |read: &h1::Read| -> Vec<u8> {
+        read.frames
+            .iter()
+            .filter_map(|f| f.data_ref())
+            .flat_map(|d| d.iter().copied())
+            .collect()
+    };
+    let trailers = |read: &h1::Read| -> Vec<HeaderMap> {
+        read.frames
+            .iter()
+            .filter_map(|f| f.trailers_ref().cloned())
+            .collect()
+    };
+    assert_eq!(
+        data(&whole),
+        data(&bytewise),
+        "the body depends on how it arrived"
+    );
+    assert_eq!(
+        trailers(&whole),
+        trailers(&bytewise),
+        "trailers depend on how they arrived"
+    );
+    assert_eq!(
+        whole.left, bytewise.left,
+        "the end depends on how it arrived"
+    );
+    assert_eq!(whole.response.status(), bytewise.response.status());
+    assert!(
+        data(&whole).len() + whole.left <= bytes.len(),
+        "read past the input"
+    );
+    if let Some(declared) = whole.declared {
+        assert_eq!(
+            data(&whole).len() as u64,
+            declared,
+            "not the declared length"
+        );
+    }
+}
+
 /// The config loader on arbitrary text: errors, each with a message, never
 /// a panic.
 pub fn config(text: &str) {

@@ -220,6 +220,27 @@ fn request_head_checks_never_panic() {
     });
 }
 
+// ---- upstream HTTP/1 responses ----
+
+#[test]
+fn upstream_responses_read_the_same_however_they_arrive() {
+    let seeds = prop_oneof![
+        Just(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".to_vec()),
+        Just(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n1\r\n!\r\n0\r\nA: b\r\n\r\n"
+                .to_vec()
+        ),
+        Just(b"HTTP/1.1 103 Early Hints\r\nLink: <a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n".to_vec()),
+        Just(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nokGET".to_vec()),
+        Just(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw bytes to the close".to_vec()),
+        Just(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n".to_vec()),
+    ];
+    let inputs = prop_oneof![bytes(96), seeds.prop_flat_map(mutated)];
+    check(3000, (inputs, any::<bool>()), |(bytes, head_request)| {
+        fuzzing::upstream_response(&bytes, head_request);
+    });
+}
+
 // ---- config loader ----
 
 /// Every complete config the project ships, as seeds to mutate.

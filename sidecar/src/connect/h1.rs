@@ -104,13 +104,21 @@ pub struct Failed {
     pub written: bool,
 }
 
-/// A response head and how its body is framed on this connection.
+/// A response head and the connection its body is read from.
 pub struct Answer {
-    /// Status, version and headers; the body is read from `conn`.
-    pub head: Response<()>,
-    framing: Framing,
-    keep_alive: bool,
+    head: Head,
     conn: Conn,
+}
+
+/// A final response head: status, version, headers; how its body is
+/// framed, and whether the connection may carry another request after it.
+pub struct Head {
+    /// Status, version and headers.
+    pub response: Response<()>,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// The connection may be reused once the body is read.
+    pub keep_alive: bool,
 }
 
 impl Conn {
@@ -171,26 +179,8 @@ impl Conn {
             .map_err(|e| unwritten(WireError::Io(e)))?;
         self.buf.clear();
         loop {
-            if let Some(end) = head_end(&self.buf) {
-                let bytes = self.buf.split_to(end).freeze();
-                match parse_head(&bytes, head_request).map_err(written)? {
-                    Parsed::Informational => continue,
-                    Parsed::Final {
-                        head,
-                        framing,
-                        keep_alive,
-                    } => {
-                        return Ok(Answer {
-                            head,
-                            framing,
-                            keep_alive,
-                            conn: self,
-                        })
-                    }
-                }
-            }
-            if self.buf.len() >= MAX_HEAD {
-                return Err(written(WireError::HeadTooLarge));
+            if let Some(head) = take_head(&mut self.buf, head_request).map_err(written)? {
+                return Ok(Answer { head, conn: self });
             }
             match poll_fn(|cx| self.poll_fill(cx, READ)).await {
                 Ok(0) => return Err(written(WireError::Closed)),
@@ -233,114 +223,169 @@ impl Conn {
         framing: &mut Framing,
     ) -> Poll<Result<Option<http_body::Frame<Bytes>>, WireError>> {
         loop {
-            match framing {
-                Framing::Done => return Poll::Ready(Ok(None)),
-                Framing::Length(left) => {
-                    if self.buf.is_empty() {
-                        let want = usize::try_from(*left).unwrap_or(MAX_READ);
-                        std::task::ready!(self.fill(cx, want))?;
-                    }
-                    let take = self
-                        .buf
-                        .len()
-                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= take as u64;
-                    if *left == 0 {
-                        *framing = Framing::Done;
-                    }
-                    let data = self.buf.split_to(take).freeze();
-                    return Poll::Ready(Ok(Some(http_body::Frame::data(data))));
+            let want = match framing.decode(&mut self.buf)? {
+                Step::Frame(frame) => return Poll::Ready(Ok(Some(frame))),
+                Step::End => return Poll::Ready(Ok(None)),
+                Step::More(want) => want,
+            };
+            let read = std::task::ready!(self.poll_fill(cx, want)).map_err(WireError::Io)?;
+            if read == 0 {
+                // The close ends a close-delimited body, and cuts any other.
+                if !matches!(framing, Framing::UntilClose) {
+                    return Poll::Ready(Err(WireError::Closed));
                 }
-                Framing::UntilClose => {
-                    if self.buf.is_empty() {
-                        let read = std::task::ready!(self.poll_fill(cx, READ));
-                        if read.map_err(WireError::Io)? == 0 {
-                            *framing = Framing::Done;
-                            continue;
-                        }
+                *framing = Framing::Done;
+            }
+        }
+    }
+}
+
+/// What reading a body from the bytes at hand gives.
+#[derive(Debug)]
+pub enum Step {
+    /// A frame of it.
+    Frame(http_body::Frame<Bytes>),
+    /// Nothing until more bytes arrive (about this many are wanted).
+    More(usize),
+    /// Its end: nothing of it is left in the buffer.
+    End,
+}
+
+impl Framing {
+    /// The next step of a body framed so, taking what it uses from `buf`
+    /// (bytes past the body's end stay there).
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, WireError> {
+        loop {
+            match self {
+                Framing::Done => return Ok(Step::End),
+                Framing::Length(left) => {
+                    let Some(data) = take_data(buf, left) else {
+                        return Ok(Step::More(usize::try_from(*left).unwrap_or(MAX_READ)));
+                    };
+                    if *left == 0 {
+                        *self = Framing::Done;
                     }
-                    let data = self.buf.split().freeze();
-                    return Poll::Ready(Ok(Some(http_body::Frame::data(data))));
+                    return Ok(Step::Frame(http_body::Frame::data(data)));
+                }
+                Framing::UntilClose if buf.is_empty() => return Ok(Step::More(READ)),
+                Framing::UntilClose => {
+                    return Ok(Step::Frame(http_body::Frame::data(buf.split().freeze())))
                 }
                 Framing::Chunked(chunk) => match chunk {
-                    Chunk::Size => match httparse::parse_chunk_size(&self.buf) {
+                    Chunk::Size => match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete((used, size))) => {
-                            self.buf.advance(used);
+                            buf.advance(used);
                             *chunk = if size == 0 {
                                 Chunk::Trailers
                             } else {
                                 Chunk::Data(size)
                             };
                         }
-                        Ok(httparse::Status::Partial) if self.buf.len() > MAX_CHUNK_LINE => {
-                            return Poll::Ready(Err(WireError::Invalid("chunk size line too long")))
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                            return Err(WireError::Invalid("chunk size line too long"))
                         }
-                        Ok(httparse::Status::Partial) => std::task::ready!(self.fill(cx, READ))?,
-                        Err(_) => return Poll::Ready(Err(WireError::Invalid("bad chunk size"))),
+                        Ok(httparse::Status::Partial) => return Ok(Step::More(READ)),
+                        Err(_) => return Err(WireError::Invalid("bad chunk size")),
                     },
                     Chunk::Data(left) => {
-                        if self.buf.is_empty() {
-                            let want = usize::try_from(*left).unwrap_or(MAX_READ);
-                            std::task::ready!(self.fill(cx, want))?;
-                        }
-                        let take = self
-                            .buf
-                            .len()
-                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                        *left -= take as u64;
+                        let Some(data) = take_data(buf, left) else {
+                            return Ok(Step::More(usize::try_from(*left).unwrap_or(MAX_READ)));
+                        };
                         if *left == 0 {
                             *chunk = Chunk::DataEnd;
                         }
-                        let data = self.buf.split_to(take).freeze();
-                        return Poll::Ready(Ok(Some(http_body::Frame::data(data))));
+                        return Ok(Step::Frame(http_body::Frame::data(data)));
                     }
-                    Chunk::DataEnd => {
-                        if self.buf.len() < 2 {
-                            std::task::ready!(self.fill(cx, READ))?;
-                            continue;
+                    Chunk::DataEnd => match buf.get(..2) {
+                        None => return Ok(Step::More(READ)),
+                        Some(b"\r\n") => {
+                            buf.advance(2);
+                            *chunk = Chunk::Size;
                         }
-                        if &self.buf[..2] != b"\r\n" {
-                            return Poll::Ready(Err(WireError::Invalid("chunk not ended by CRLF")));
-                        }
-                        self.buf.advance(2);
-                        *chunk = Chunk::Size;
-                    }
+                        Some(_) => return Err(WireError::Invalid("chunk not ended by CRLF")),
+                    },
                     Chunk::Trailers => {
                         let mut lines = [httparse::EMPTY_HEADER; MAX_TRAILERS];
-                        match httparse::parse_headers(&self.buf, &mut lines) {
+                        match httparse::parse_headers(buf, &mut lines) {
                             Ok(httparse::Status::Complete((used, _))) => {
-                                let block = self.buf.split_to(used).freeze();
-                                *framing = Framing::Done;
+                                let block = buf.split_to(used).freeze();
+                                *self = Framing::Done;
                                 let trailers = trailers(&block)?;
                                 if !trailers.is_empty() {
-                                    return Poll::Ready(Ok(Some(http_body::Frame::trailers(
-                                        trailers,
-                                    ))));
+                                    return Ok(Step::Frame(http_body::Frame::trailers(trailers)));
                                 }
                             }
-                            Ok(httparse::Status::Partial) if self.buf.len() > MAX_HEAD => {
-                                return Poll::Ready(Err(WireError::HeadTooLarge))
+                            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                                return Err(WireError::HeadTooLarge)
                             }
-                            Ok(httparse::Status::Partial) => {
-                                std::task::ready!(self.fill(cx, READ))?
-                            }
-                            Err(_) => return Poll::Ready(Err(WireError::Invalid("bad trailers"))),
+                            Ok(httparse::Status::Partial) => return Ok(Step::More(READ)),
+                            Err(_) => return Err(WireError::Invalid("bad trailers")),
                         }
                     }
                 },
             }
         }
     }
+}
 
-    /// Reads more for a body: the close is an error here, as the body is
-    /// not complete.
-    fn fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<Result<(), WireError>> {
-        match std::task::ready!(self.poll_fill(cx, want)) {
-            Ok(0) => Poll::Ready(Err(WireError::Closed)),
-            Ok(_) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(Err(WireError::Io(e))),
+/// A response as this client reads it, from `bytes` arriving `piece` bytes
+/// at a time (for the fuzzing harness and tests; the proxy reads from a
+/// connection the same way, [`take_head`] then [`Framing::decode`]).
+pub fn read_all(bytes: &[u8], head_request: bool, piece: usize) -> Result<Read, WireError> {
+    let mut input = bytes.chunks(piece.max(1));
+    let mut buf = BytesMut::new();
+    let head = loop {
+        if let Some(head) = take_head(&mut buf, head_request)? {
+            break head;
+        }
+        buf.extend_from_slice(input.next().ok_or(WireError::Closed)?);
+    };
+    let declared = match head.framing {
+        Framing::Length(n) => Some(n),
+        _ => None,
+    };
+    let mut framing = head.framing;
+    let mut frames = Vec::new();
+    loop {
+        match framing.decode(&mut buf)? {
+            Step::Frame(frame) => frames.push(frame),
+            Step::End => break,
+            Step::More(_) => match input.next() {
+                Some(more) => buf.extend_from_slice(more),
+                None if matches!(framing, Framing::UntilClose) => break,
+                None => return Err(WireError::Closed),
+            },
         }
     }
+    Ok(Read {
+        response: head.response,
+        declared,
+        frames,
+        left: buf.len() + input.map(<[u8]>::len).sum::<usize>(),
+    })
+}
+
+/// What [`read_all`] read.
+pub struct Read {
+    /// The final head.
+    pub response: Response<()>,
+    /// The body's `Content-Length`, when that framed it.
+    pub declared: Option<u64>,
+    /// The body's frames, data and trailers.
+    pub frames: Vec<http_body::Frame<Bytes>>,
+    /// Bytes after the response's end.
+    pub left: usize,
+}
+
+/// Up to `left` bytes of data from `buf` (`left` counts them off); `None`
+/// when `buf` is empty.
+fn take_data(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let take = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+    *left -= take as u64;
+    Some(buf.split_to(take).freeze())
 }
 
 /// Writes the request head: method, origin-form target, headers as they
@@ -400,11 +445,22 @@ pub enum Chunk {
 enum Parsed {
     /// A 1xx head: the final one follows.
     Informational,
-    Final {
-        head: Response<()>,
-        framing: Framing,
-        keep_alive: bool,
-    },
+    Final(Head),
+}
+
+/// The final response head at the front of `buf`, taken from it (1xx heads
+/// before it skipped); `None` until all of it is there.
+fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, WireError> {
+    while let Some(end) = head_end(buf) {
+        let bytes = buf.split_to(end).freeze();
+        if let Parsed::Final(head) = parse_head(&bytes, head_request)? {
+            return Ok(Some(head));
+        }
+    }
+    if buf.len() >= MAX_HEAD {
+        return Err(WireError::HeadTooLarge);
+    }
+    Ok(None)
 }
 
 /// Parses a complete response head (`bytes`, which header values share).
@@ -484,15 +540,15 @@ fn parse_head(bytes: &Bytes, head_request: bool) -> Result<Parsed, WireError> {
     if matches!(framing, Framing::UntilClose) {
         close = true;
     }
-    let mut head = Response::new(());
-    *head.status_mut() = status;
-    *head.version_mut() = version;
-    *head.headers_mut() = headers;
-    Ok(Parsed::Final {
-        head,
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    Ok(Parsed::Final(Head {
+        response,
         framing,
         keep_alive: !close,
-    })
+    }))
 }
 
 /// A Content-Length value: digits only.
@@ -527,8 +583,8 @@ fn trailers(block: &Bytes) -> Result<HeaderMap, WireError> {
 
 /// Where a connection goes when its response is complete.
 pub struct Home {
-    pub pool: Weak<Inner>,
-    pub addr: std::net::SocketAddr,
+    pub(super) pool: Weak<Inner>,
+    pub(super) addr: std::net::SocketAddr,
 }
 
 impl Home {
@@ -561,9 +617,12 @@ impl Answer {
     /// the connection then goes home at once.
     pub fn into_response(self, home: Home) -> Response<Body> {
         let Answer {
-            head,
-            framing,
-            keep_alive,
+            head:
+                Head {
+                    response,
+                    framing,
+                    keep_alive,
+                },
             mut conn,
         } = self;
         let whole = match &framing {
@@ -589,7 +648,7 @@ impl Answer {
                 home,
             }),
         };
-        head.map(|()| body)
+        response.map(|()| body)
     }
 }
 
@@ -653,11 +712,11 @@ mod tests {
 
     fn framing(text: &str) -> (String, bool) {
         match head(text, false) {
-            Ok(Parsed::Final {
+            Ok(Parsed::Final(Head {
                 framing,
                 keep_alive,
                 ..
-            }) => {
+            })) => {
                 let name = match framing {
                     Framing::Length(n) => format!("length {n}"),
                     Framing::Chunked(_) => "chunked".into(),
@@ -734,11 +793,11 @@ mod tests {
         );
         assert!(matches!(
             head(&format!("{ok}Content-Length: 5\r\n\r\n"), true),
-            Ok(Parsed::Final {
+            Ok(Parsed::Final(Head {
                 framing: Framing::Done,
                 keep_alive: true,
                 ..
-            })
+            }))
         ));
     }
 
@@ -772,13 +831,86 @@ mod tests {
     #[test]
     fn header_values_share_the_head_and_keep_their_order() {
         let text = b"HTTP/1.1 404 Not Found\r\nSet-Cookie: a=1\r\nX-Odd: \xe9t\xe9\r\nset-cookie: b=2\r\nContent-Length: 0\r\n\r\n";
-        let Ok(Parsed::Final { head, .. }) = parse_head(&Bytes::from_static(text), false) else {
+        let Ok(Parsed::Final(Head { response: head, .. })) =
+            parse_head(&Bytes::from_static(text), false)
+        else {
             panic!("not parsed");
         };
         assert_eq!(head.status(), StatusCode::NOT_FOUND);
         let cookies: Vec<_> = head.headers().get_all("set-cookie").iter().collect();
         assert_eq!(cookies, ["a=1", "b=2"]);
         assert_eq!(head.headers()["x-odd"].as_bytes(), b"\xe9t\xe9");
+    }
+
+    /// The body's data and trailers as one text, to compare readings.
+    fn body_text(read: &Read) -> String {
+        let mut text = String::new();
+        for frame in &read.frames {
+            if let Some(data) = frame.data_ref() {
+                text.push_str(&String::from_utf8_lossy(data));
+            } else if let Some(trailers) = frame.trailers_ref() {
+                for (name, value) in trailers {
+                    text.push_str(&format!("[{name}={}]", value.to_str().unwrap_or("?")));
+                }
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn bodies_read_the_same_whatever_pieces_they_arrive_in() {
+        let cases: [(&[u8], &str, usize); 5] = [
+            (
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello worldNEXT",
+                "hello world",
+                4,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 9\r\n\r\n",
+                "hello world[x-sum=9]",
+                0,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\nGET",
+                "0123456789",
+                3,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\n\r\nto the close",
+                "to the close",
+                0,
+            ),
+            (b"HTTP/1.1 204 No Content\r\n\r\nHTTP", "", 4),
+        ];
+        for (bytes, body, left) in cases {
+            for piece in 1..=bytes.len() {
+                let read = read_all(bytes, false, piece)
+                    .unwrap_or_else(|e| panic!("{piece}-byte pieces: {e}"));
+                assert_eq!(body_text(&read), body, "{piece}-byte pieces");
+                assert_eq!(read.left, left, "{piece}-byte pieces");
+            }
+        }
+    }
+
+    #[test]
+    fn a_body_cut_short_or_badly_chunked_is_an_error() {
+        for bytes in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n",
+        ] {
+            assert!(
+                read_all(bytes, false, 7).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        // A HEAD answer has no body whatever its length says.
+        let head =
+            read_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true, 5).expect("HEAD");
+        assert!(head.frames.is_empty());
     }
 
     #[test]

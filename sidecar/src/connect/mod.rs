@@ -14,7 +14,7 @@
 //! Errors: [`ConnectError`] (no connection), [`UpstreamError`] (the
 //! upstream failed the request before its response head).
 
-mod h1;
+pub(crate) mod h1;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
