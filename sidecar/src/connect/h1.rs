@@ -99,8 +99,8 @@ pub struct Conn {
 pub struct Failed {
     /// Why.
     pub error: WireError,
-    /// Whether any of the request may have reached the upstream: if not,
-    /// it can go out on another connection.
+    /// Whether the upstream may have the whole request: if not (its
+    /// writing failed), it can go out on another connection.
     pub written: bool,
 }
 
@@ -151,9 +151,9 @@ impl Conn {
     }
 
     /// Sends `req` (which must be [`eligible`]) and reads its response head.
-    /// The head is written out before the future is: it does not hold
-    /// `req` (a request's body is not `Sync`, so a reference to it is not
-    /// `Send`).
+    /// The head is encoded before the future is made, so the future does
+    /// not hold `req` (a request's body is not `Sync`, so a reference to it
+    /// is not `Send`).
     pub fn send<B>(
         mut self,
         req: &Request<B>,
@@ -178,8 +178,11 @@ impl Conn {
             .await
             .map_err(|e| unwritten(WireError::Io(e)))?;
         self.buf.clear();
+        let mut searched = 0;
         loop {
-            if let Some(head) = take_head(&mut self.buf, head_request).map_err(written)? {
+            if let Some(head) =
+                take_head(&mut self.buf, head_request, &mut searched).map_err(written)?
+            {
                 return Ok(Answer { head, conn: self });
             }
             match poll_fn(|cx| self.poll_fill(cx, READ)).await {
@@ -334,8 +337,9 @@ impl Framing {
 pub fn read_all(bytes: &[u8], head_request: bool, piece: usize) -> Result<Read, WireError> {
     let mut input = bytes.chunks(piece.max(1));
     let mut buf = BytesMut::new();
+    let mut searched = 0;
     let head = loop {
-        if let Some(head) = take_head(&mut buf, head_request)? {
+        if let Some(head) = take_head(&mut buf, head_request, &mut searched)? {
             break head;
         }
         buf.extend_from_slice(input.next().ok_or(WireError::Closed)?);
@@ -408,12 +412,14 @@ fn encode<B>(req: &Request<B>, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Where the head in `buf` ends (after its empty line), if it is all there.
-/// Lines may end in LF alone, as the parser accepts.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', buf).find_map(|at| match buf.get(at + 1..) {
-        Some([b'\n', ..]) => Some(at + 2),
-        Some([b'\r', b'\n', ..]) => Some(at + 3),
+/// Where the head in `buf` ends (after its empty line), if it is all there,
+/// looking from `from` on (what earlier looks left unsearched). Lines may
+/// end in LF alone, as the parser accepts.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let rest = buf.get(from..)?;
+    memchr::memchr_iter(b'\n', rest).find_map(|at| match rest.get(at + 1..) {
+        Some([b'\n', ..]) => Some(from + at + 2),
+        Some([b'\r', b'\n', ..]) => Some(from + at + 3),
         _ => None,
     })
 }
@@ -449,9 +455,16 @@ enum Parsed {
 }
 
 /// The final response head at the front of `buf`, taken from it (1xx heads
-/// before it skipped); `None` until all of it is there.
-fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, WireError> {
-    while let Some(end) = head_end(buf) {
+/// before it skipped); `None` until all of it is there. `searched` keeps
+/// how far an unfinished head was searched for its end, so a head
+/// trickling in is not searched again from its start at every read.
+fn take_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    searched: &mut usize,
+) -> Result<Option<Head>, WireError> {
+    while let Some(end) = head_end(buf, *searched) {
+        *searched = 0;
         let bytes = buf.split_to(end).freeze();
         if let Parsed::Final(head) = parse_head(&bytes, head_request)? {
             return Ok(Some(head));
@@ -460,6 +473,8 @@ fn take_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Wir
     if buf.len() >= MAX_HEAD {
         return Err(WireError::HeadTooLarge);
     }
+    // An LF among the last two bytes may yet turn out to begin the end.
+    *searched = buf.len().saturating_sub(2);
     Ok(None)
 }
 
@@ -732,10 +747,19 @@ mod tests {
 
     #[test]
     fn the_head_ends_at_the_first_empty_line() {
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody"), Some(25));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody"), Some(22));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n"), None);
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r"), None);
+        assert_eq!(
+            head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody", 0),
+            Some(25)
+        );
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody", 0), Some(22));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n", 0), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r", 0), None);
+        // Searching on from where the last search left off.
+        assert_eq!(
+            head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody", 21),
+            Some(25)
+        );
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n", 99), None);
     }
 
     #[test]
