@@ -114,6 +114,9 @@ def saturation_result(env, text, clk_tck):
         res[key + "_mib"] = round(int(kib) / 1024, 1) if kib else None
     if "workers" in env:
         res["workers"] = int(env["workers"])
+    for key in ("upstream_conns", "upstream_new_conns"):
+        if key in env:
+            res[key] = int(env[key])
     return res
 
 
@@ -299,6 +302,11 @@ def check_targets(results):
     add("added p99 at 2000 req/s <= 150 µs, --busy-poll", lat, "added_p99_us", lambda v: v <= 150)
 
     add("h2c req/s vs direct >= 0.80", find(results, "h2c", "sidecar"), "vs_direct", lambda v: v >= 0.8)
+    # Steady keep-alive load reuses the pool: connections opened during the
+    # measured run (after the warm-up), HTTP/1.1 and HTTP/2.
+    add("new upstream connections in steady h1 load == 0", h1, "upstream_new_conns", lambda v: v == 0)
+    add("new upstream connections in steady h2c load == 0", find(results, "h2c", "sidecar"),
+        "upstream_new_conns", lambda v: v == 0)
     add("RSS idle <= 8 MiB", h1, "rss_idle_mib", lambda v: v <= 8)
     add("RSS after load <= 12 MiB", h1, "rss_after_mib", lambda v: v <= 12)
     add("RSS holding 10k idle connections <= 40 MiB", find(results, "idle", "sidecar"),

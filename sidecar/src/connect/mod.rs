@@ -192,7 +192,7 @@ pub use h1::WireError;
 /// The upstream failed a request after it was sent, before the response head.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// On a connection of hyper's client (HTTP/2; HTTP/1 with a body).
+    /// On a connection of hyper's client (HTTP/2; HTTP/1 with a body or an upgrade).
     #[error("upstream request failed: {0}")]
     Http(#[source] hyper::Error),
     /// On a connection of this crate's HTTP/1 client.
