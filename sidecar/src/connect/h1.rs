@@ -92,6 +92,9 @@ pub struct Conn {
     /// Read and not yet consumed (empty between responses); the request
     /// head is written from it too.
     buf: BytesMut,
+    /// `buf` was grown past [`READ`] for a large body since the connection
+    /// was last idle.
+    grown: bool,
     guard: ConnectionGuard,
 }
 
@@ -127,6 +130,7 @@ impl Conn {
         Self {
             io,
             buf: BytesMut::with_capacity(READ),
+            grown: false,
             guard,
         }
     }
@@ -137,6 +141,12 @@ impl Conn {
     pub fn alive(&mut self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         self.poll_fill(&mut cx, 1).is_pending()
+    }
+
+    /// Room in its read buffer (tests: what an idle connection holds).
+    #[cfg(test)]
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Hands the connection to hyper's client (for a request with a body or
@@ -214,6 +224,7 @@ impl Conn {
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<std::io::Result<usize>> {
         let want = want.clamp(READ, MAX_READ);
         if self.buf.capacity() - self.buf.len() < want / 2 {
+            self.grown |= want > READ;
             self.buf.reserve(want);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
@@ -603,7 +614,13 @@ pub struct Home {
 }
 
 impl Home {
-    fn take_back(&self, conn: Conn) {
+    /// Puts `conn` back in the pool. A read buffer a large body grew is
+    /// let go first: the body's frames share its allocation, which the
+    /// buffer would otherwise keep alive as long as the connection idles.
+    fn take_back(&self, mut conn: Conn) {
+        if std::mem::take(&mut conn.grown) {
+            conn.buf = BytesMut::with_capacity(READ);
+        }
         if let Some(pool) = self.pool.upgrade() {
             pool.check_in(self.addr, super::Held::Own(conn));
         }

@@ -872,6 +872,68 @@ mod tests {
         assert_eq!(surplus(secs(&[30, 30, 30, 30, 30, 30, 0])), 3);
     }
 
+    /// An upstream on a real socket answering every request on one
+    /// connection with 1 MiB; after each body the connection is back in the
+    /// pool (one, reused) with a read buffer of its own.
+    #[tokio::test]
+    async fn an_idle_connection_lets_go_of_the_buffer_a_large_body_grew() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let body_len = 1 << 20;
+        tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = vec![0u8; 4096];
+            while matches!(socket.read(&mut head).await, Ok(n) if n > 0) {
+                let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n");
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.write_all(&vec![b'x'; body_len]).await;
+            }
+        });
+        let pool = Pool::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            ConnectionMetrics::default(),
+            None,
+            ConnectionLimits {
+                max_connections: 10,
+                max_pending: 10,
+            },
+        );
+        let endpoint = Arc::new(EndpointState::new(&crate::discovery::Endpoint {
+            addr,
+            weight: 1,
+        }));
+        for _ in 0..2 {
+            let mut req = Request::new(crate::http::empty());
+            req.headers_mut()
+                .insert(http::header::HOST, http::HeaderValue::from_static("up"));
+            let response = pool
+                .send(&endpoint, Wire::Http1, req)
+                .await
+                .expect("response");
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .expect("body");
+            assert_eq!(body.to_bytes().len(), body_len);
+            let idle = lock(&pool.0.idle_h1);
+            let stack = idle.get(&addr).expect("back in the pool");
+            assert_eq!(stack.len(), 1, "one connection, reused");
+            let Held::Own(conn) = &stack[0].conn else {
+                panic!("not this crate's client's connection");
+            };
+            // A buffer of its own, not the tail of the 64 KiB reads the body
+            // took (whose allocation it would keep alive).
+            let room = conn.buffer_capacity();
+            assert!((8192..=2 * 8192).contains(&room), "{room}");
+        }
+        assert_eq!(pool.0.metrics.opened.get(), 1, "one connection opened");
+    }
+
     #[test]
     fn the_last_idle_connection_is_never_surplus() {
         assert_eq!(surplus(secs(&[50])), 0);
