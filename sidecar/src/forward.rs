@@ -237,7 +237,7 @@ async fn choose(
 
 /// The upstream wire: upgrades need HTTP/1.1; declared protocols win;
 /// otherwise the caller's version.
-fn wire(protocol: Protocol, version: Version, upgrade: bool) -> Wire {
+pub(crate) fn wire(protocol: Protocol, version: Version, upgrade: bool) -> Wire {
     match protocol {
         _ if upgrade => Wire::Http1,
         Protocol::Http1 => Wire::Http1,

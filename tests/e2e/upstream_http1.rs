@@ -138,3 +138,21 @@ fn responses_that_are_not_http_get_502_and_a_cut_body_is_not_a_clean_end() {
     assert_eq!(ok.body, "hello");
     assert!(sidecar.metrics().contains("mesh_requests_total"));
 }
+
+#[test]
+fn a_connection_closed_before_the_answer_is_retried_on_another_endpoint() {
+    let (_steady, steady) = py_service("h1_upstream.py", &[]);
+    let (_dropping, dropping) = py_service("h1_upstream.py", &["--drop"]);
+    let (sidecar, port) = crate::balance::sidecar(
+        &format!("{steady}, {dropping}"),
+        "      balance: round_robin\n",
+    );
+    for _ in 0..20 {
+        let reply = get(port, "/flaky", &[]);
+        assert_eq!((reply.status, reply.body.as_str()), (200, "steady"));
+    }
+    assert!(
+        sidecar.metric("mesh_resilience_total{upstream=\"web\",decision=\"reset\"}") >= 1.0,
+        "no request went to the endpoint that drops it"
+    );
+}

@@ -4,7 +4,7 @@ exactly the bytes a test needs to see the proxy frame (chunked with
 trailers, close-delimited, 1xx before the final head, 204/304 with a length,
 HEAD) or refuse (conflicting lengths, not HTTP, a body cut short).
 
-    h1_upstream.py
+    h1_upstream.py [--drop]
 
 Prints {"listening": "127.0.0.1:PORT"} and serves until killed. Requests
 are read head first, then a Content-Length body if any. Paths:
@@ -12,13 +12,17 @@ are read head first, then a Content-Length body if any. Paths:
   /length /chunked /chunked-slow /large /until-close /conn-close
   /early-hints /no-content /not-modified /bad-length /not-http /cut
   /idle-close      answers, then closes the connection 0.2 s later
+  /flaky           "steady"; with --drop, closes the connection unanswered
   /conns           {"accepted": N, "requests": N, "bodies": [...]}
 """
 
 import json
 import socket
+import sys
 import threading
 import time
+
+DROP = "--drop" in sys.argv[1:]
 
 LOCK = threading.Lock()
 STATS = {"accepted": 0, "requests": 0, "bodies": []}
@@ -114,6 +118,10 @@ def serve(conn):
             elif path == "/cut":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
                 return
+            elif path == "/flaky":
+                if DROP:
+                    return
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsteady")
             elif path == "/idle-close":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 time.sleep(0.2)

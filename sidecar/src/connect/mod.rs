@@ -192,21 +192,44 @@ pub use h1::WireError;
 /// The upstream failed a request after it was sent, before the response head.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// On a connection of hyper's client (HTTP/2; HTTP/1 with a body or an upgrade).
+    /// On a connection of hyper's client (HTTP/2; HTTP/1 with a body or an
+    /// upgrade; a request without a body on an idle connection of hyper's).
     #[error("upstream request failed: {0}")]
-    Http(#[source] hyper::Error),
+    Http(#[source] hyper::Error, Returned),
     /// On a connection of this crate's HTTP/1 client.
     #[error("upstream request failed: {0}")]
-    Wire(#[source] WireError),
+    Wire(#[source] WireError, Returned),
 }
 
 impl UpstreamError {
     /// The upstream answered with something that is not HTTP.
     pub fn is_protocol(&self) -> bool {
         match self {
-            UpstreamError::Http(err) => err.is_parse(),
-            UpstreamError::Wire(err) => err.is_protocol(),
+            UpstreamError::Http(err, _) => err.is_parse(),
+            UpstreamError::Wire(err, _) => err.is_protocol(),
         }
+    }
+
+    /// The failed request, once, when it was kept: every request without a
+    /// body sent on HTTP/1, as forwarded (see `send_own`).
+    pub fn take_request(&self) -> Option<Request<Body>> {
+        let (UpstreamError::Http(_, returned) | UpstreamError::Wire(_, returned)) = self;
+        lock(&returned.0).take()
+    }
+
+    /// A failure of hyper's client, without the request.
+    fn http(err: hyper::Error) -> Self {
+        UpstreamError::Http(err, Returned(Mutex::new(None)))
+    }
+}
+
+/// A request handed back with its failure (a `Mutex` only so the error is
+/// `Sync`, as errors must be: a request's body is not).
+pub struct Returned(Mutex<Option<Request<Body>>>);
+
+impl std::fmt::Debug for Returned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Returned")
     }
 }
 
@@ -384,11 +407,31 @@ impl Drop for PooledBody {
     }
 }
 
+/// `req` again, for a request without a body.
+fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(crate::http::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    copy
+}
+
+/// The failure of a request sent by this crate's client, the request with it.
+fn wire_error(failed: h1::Failed, req: Request<Body>) -> BoxError {
+    Box::new(UpstreamError::Wire(
+        failed.error,
+        Returned(Mutex::new(Some(req))),
+    ))
+}
+
 /// What became of a request on an idle connection of hyper's client.
 enum Retry {
     /// It was never written: the connection closed while idle.
     Unsent(Box<Request<Body>>),
-    Failed(UpstreamError),
+    /// It failed after it was written.
+    Failed(hyper::Error),
 }
 
 /// Per endpoint, looked up twice per request: foldhash (seeded per map)
@@ -579,14 +622,23 @@ impl Pool {
                     Ok(answer) => return Ok(self.own_response(endpoint.addr, answer)),
                     // Never reached the upstream: it closed the connection while idle.
                     Err(failed) if !failed.written => continue,
-                    Err(failed) => return Err(Box::new(UpstreamError::Wire(failed.error))),
+                    Err(failed) => return Err(wire_error(failed, req)),
                 },
                 Held::Hyper(sender) => {
+                    // hyper's client keeps no request it sent: a copy (no
+                    // body to copy) goes back with a failure, as this
+                    // crate's client hands back its own.
+                    let copy = bodiless_copy(&req);
                     // Boxed, as in `send_h1`.
                     match Box::pin(self.try_hyper(endpoint.addr, sender, req)).await {
                         Ok(response) => return Ok(response),
                         Err(Retry::Unsent(unsent)) => req = *unsent,
-                        Err(Retry::Failed(err)) => return Err(Box::new(err)),
+                        Err(Retry::Failed(err)) => {
+                            return Err(Box::new(UpstreamError::Http(
+                                err,
+                                Returned(Mutex::new(Some(copy))),
+                            )))
+                        }
                     }
                 }
             }
@@ -599,7 +651,7 @@ impl Pool {
         };
         match conn.send(&req).await {
             Ok(answer) => Ok(self.own_response(endpoint.addr, answer)),
-            Err(failed) => Err(Box::new(UpstreamError::Wire(failed.error))),
+            Err(failed) => Err(wire_error(failed, req)),
         }
     }
 
@@ -615,7 +667,7 @@ impl Pool {
             Err(mut err) => match err.take_message() {
                 // Never written: the connection closed while idle.
                 Some(unsent) => Err(Retry::Unsent(Box::new(unsent))),
-                None => Err(Retry::Failed(UpstreamError::Http(err.into_error()))),
+                None => Err(Retry::Failed(err.into_error())),
             },
         }
     }
@@ -637,7 +689,7 @@ impl Pool {
             match self.try_hyper(endpoint.addr, sender, req).await {
                 Ok(response) => return Ok(response),
                 Err(Retry::Unsent(unsent)) => req = *unsent,
-                Err(Retry::Failed(err)) => return Err(Box::new(err)),
+                Err(Retry::Failed(err)) => return Err(Box::new(UpstreamError::http(err))),
             }
         }
         // Boxed, as in `send_own`.
@@ -645,11 +697,11 @@ impl Pool {
             Ok(sender) => sender,
             Err(err) => return Err(Box::new(Unsent::new(err, req))),
         };
-        sender.ready().await.map_err(UpstreamError::Http)?;
+        sender.ready().await.map_err(UpstreamError::http)?;
         let response = sender
             .send_request(req)
             .await
-            .map_err(UpstreamError::Http)?;
+            .map_err(UpstreamError::http)?;
         Ok(self.recycle_h1(endpoint.addr, sender, response))
     }
 
@@ -682,7 +734,7 @@ impl Pool {
                     Ok(response) => return Ok(response),
                     Err(mut err) => match err.take_message() {
                         Some(unsent) => req = unsent,
-                        None => return Err(Box::new(UpstreamError::Http(err.into_error()))),
+                        None => return Err(Box::new(UpstreamError::http(err.into_error()))),
                     },
                 }
             }
@@ -693,11 +745,11 @@ impl Pool {
             Err(err) => return Err(Box::new(Unsent::new(err, req))),
         };
         lock(&self.0.h2).insert(endpoint.addr, sender.clone());
-        sender.ready().await.map_err(UpstreamError::Http)?;
+        sender.ready().await.map_err(UpstreamError::http)?;
         Ok(sender
             .send_request(req)
             .await
-            .map_err(UpstreamError::Http)?)
+            .map_err(UpstreamError::http)?)
     }
 
     fn checkout_h1(&self, addr: SocketAddr) -> Option<Held> {
@@ -878,10 +930,8 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_lets_go_of_the_buffer_a_large_body_grew() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        let (pool, endpoint, listener) = pool_and_upstream().await;
+        let addr = endpoint.addr;
         let body_len = 1 << 20;
         tokio::spawn(async move {
             let Ok((mut socket, _)) = listener.accept().await else {
@@ -894,26 +944,9 @@ mod tests {
                 let _ = socket.write_all(&vec![b'x'; body_len]).await;
             }
         });
-        let pool = Pool::new(
-            Duration::from_secs(1),
-            Duration::from_secs(60),
-            ConnectionMetrics::default(),
-            None,
-            ConnectionLimits {
-                max_connections: 10,
-                max_pending: 10,
-            },
-        );
-        let endpoint = Arc::new(EndpointState::new(&crate::discovery::Endpoint {
-            addr,
-            weight: 1,
-        }));
         for _ in 0..2 {
-            let mut req = Request::new(crate::http::empty());
-            req.headers_mut()
-                .insert(http::header::HOST, http::HeaderValue::from_static("up"));
             let response = pool
-                .send(&endpoint, Wire::Http1, req)
+                .send(&endpoint, Wire::Http1, get("/"))
                 .await
                 .expect("response");
             let body = http_body_util::BodyExt::collect(response.into_body())
@@ -932,6 +965,92 @@ mod tests {
             assert!((8192..=2 * 8192).contains(&room), "{room}");
         }
         assert_eq!(pool.0.metrics.opened.get(), 1, "one connection opened");
+    }
+
+    /// A pool of one endpoint at a fresh local address, and that address.
+    async fn pool_and_upstream() -> (Pool, Arc<EndpointState>, tokio::net::TcpListener) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let pool = Pool::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            ConnectionMetrics::default(),
+            None,
+            ConnectionLimits {
+                max_connections: 10,
+                max_pending: 10,
+            },
+        );
+        let endpoint = Arc::new(EndpointState::new(&crate::discovery::Endpoint {
+            addr,
+            weight: 1,
+        }));
+        (pool, endpoint, listener)
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        let mut req = Request::new(crate::http::empty());
+        *req.uri_mut() = http::Uri::try_from(path).expect("uri");
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("up"));
+        req
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_body_comes_back_with_its_failure_from_either_client() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (pool, endpoint, listener) = pool_and_upstream().await;
+        // One connection: answers the first request (a POST, with its body),
+        // then closes on the second unanswered.
+        tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut seen = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !seen.ends_with(b"\r\n\r\nabc") {
+                match socket.read(&mut chunk).await {
+                    Ok(n) if n > 0 => seen.extend_from_slice(&chunk[..n]),
+                    _ => return,
+                }
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+            let _ = socket.read(&mut chunk).await;
+        });
+        let mut post = get("/first");
+        *post.method_mut() = http::Method::POST;
+        *post.body_mut() = crate::http::full("abc");
+        let response = pool.send(&endpoint, Wire::Http1, post).await.expect("POST");
+        http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body");
+        // The connection is hyper's now: a request without a body on it
+        // still comes back with the failure.
+        for _ in 0..100 {
+            if lock(&pool.0.idle_h1)
+                .get(&endpoint.addr)
+                .is_some_and(|s| !s.is_empty())
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let failed = pool
+            .send(&endpoint, Wire::Http1, get("/second?x=1"))
+            .await
+            .err()
+            .expect("the upstream closed without answering");
+        let again = failed
+            .downcast_ref::<UpstreamError>()
+            .and_then(UpstreamError::take_request)
+            .expect("the request came back");
+        assert_eq!(again.uri(), "/second?x=1");
+        assert_eq!(again.headers()["host"], "up");
+        assert!(http_body::Body::is_end_stream(again.body()));
     }
 
     #[test]

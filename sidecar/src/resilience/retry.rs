@@ -1,9 +1,11 @@
 //! The attempts of one request: send, decide whether the outcome is worth
 //! another try (by the policy, the method's idempotency and the budget),
 //! back off with full jitter, send again. Connect failures come back with
-//! their request unsent, so they are retried whatever the body; other
-//! retries need the body kept for replay, which only small bodies of known
-//! length are.
+//! their request unsent, so they are retried whatever the body; so do
+//! resets of requests without a body sent by the pool's own HTTP/1 client
+//! (`UpstreamError::take_request`), so for those no copy is made when no
+//! other retry could need one. Other retries need the request kept for
+//! replay, which only small bodies of known length are.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,9 +43,14 @@ pub(super) async fn run(
     }
     let idempotent = policy.non_idempotent || is_idempotent(req.method());
     let mut req = req;
+    let grpc = is_grpc(req.headers());
     // gRPC statuses are retried whatever the method (gRPC retry semantics):
-    // gRPC bodies are kept for replay too.
-    let replayable = idempotent || is_grpc(req.headers());
+    // gRPC bodies are kept for replay too. A request handed back with its
+    // failure needs no copy, unless statuses or per-try timeouts (whose
+    // outcomes do not carry it) may call for a retry.
+    let handed_back =
+        !grpc && policy.statuses.is_empty() && !policy.timeout && handed_back(&req, cluster);
+    let replayable = (idempotent || grpc) && !handed_back;
     let read = if replayable && read_first(&req, policy.max_body) {
         let body = std::mem::replace(req.body_mut(), crate::http::empty());
         Some(body.collect().await?.to_bytes())
@@ -59,12 +66,12 @@ pub(super) async fn run(
         let Some(reason) = retry_reason(&outcome, policy, idempotent) else {
             return outcome;
         };
-        let unsent = outcome
-            .as_ref()
-            .err()
-            .and_then(|e| e.downcast_ref::<Unsent>())
-            .and_then(Unsent::take_request);
-        let Some(again) = unsent.or_else(|| replay.as_ref().and_then(Replay::request)) else {
+        let returned = outcome.as_ref().err().and_then(|e| {
+            e.downcast_ref::<Unsent>()
+                .and_then(Unsent::take_request)
+                .or_else(|| e.downcast_ref::<UpstreamError>()?.take_request())
+        });
+        let Some(again) = returned.or_else(|| replay.as_ref().and_then(Replay::request)) else {
             return outcome;
         };
         if tries >= policy.attempts {
@@ -151,6 +158,18 @@ fn retry_reason(outcome: &Outcome, policy: &RetryPolicy, idempotent: bool) -> Op
         }
         Err(_) => None,
     }
+}
+
+/// Whether a failed attempt of `req` hands it back (see
+/// `UpstreamError::take_request`): no body, HTTP/1.1 on the wire, and
+/// HTTP/1.1 from the caller (the request comes back as forwarded, its
+/// version among what was rewritten).
+fn handed_back(req: &Request<Body>, cluster: &Cluster) -> bool {
+    req.body().is_end_stream()
+        && req.version() == Version::HTTP_11
+        && req.method() != Method::CONNECT
+        && crate::forward::wire(cluster.settings.protocol, req.version(), false)
+            == crate::connect::Wire::Http1
 }
 
 /// Methods that mean the same done twice (RFC 9110 §9.2.2).
