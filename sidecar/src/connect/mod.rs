@@ -81,14 +81,14 @@ pub struct Unsent {
     /// Why no connection was made.
     #[source]
     pub error: ConnectError,
-    request: Mutex<Option<Request<Body>>>,
+    request: Returned,
 }
 
 impl Unsent {
     fn new(error: ConnectError, request: Request<Body>) -> Self {
         Self {
             error,
-            request: Mutex::new(Some(request)),
+            request: Returned::new(Some(request)),
         }
     }
 
@@ -99,7 +99,28 @@ impl Unsent {
 
     /// The unsent request, once.
     pub fn take_request(&self) -> Option<Request<Body>> {
-        lock(&self.request).take()
+        self.request.take()
+    }
+}
+
+/// A request handed back with its failure, to be taken once (a `Mutex`
+/// only so the error is `Sync`, as errors must be: a request's body is not).
+pub struct Returned(Mutex<Option<Request<Body>>>);
+
+/// Not the request: its headers may carry credentials, and errors are logged.
+impl std::fmt::Debug for Returned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Returned(..)")
+    }
+}
+
+impl Returned {
+    fn new(request: Option<Request<Body>>) -> Self {
+        Self(Mutex::new(request))
+    }
+
+    fn take(&self) -> Option<Request<Body>> {
+        lock(&self.0).take()
     }
 }
 
@@ -214,22 +235,12 @@ impl UpstreamError {
     /// body sent on HTTP/1, as forwarded (see `send_own`).
     pub fn take_request(&self) -> Option<Request<Body>> {
         let (UpstreamError::Http(_, returned) | UpstreamError::Wire(_, returned)) = self;
-        lock(&returned.0).take()
+        returned.take()
     }
 
     /// A failure of hyper's client, without the request.
     fn http(err: hyper::Error) -> Self {
-        UpstreamError::Http(err, Returned(Mutex::new(None)))
-    }
-}
-
-/// A request handed back with its failure (a `Mutex` only so the error is
-/// `Sync`, as errors must be: a request's body is not).
-pub struct Returned(Mutex<Option<Request<Body>>>);
-
-impl std::fmt::Debug for Returned {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Returned")
+        UpstreamError::Http(err, Returned::new(None))
     }
 }
 
@@ -420,10 +431,7 @@ fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
 
 /// The failure of a request sent by this crate's client, the request with it.
 fn wire_error(failed: h1::Failed, req: Request<Body>) -> BoxError {
-    Box::new(UpstreamError::Wire(
-        failed.error,
-        Returned(Mutex::new(Some(req))),
-    ))
+    Box::new(UpstreamError::Wire(failed.error, Returned::new(Some(req))))
 }
 
 /// What became of a request on an idle connection of hyper's client.
@@ -636,7 +644,7 @@ impl Pool {
                         Err(Retry::Failed(err)) => {
                             return Err(Box::new(UpstreamError::Http(
                                 err,
-                                Returned(Mutex::new(Some(copy))),
+                                Returned::new(Some(copy)),
                             )))
                         }
                     }
