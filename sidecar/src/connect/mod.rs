@@ -244,6 +244,13 @@ impl UpstreamError {
     }
 }
 
+/// Whether a failure of `req` sent on `wire` brings it back
+/// ([`UpstreamError::take_request`]): HTTP/1 requests without a body or an
+/// upgrade, as this crate's client sends them.
+pub fn hands_back<B: http_body::Body>(req: &Request<B>, wire: Wire) -> bool {
+    wire == Wire::Http1 && h1::eligible(req)
+}
+
 /// Per-cluster connection counters, shared with the metrics registry.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionMetrics {

@@ -48,9 +48,14 @@ pub(super) async fn run(
     // gRPC bodies are kept for replay too. A request handed back with its
     // failure needs no copy, unless statuses or per-try timeouts (whose
     // outcomes do not carry it) may call for a retry.
-    let handed_back =
-        !grpc && policy.statuses.is_empty() && !policy.timeout && handed_back(&req, cluster);
-    let replayable = (idempotent || grpc) && !handed_back;
+    // The request as the caller sent it: its version must be the wire's
+    // already, as a request comes back with the version it was sent with.
+    let wire = crate::forward::wire(cluster.settings.protocol, req.version(), false);
+    let comes_back = !grpc
+        && policy.statuses.is_empty()
+        && !policy.timeout
+        && crate::connect::hands_back(&req, wire);
+    let replayable = (idempotent || grpc) && !comes_back;
     let read = if replayable && read_first(&req, policy.max_body) {
         let body = std::mem::replace(req.body_mut(), crate::http::empty());
         Some(body.collect().await?.to_bytes())
@@ -158,18 +163,6 @@ fn retry_reason(outcome: &Outcome, policy: &RetryPolicy, idempotent: bool) -> Op
         }
         Err(_) => None,
     }
-}
-
-/// Whether a failed attempt of `req` hands it back (see
-/// `UpstreamError::take_request`): no body, HTTP/1.1 on the wire, and
-/// HTTP/1.1 from the caller (the request comes back as forwarded, its
-/// version among what was rewritten).
-fn handed_back(req: &Request<Body>, cluster: &Cluster) -> bool {
-    req.body().is_end_stream()
-        && req.version() == Version::HTTP_11
-        && req.method() != Method::CONNECT
-        && crate::forward::wire(cluster.settings.protocol, req.version(), false)
-            == crate::connect::Wire::Http1
 }
 
 /// Methods that mean the same done twice (RFC 9110 §9.2.2).
