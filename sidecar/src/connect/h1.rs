@@ -614,10 +614,15 @@ pub struct Home {
 }
 
 impl Home {
-    /// Puts `conn` back in the pool. A read buffer a large body grew is
-    /// let go first: the body's frames share its allocation, which the
-    /// buffer would otherwise keep alive as long as the connection idles.
-    fn take_back(&self, mut conn: Conn) {
+    /// Puts `conn`, its response complete, back in the pool if it may carry
+    /// another request: kept alive, and nothing sent after the response
+    /// (else it closes here). A read buffer a large body grew is let go
+    /// first: the body's frames share its allocation, which the buffer
+    /// would otherwise keep alive as long as the connection idles.
+    fn take_back(&self, mut conn: Conn, keep_alive: bool) {
+        if !keep_alive || !conn.buf.is_empty() {
+            return;
+        }
         if std::mem::take(&mut conn.grown) {
             conn.buf = BytesMut::with_capacity(READ);
         }
@@ -631,7 +636,7 @@ impl Home {
 pub enum Body {
     /// The whole body (or none) came with the head; the connection is
     /// already back in the pool, or closed.
-    Whole(Option<Bytes>),
+    Whole(http_body_util::Full<Bytes>),
     /// Still on the connection, read as it is polled.
     Reading(Reading),
 }
@@ -657,30 +662,25 @@ impl Answer {
                 },
             mut conn,
         } = self;
-        let whole = match &framing {
-            Framing::Done => Some(None),
-            Framing::Length(n) if conn.buf.len() as u64 >= *n => {
-                // Within the buffer, so it fits a usize.
-                let n = usize::try_from(*n).unwrap_or(usize::MAX);
-                Some(Some(conn.buf.split_to(n).freeze()))
+        let data = match framing {
+            Framing::Done => Bytes::new(),
+            // Within the buffer, so it fits a usize.
+            Framing::Length(n) if conn.buf.len() as u64 >= n => conn
+                .buf
+                .split_to(usize::try_from(n).unwrap_or(usize::MAX))
+                .freeze(),
+            framing => {
+                let reading = Reading {
+                    conn: Some(conn),
+                    framing,
+                    keep_alive,
+                    home,
+                };
+                return response.map(|()| Body::Reading(reading));
             }
-            _ => None,
         };
-        let body = match whole {
-            Some(data) => {
-                if keep_alive && conn.buf.is_empty() {
-                    home.take_back(conn);
-                }
-                Body::Whole(data)
-            }
-            None => Body::Reading(Reading {
-                conn: Some(conn),
-                framing,
-                keep_alive,
-                home,
-            }),
-        };
-        response.map(|()| body)
+        home.take_back(conn, keep_alive);
+        response.map(|()| Body::Whole(http_body_util::Full::new(data)))
     }
 }
 
@@ -727,9 +727,7 @@ impl Reading {
 
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() {
-                self.home.take_back(conn);
-            }
+            self.home.take_back(conn, self.keep_alive);
         }
     }
 }

@@ -387,9 +387,9 @@ impl http_body::Body for PooledBody {
                 }
                 Poll::Ready(frame.map(|frame| frame.map_err(BoxError::from)))
             }
-            Kind::Own(h1::Body::Whole(data)) => {
-                Poll::Ready(data.take().map(|data| Ok(http_body::Frame::data(data))))
-            }
+            Kind::Own(h1::Body::Whole(data)) => Pin::new(data)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map_err(|never| match never {}))),
             Kind::Own(h1::Body::Reading(reading)) => reading
                 .poll_frame(cx)
                 .map(|frame| frame.map(|frame| frame.map_err(BoxError::from))),
@@ -399,7 +399,7 @@ impl http_body::Body for PooledBody {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Hyper { inner, .. } => inner.is_end_stream(),
-            Kind::Own(h1::Body::Whole(data)) => data.is_none(),
+            Kind::Own(h1::Body::Whole(data)) => data.is_end_stream(),
             Kind::Own(h1::Body::Reading(reading)) => reading.is_end_stream(),
         }
     }
@@ -407,9 +407,7 @@ impl http_body::Body for PooledBody {
     fn size_hint(&self) -> http_body::SizeHint {
         match &self.0 {
             Kind::Hyper { inner, .. } => inner.size_hint(),
-            Kind::Own(h1::Body::Whole(data)) => {
-                http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            Kind::Own(h1::Body::Whole(data)) => data.size_hint(),
             Kind::Own(h1::Body::Reading(reading)) => reading.size_hint(),
         }
     }
