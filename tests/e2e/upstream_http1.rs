@@ -133,10 +133,15 @@ fn responses_that_are_not_http_get_502_and_a_cut_body_is_not_a_clean_end() {
     // not flushed before the close either).
     let cut = curl(&[&format!("http://{inbound}/cut")]);
     assert!(matches!(cut.status.code(), Some(18 | 52)), "{cut:?}");
-    // The proxy is fine.
+    // The proxy is fine, and counted both refusals as 502s.
     let ok = get(inbound, "/length", &[]);
     assert_eq!(ok.body, "hello");
-    assert!(sidecar.metrics().contains("mesh_requests_total"));
+    assert_eq!(
+        sidecar.metric(
+            "mesh_requests_total{direction=\"inbound\",upstream=\"inbound\",caller=\"unknown\",status=\"502\",status_class=\"5xx\"}"
+        ),
+        2.0
+    );
 }
 
 #[test]
