@@ -780,56 +780,57 @@ mod tests {
     #[test]
     fn framing_follows_rfc_9112() {
         let ok = "HTTP/1.1 200 OK\r\n";
-        assert_eq!(
-            framing(&format!("{ok}Content-Length: 5\r\n\r\n")),
-            ("length 5".into(), true)
-        );
-        assert_eq!(
-            framing(&format!("{ok}content-length: 0\r\n\r\n")),
-            ("none".into(), true)
-        );
-        assert_eq!(
-            framing(&format!("{ok}Transfer-Encoding: gzip, chunked\r\n\r\n")),
-            ("chunked".into(), true)
-        );
-        assert_eq!(
-            framing(&format!(
-                "{ok}Transfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"
-            )),
-            ("chunked".into(), false),
-            "both: the coding wins and the connection is not reused"
-        );
-        assert_eq!(
-            framing(&format!("{ok}Transfer-Encoding: gzip\r\n\r\n")),
-            ("close".into(), false)
-        );
-        assert_eq!(framing(&format!("{ok}\r\n")), ("close".into(), false));
-        assert_eq!(
-            framing(&format!(
-                "{ok}Content-Length: 5\r\nConnection: close\r\n\r\n"
-            )),
-            ("length 5".into(), false)
-        );
-        assert_eq!(
-            framing("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n"),
-            ("length 5".into(), false)
-        );
-        assert_eq!(
-            framing("HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: Keep-Alive\r\n\r\n"),
-            ("length 5".into(), true)
-        );
-        assert_eq!(
-            framing("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"),
-            ("none".into(), true)
-        );
-        assert_eq!(
-            framing("HTTP/1.1 304 Not Modified\r\n\r\n"),
-            ("none".into(), true)
-        );
-        assert_eq!(
-            framing("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n").0,
-            "informational"
-        );
+        // (head, framing, reusable after it)
+        let cases = [
+            (format!("{ok}Content-Length: 5\r\n\r\n"), "length 5", true),
+            (format!("{ok}content-length: 0\r\n\r\n"), "none", true),
+            (
+                format!("{ok}Transfer-Encoding: gzip, chunked\r\n\r\n"),
+                "chunked",
+                true,
+            ),
+            // Both: the coding wins and the connection is not reused.
+            (
+                format!("{ok}Transfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n"),
+                "chunked",
+                false,
+            ),
+            (
+                format!("{ok}Transfer-Encoding: gzip\r\n\r\n"),
+                "close",
+                false,
+            ),
+            (format!("{ok}\r\n"), "close", false),
+            (
+                format!("{ok}Content-Length: 5\r\nConnection: close\r\n\r\n"),
+                "length 5",
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n".into(),
+                "length 5",
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 5\r\nConnection: Keep-Alive\r\n\r\n".into(),
+                "length 5",
+                true,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n".into(),
+                "none",
+                true,
+            ),
+            ("HTTP/1.1 304 Not Modified\r\n\r\n".into(), "none", true),
+            (
+                "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n".into(),
+                "informational",
+                true,
+            ),
+        ];
+        for (text, expected, reusable) in cases {
+            assert_eq!(framing(&text), (expected.to_string(), reusable), "{text:?}");
+        }
         assert!(matches!(
             head(&format!("{ok}Content-Length: 5\r\n\r\n"), true),
             Ok(Parsed::Final(Head {
