@@ -112,6 +112,11 @@ impl<I> Rewind<I> {
     pub fn new(prefix: Bytes, inner: I) -> Self {
         Self { prefix, inner }
     }
+
+    /// The stream, without what of the prefix was not read.
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
 }
 
 impl<I: AsyncRead> AsyncRead for Rewind<I> {

@@ -16,6 +16,7 @@ mod cors;
 mod dashboard;
 mod demo;
 mod discovery;
+mod downstream_http1;
 mod drain;
 mod edge_front;
 mod edge_routes;

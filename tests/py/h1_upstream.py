@@ -13,7 +13,9 @@ are read head first, then a Content-Length body if any. Paths:
   /early-hints /no-content /not-modified /bad-length /not-http /cut
   /idle-close      answers, then closes the connection 0.2 s later
   /flaky           "steady"; with --drop, closes the connection unanswered
-  /conns           {"accepted": N, "requests": N, "bodies": [...]}
+  /hold            answers after 5 s, unless the proxy closes the connection
+                   first (counted as "abandoned")
+  /conns           {"accepted": N, "requests": N, "bodies": [...], "abandoned": N}
 """
 
 import json
@@ -25,7 +27,7 @@ import time
 DROP = "--drop" in sys.argv[1:]
 
 LOCK = threading.Lock()
-STATS = {"accepted": 0, "requests": 0, "bodies": []}
+STATS = {"accepted": 0, "requests": 0, "bodies": [], "abandoned": 0}
 LARGE = bytes((i * 7) % 251 for i in range(1 << 20))
 
 
@@ -122,6 +124,18 @@ def serve(conn):
                 if DROP:
                     return
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsteady")
+            elif path == "/hold":
+                conn.settimeout(5)
+                try:
+                    closed = conn.recv(1) == b""
+                except (socket.timeout, OSError):
+                    closed = False
+                if closed:
+                    with LOCK:
+                        STATS["abandoned"] += 1
+                    return
+                conn.settimeout(None)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld")
             elif path == "/idle-close":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                 time.sleep(0.2)

@@ -660,6 +660,11 @@ impl<I> WatchHeads<I> {
         }
     }
 
+    /// The stream watched.
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
     /// Inside a request head: part of it read, not all.
     fn mid_head(&self) -> bool {
         self.state == Framing::Head && (self.head.started || !self.line.is_empty())

@@ -3,6 +3,7 @@
 //! hygiene (hop-by-hop headers, malformed requests).
 //! Errors: [`RequestError`] for requests the proxy refuses to forward (400).
 
+mod h1;
 mod h2guard;
 pub mod hygiene;
 mod park;
@@ -124,6 +125,12 @@ pub struct ConnInfo {
     pub server_name: Option<std::sync::Arc<str>>,
     /// The listener's name on metrics and in the access log.
     pub listener: Option<std::sync::Arc<str>>,
+}
+
+/// What every request gets as it arrives, whichever server read it.
+fn admit<B>(req: &mut Request<B>, conn: &std::sync::Arc<ConnInfo>) {
+    crate::busy_poll::note_request();
+    req.extensions_mut().insert(ConnInfo::clone(conn));
 }
 
 /// A request the proxy refuses before routing.

@@ -103,6 +103,59 @@ impl Drop for Working {
     }
 }
 
+/// The one timer a serving connection keeps while its reads stall: due
+/// every [`PARK_AFTER`], when the connection is judged (quiet enough to
+/// park, a head too slow) — so no request pays for a timer of its own
+/// (hyper's header timeout set and dropped one per request; ~900
+/// instructions, measured).
+#[derive(Default)]
+pub struct Quiet {
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Bytes arrived since the timer was last set.
+    arrived: bool,
+}
+
+impl Quiet {
+    /// Bytes arrived.
+    pub fn arrived(&mut self) {
+        self.arrived = true;
+    }
+
+    /// Called when a read found nothing: true once [`PARK_AFTER`] passed
+    /// since the timer was set (judge, then [`Quiet::again`] unless the
+    /// connection ends or parks); false while it runs, the wake-up set.
+    pub fn due(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(timer) = self.timer.as_mut() else {
+            self.arrived = false;
+            let mut timer = Box::pin(tokio::time::sleep(PARK_AFTER));
+            // Registers the wake-up; a fresh timer is never due at once.
+            let _ = timer.as_mut().poll(cx);
+            self.timer = Some(timer);
+            return false;
+        };
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Nothing arrived since the timer was last set.
+    pub fn was_quiet(&self) -> bool {
+        !self.arrived
+    }
+
+    /// Sets the timer for another [`PARK_AFTER`].
+    pub fn again(&mut self, cx: &mut Context<'_>) {
+        self.arrived = false;
+        if let Some(timer) = self.timer.as_mut() {
+            timer.as_mut().reset(Instant::now() + PARK_AFTER);
+            let _ = timer.as_mut().poll(cx);
+        }
+    }
+
+    /// Drops the timer (the connection parks).
+    fn stop(&mut self) {
+        self.timer = None;
+    }
+}
+
 /// Where a parked stream waits for the server to pick it up.
 type Slot<J> = Arc<Mutex<Option<J>>>;
 
@@ -111,30 +164,24 @@ type Slot<J> = Arc<Mutex<Option<J>>>;
 /// hands the inner stream back (see the module docs).
 pub struct Parking<J> {
     io: Option<J>,
-    /// The first byte of a request, read while parked.
-    first: Option<u8>,
     busy: Busy,
     slot: Slot<J>,
     /// How long a request head may take to arrive (`limits.header_timeout`).
     head_timeout: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    /// Bytes arrived since the timer was last set.
-    arrived: bool,
+    quiet: Quiet,
     /// The last write could not go through (a slow reader): hyper may
     /// still hold response bytes.
     write_blocked: bool,
 }
 
 impl<J> Parking<J> {
-    fn new(io: J, first: Option<u8>, busy: Busy, slot: Slot<J>, head_timeout: Duration) -> Self {
+    fn new(io: J, busy: Busy, slot: Slot<J>, head_timeout: Duration) -> Self {
         Self {
             io: Some(io),
-            first,
             busy,
             slot,
             head_timeout,
-            timer: None,
-            arrived: false,
+            quiet: Quiet::default(),
             write_blocked: false,
         }
     }
@@ -152,21 +199,10 @@ enum Stall {
 
 impl<J: Boundary> Parking<J> {
     /// Called when a read found nothing: [`Stall::Park`] once the
-    /// connection has been quiet for [`PARK_AFTER`]; keeps the timer set
-    /// while it is not. The same timer bounds a head's arrival: it fires
-    /// every [`PARK_AFTER`] while a head is awaited, so no request pays for
-    /// a timer of its own (hyper's header timeout set and dropped one per
-    /// request; ~900 instructions, measured).
+    /// connection has been quiet for [`PARK_AFTER`]. The same timer bounds
+    /// a head's arrival ([`Quiet`]).
     fn stall(&mut self, cx: &mut Context<'_>) -> Stall {
-        let Some(timer) = self.timer.as_mut() else {
-            self.arrived = false;
-            let mut timer = Box::pin(tokio::time::sleep(PARK_AFTER));
-            // Registers the wake-up; a fresh timer is never due at once.
-            let _ = timer.as_mut().poll(cx);
-            self.timer = Some(timer);
-            return Stall::Wait;
-        };
-        if timer.as_mut().poll(cx).is_pending() {
+        if !self.quiet.due(cx) {
             return Stall::Wait;
         }
         let io = self.io.as_ref();
@@ -176,16 +212,14 @@ impl<J: Boundary> Parking<J> {
         {
             return Stall::SlowHead;
         }
-        let quiet = !self.arrived
+        let quiet = self.quiet.was_quiet()
             && self.busy.idle()
             && !self.write_blocked
             && io.is_some_and(Boundary::between_messages);
         if quiet {
             return Stall::Park;
         }
-        self.arrived = false;
-        timer.as_mut().reset(Instant::now() + PARK_AFTER);
-        let _ = timer.as_mut().poll(cx);
+        self.quiet.again(cx);
         Stall::Wait
     }
 }
@@ -201,17 +235,12 @@ impl<J: AsyncRead + Boundary + Unpin> AsyncRead for Parking<J> {
             // Parked: hyper sees the end of the stream.
             return Poll::Ready(Ok(()));
         };
-        if let Some(byte) = this.first.take() {
-            buf.put_slice(&[byte]);
-            // Whatever else of the request is already here comes along.
-            let _ = Pin::new(io).poll_read(cx, buf);
-            this.arrived = true;
-            return Poll::Ready(Ok(()));
-        }
         let before = buf.filled().len();
         match Pin::new(io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                this.arrived |= buf.filled().len() > before;
+                if buf.filled().len() > before {
+                    this.quiet.arrived();
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => match this.stall(cx) {
@@ -222,7 +251,7 @@ impl<J: AsyncRead + Boundary + Unpin> AsyncRead for Parking<J> {
                         io.release();
                     }
                     *lock(&this.slot) = io;
-                    this.timer = None;
+                    this.quiet.stop();
                     Poll::Ready(Ok(()))
                 }
                 // hyper closes the connection, as for any read error.
@@ -291,31 +320,20 @@ impl<J: AsyncWrite + Unpin> AsyncWrite for Parking<J> {
 /// One connection's stream between hyper connections.
 pub struct Idle<J> {
     io: J,
-    first: Option<u8>,
     busy: Busy,
 }
 
 impl<J: AsyncRead + AsyncWrite + Unpin> Idle<J> {
     /// A connection not yet served; `busy` is what its service counts with.
     pub fn new(io: J, busy: Busy) -> Self {
-        Self {
-            io,
-            first: None,
-            busy,
-        }
+        Self { io, busy }
     }
 
     /// The stream for the next hyper connection; a request head must
     /// arrive within `head_timeout` of its first byte.
     pub fn serve(self, head_timeout: Duration) -> (Parking<J>, Retrieve<J>) {
         let slot = Slot::default();
-        let parking = Parking::new(
-            self.io,
-            self.first,
-            self.busy.clone(),
-            slot.clone(),
-            head_timeout,
-        );
+        let parking = Parking::new(self.io, self.busy.clone(), slot.clone(), head_timeout);
         (
             parking,
             Retrieve {
@@ -325,28 +343,34 @@ impl<J: AsyncRead + AsyncWrite + Unpin> Idle<J> {
         )
     }
 
-    /// Waits for the next request's first byte: false when the client
-    /// leaves, `idle` passes or `drain` fires first.
-    pub async fn wait(&mut self, idle: Duration, drain: &CancellationToken) -> bool {
-        let read = tokio::select! {
-            read = tokio::time::timeout(idle, self.io.read_u8()) => read,
-            () = drain.cancelled() => return false,
-        };
-        match read {
-            Ok(Ok(byte)) => {
-                self.first = Some(byte);
-                true
-            }
-            _ => false,
-        }
+    /// The stream, once its hyper connection has parked (no byte read
+    /// ahead of it).
+    pub fn into_inner(self) -> J {
+        self.io
     }
+}
 
-    /// Closes the stream: one attempt, so a TLS stream sends its
-    /// close_notify if the socket takes it at once; never waits.
-    pub fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let _ = Pin::new(&mut self.io).poll_shutdown(cx);
-        Poll::Ready(())
+/// Waits for the next request's first byte on a parked stream: `None` when
+/// the client leaves, `idle` passes or `drain` fires first.
+pub async fn first_byte<J: AsyncRead + Unpin>(
+    io: &mut J,
+    idle: Duration,
+    drain: &CancellationToken,
+) -> Option<u8> {
+    tokio::select! {
+        read = tokio::time::timeout(idle, io.read_u8()) => read.ok()?.ok(),
+        () = drain.cancelled() => None,
     }
+}
+
+/// Closes a stream: one attempt, so a TLS stream sends its close_notify if
+/// the socket takes it at once; never waits.
+pub async fn close_now<J: AsyncWrite + Unpin>(io: &mut J) {
+    std::future::poll_fn(|cx| {
+        let _ = Pin::new(&mut *io).poll_shutdown(cx);
+        Poll::Ready(())
+    })
+    .await;
 }
 
 /// Takes a parked stream back once its hyper connection has ended.
@@ -361,7 +385,6 @@ impl<J: AsyncRead + AsyncWrite + Unpin> Retrieve<J> {
         let io = lock(&self.slot).take()?;
         Some(Idle {
             io,
-            first: None,
             busy: self.busy,
         })
     }

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,11 +22,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use super::h1;
 use super::h2guard::{self, H2Guard};
 use super::hygiene::{RawHead, RawHeads, WatchHeads};
-use super::park::{Boundary, Busy, Idle, Working, PARK_AFTER};
+use super::park::{close_now, first_byte, Boundary, Busy, Idle, Working, PARK_AFTER};
 use super::{boxed, Body, ConnInfo, HttpService};
 use crate::config::LimitSettings;
+use crate::detect::Rewind;
 use crate::errors;
 
 /// Response bytes buffered per HTTP/2 stream before the upstream body is
@@ -62,9 +65,16 @@ where
     let h2_malformed = version == Version::HTTP_2;
     // Shared: the service lives as long as the connection, parked or not.
     let conn = std::sync::Arc::new(conn);
+    let own = h1::Server {
+        service: service.clone(),
+        conn: conn.clone(),
+        drain: drain.clone(),
+        max_head: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+        head_timeout: limits.header_timeout,
+    };
     let hyper_service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        crate::busy_poll::note_request();
-        req.extensions_mut().insert(ConnInfo::clone(&conn));
+        super::admit(&mut req, &conn);
         // Popped for every request, kept only when it says something: the
         // hygiene layer reads a missing head as a plain one (no length
         // lines, no `Transfer-Encoding`), and most requests are plain.
@@ -119,20 +129,40 @@ where
     if limits.max_headers != HYPER_MAX_HEADERS {
         builder.max_headers(limits.max_headers);
     }
-    let watched = WatchHeads::new(io, heads.unwrap_or_default(), limits.max_header_bytes);
     let h1 = Http1 {
         builder,
         service: hyper_service,
         drain,
         head_timeout: limits.header_timeout,
+        max_head: limits.max_header_bytes,
+        heads: heads.unwrap_or_default(),
+        busy: busy.unwrap_or_default(),
+        own,
     };
-    let idle = h1
-        .once(Idle::new(watched, busy.unwrap_or_default()))
-        .await?;
-    Some(Box::pin(h1.parked(idle)))
+    let mut phase = Phase::Own(io, None);
+    loop {
+        phase = h1.step(phase).await;
+        match phase {
+            Phase::Over => return None,
+            Phase::Parked(_) => return Some(Box::pin(h1.rest(phase))),
+            Phase::Own(..) | Phase::Hyper(..) => {}
+        }
+    }
 }
 
-/// What serving an HTTP/1 connection needs, once per hyper connection.
+/// Where an HTTP/1 connection is in its life.
+enum Phase<I> {
+    /// Plain requests, served by [`h1::Server`]; a byte of the next
+    /// request may have been read already.
+    Own(I, Option<u8>),
+    /// A request left to hyper, and the bytes read ahead of hyper.
+    Hyper(I, Bytes),
+    /// Quiet: waiting for a next request with nothing but the socket.
+    Parked(I),
+    Over,
+}
+
+/// What serving an HTTP/1 connection needs, for its whole life.
 struct Http1<S> {
     builder: hyper::server::conn::http1::Builder,
     service: S,
@@ -140,6 +170,11 @@ struct Http1<S> {
     /// `limits.header_timeout`: how long a head may take to arrive, and
     /// how long a connection may wait for the next one.
     head_timeout: Duration,
+    /// `limits.max_header_bytes`.
+    max_head: usize,
+    heads: RawHeads,
+    busy: Busy,
+    own: h1::Server,
 }
 
 impl<S> Http1<S>
@@ -173,26 +208,51 @@ where
         retrieve.parked()
     }
 
+    /// The connection's next phase after `phase`.
+    async fn step<I>(&self, phase: Phase<I>) -> Phase<I>
+    where
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        match phase {
+            Phase::Own(io, first) => match self.own.serve(io, first).await {
+                h1::Outcome::Closed => Phase::Over,
+                h1::Outcome::Parked(io) => Phase::Parked(io),
+                h1::Outcome::Hyper(io, read) => Phase::Hyper(io, read),
+            },
+            Phase::Hyper(io, read) => {
+                let io = WatchHeads::new(Rewind::new(read, io), self.heads.clone(), self.max_head);
+                match self.once(Idle::new(io, self.busy.clone())).await {
+                    Some(idle) => Phase::Parked(idle.into_inner().into_inner().into_inner()),
+                    None => Phase::Over,
+                }
+            }
+            Phase::Parked(mut io) => {
+                // The header timeout also ends idle keep-alive connections.
+                let keep_alive = self.head_timeout.saturating_sub(PARK_AFTER);
+                match first_byte(&mut io, keep_alive, &self.drain).await {
+                    Some(byte) => Phase::Own(io, Some(byte)),
+                    None => {
+                        close_now(&mut io).await;
+                        Phase::Over
+                    }
+                }
+            }
+            Phase::Over => Phase::Over,
+        }
+    }
+
     /// A parked connection's life: waits for each next request, serves it,
     /// parks again. (An `async` block rather than an `async fn`, whose
     /// arguments would be held twice for the whole wait.)
     #[allow(clippy::manual_async_fn)]
-    fn parked<J>(self, mut idle: Idle<J>) -> impl Future<Output = ()> + Send
+    fn rest<I>(self, mut phase: Phase<I>) -> impl Future<Output = ()> + Send
     where
-        J: AsyncRead + AsyncWrite + Boundary + Send + Unpin + 'static,
+        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
         S: Sync,
     {
         async move {
-            // The header timeout also ends idle keep-alive connections.
-            let keep_alive = self.head_timeout.saturating_sub(PARK_AFTER);
-            loop {
-                if !idle.wait(keep_alive, &self.drain).await {
-                    return std::future::poll_fn(|cx| idle.poll_close(cx)).await;
-                }
-                match self.once(idle).await {
-                    Some(next) => idle = next,
-                    None => return,
-                }
+            while !matches!(phase, Phase::Over) {
+                phase = self.step(phase).await;
             }
         }
     }
