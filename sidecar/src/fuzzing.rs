@@ -151,6 +151,52 @@ pub fn request_head(method: &[u8], target: &str, headers: &[(Vec<u8>, Vec<u8>)])
     }
 }
 
+/// A request head read by the proxy's own HTTP/1.1 server (`http::h1`),
+/// from bytes arriving all at once and one byte at a time: neither panics;
+/// the head ends at the same place both ways, after an empty line; a
+/// request the server serves itself is HTTP/1.1 with no body framing, no
+/// upgrade and no expectation (those are hyper's), and is the same request
+/// both ways.
+pub fn downstream_head(bytes: &[u8]) {
+    let whole = crate::http::first_head(bytes, bytes.len());
+    let trickled = crate::http::first_head(bytes, 1);
+    let (Some((end, req)), Some((end_trickled, req_trickled))) = (whole, trickled) else {
+        assert!(
+            crate::http::first_head(bytes, 1).is_none(),
+            "found a head only byte by byte"
+        );
+        return;
+    };
+    assert_eq!(end, end_trickled, "the head ends elsewhere byte by byte");
+    assert!(
+        bytes[..end].ends_with(b"\n\n") || bytes[..end].ends_with(b"\n\r\n"),
+        "a head ends with an empty line"
+    );
+    match (req, req_trickled) {
+        (None, None) => {}
+        (Some(req), Some(again)) => {
+            assert_eq!(req.version(), http::Version::HTTP_11);
+            assert_ne!(req.method(), Method::CONNECT);
+            for name in [
+                http::header::CONTENT_LENGTH,
+                http::header::TRANSFER_ENCODING,
+                http::header::UPGRADE,
+                http::header::EXPECT,
+            ] {
+                assert!(
+                    !req.headers().contains_key(&name),
+                    "{name} served without hyper"
+                );
+            }
+            assert_eq!(
+                (req.method(), req.uri(), req.headers()),
+                (again.method(), again.uri(), again.headers())
+            );
+        }
+        _ => panic!("served one way and not the other"),
+    }
+}
+
 /// An upstream's HTTP/1 response read by the proxy's client
 /// (`connect::h1`), all at once and one byte at a time: neither panics;
 /// read both ways, the body is the same; a body framed by

@@ -220,6 +220,25 @@ fn request_head_checks_never_panic() {
     });
 }
 
+// ---- downstream HTTP/1 request heads ----
+
+#[test]
+fn downstream_heads_are_found_and_served_the_same_however_they_arrive() {
+    let seeds = prop_oneof![
+        Just(b"GET /a?b=c HTTP/1.1\r\nHost: t\r\nAccept: */*\r\n\r\nGET /next".to_vec()),
+        Just(b"HEAD / HTTP/1.1\nHost: t\nConnection: close\n\n".to_vec()),
+        Just(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+        Just(
+            b"GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+                .to_vec()
+        ),
+        Just(b"GET http://t:8080/x HTTP/1.1\r\nHost: t:8080\r\nTE: trailers\r\n\r\n".to_vec()),
+        Just(b"\r\nGET / HTTP/1.0\r\n\r\n".to_vec()),
+    ];
+    let inputs = prop_oneof![bytes(96), seeds.prop_flat_map(mutated)];
+    check(3000, inputs, |bytes| fuzzing::downstream_head(&bytes));
+}
+
 // ---- upstream HTTP/1 responses ----
 
 #[test]

@@ -360,6 +360,26 @@ pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     })
 }
 
+/// The first request head in `bytes`, searched for as the server searches
+/// bytes arriving `piece` at a time (for the fuzzing harness): where it
+/// ends, and the request it makes if this server would serve it.
+pub(crate) fn first_head(bytes: &[u8], piece: usize) -> Option<(usize, Option<Request<Body>>)> {
+    let mut searched = 0;
+    let mut arrived = 0;
+    let end = loop {
+        if let Some(end) = head_end(&bytes[..arrived], searched) {
+            break end;
+        }
+        if arrived == bytes.len() {
+            return None;
+        }
+        searched = arrived.saturating_sub(2);
+        arrived = (arrived + piece.max(1)).min(bytes.len());
+    };
+    let head = Bytes::copy_from_slice(&bytes[..end]);
+    Some((end, parse(&head, MAX_HEADERS).map(|(req, _)| req)))
+}
+
 /// `head` as a request this server serves, or `None` for one it leaves to
 /// hyper (which parses it again and serves or refuses it).
 fn parse(head: &Bytes, max_headers: usize) -> Option<(Request<Body>, Asked)> {

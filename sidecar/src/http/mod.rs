@@ -17,6 +17,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 use crate::BoxError;
 
+pub(crate) use h1::first_head;
 pub use serve::serve;
 pub use shared::{direct_fn, ready, shared_fn, HttpService, ResponseFuture};
 
