@@ -214,7 +214,11 @@ where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         match phase {
-            Phase::Own(io, first) => match self.own.serve(io, first).await {
+            // Boxed: its state (buffers, the request's futures) goes when
+            // the connection parks; a parked connection keeps only this
+            // function's small state (10,000 idle connections: +12 MiB
+            // with it inline, measured).
+            Phase::Own(io, first) => match Box::pin(self.own.serve(io, first)).await {
                 h1::Outcome::Closed => Phase::Over,
                 h1::Outcome::Parked(io) => Phase::Parked(io),
                 h1::Outcome::Hyper(io, read) => Phase::Hyper(io, read),
