@@ -11,6 +11,9 @@
 //! hyper connection over the same socket, and the client sees one
 //! keep-alive connection throughout.
 //!
+//! The own HTTP/1.1 server (`http::h1`) parks the same way, on the same
+//! timer ([`Quiet`]): its buffers go and the socket waits for a byte.
+//!
 //! A connection is quiet when no response is being written ([`Busy`]), the
 //! last write was not held up by a slow reader, every byte read so far
 //! belongs to complete requests ([`Boundary`]) and nothing arrived for

@@ -2,12 +2,18 @@
 //! HTTP/1 or HTTP/2. On drain the connection is shut down gracefully:
 //! HTTP/1 finishes the request in flight then closes, HTTP/2 sends GOAWAY and
 //! lets open streams finish.
-//! `limits` bound the request head here, in hyper (431, the header read
-//! timeout); HTTP/1 reads are watched for each head's framing headers as
+//! HTTP/1 connections begin with the own server for plain requests
+//! ([`h1::Server`]); a request it leaves to hyper starts a hyper connection
+//! over the same socket with the bytes already read ([`Phase`]), which
+//! serves until it parks; a parked connection's next request goes to the
+//! own server again.
+//! `limits` bound the request head in both (431, the header read timeout);
+//! hyper's HTTP/1 reads are watched for each head's framing headers as
 //! sent ([`WatchHeads`]), which hyper's parsed request no longer shows and
-//! `hygiene` checks. HTTP/2 connections go through [`H2Guard`] (frame
-//! checks, flood limits from `limits.http2`); malformed HTTP/2 requests
-//! reset their stream instead of getting a 400.
+//! `hygiene` checks (the own server serves no head with framing lines).
+//! HTTP/2 connections go through [`H2Guard`] (frame checks, flood limits
+//! from `limits.http2`); malformed HTTP/2 requests reset their stream
+//! instead of getting a 400.
 
 use std::future::Future;
 use std::pin::Pin;
