@@ -154,9 +154,9 @@ pub fn request_head(method: &[u8], target: &str, headers: &[(Vec<u8>, Vec<u8>)])
 /// A request head read by the proxy's own HTTP/1.1 server (`http::h1`),
 /// from bytes arriving all at once and one byte at a time: neither panics;
 /// the head ends at the same place both ways, after an empty line; a
-/// request the server serves itself is HTTP/1.1 with no body framing, no
-/// upgrade and no expectation (those are hyper's), and is the same request
-/// both ways.
+/// request the server serves itself is HTTP/1.1 with at most one plain
+/// `Content-Length`, no `Transfer-Encoding`, no upgrade and no expectation
+/// (those are hyper's), and is the same request both ways.
 pub fn downstream_head(bytes: &[u8]) {
     let whole = crate::http::first_head(bytes, bytes.len());
     let trickled = crate::http::first_head(bytes, 1);
@@ -177,12 +177,13 @@ pub fn downstream_head(bytes: &[u8]) {
         (Some(req), Some(again)) => {
             assert_eq!(req.version(), http::Version::HTTP_11);
             assert_ne!(req.method(), Method::CONNECT);
-            for name in [
-                http::header::CONTENT_LENGTH,
-                http::header::TRANSFER_ENCODING,
-                http::header::UPGRADE,
-                http::header::EXPECT,
-            ] {
+            let lengths = req.headers().get_all(http::header::CONTENT_LENGTH);
+            assert!(lengths.iter().count() <= 1, "several lengths served");
+            for length in lengths {
+                let digits = length.as_bytes();
+                assert!(!digits.is_empty() && digits.iter().all(u8::is_ascii_digit));
+            }
+            for name in [http::header::UPGRADE, http::header::EXPECT] {
                 assert!(
                     !req.headers().contains_key(&name),
                     "{name} served without hyper"

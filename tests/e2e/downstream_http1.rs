@@ -1,7 +1,7 @@
 //! The proxy's HTTP/1.1 server, seen by a client on a raw socket: plain
-//! requests and requests with a body pipelined on one connection, each
-//! answered in order and framed as sent; a caller that leaves mid-request
-//! takes the upstream call with it.
+//! requests, requests with a body and one only hyper serves (`Expect`)
+//! pipelined on one connection, each answered in order and framed as sent;
+//! a caller that leaves mid-request takes the upstream call with it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -82,8 +82,18 @@ impl Wire {
         self.buf.drain(..n).collect()
     }
 
-    /// The next response; `head_request` says it answers a HEAD.
+    /// The next final response (interim ones skipped); `head_request`
+    /// says it answers a HEAD.
     fn response(&mut self, head_request: bool) -> Response {
+        loop {
+            let response = self.one_response(head_request);
+            if !(100..200).contains(&response.status) {
+                return response;
+            }
+        }
+    }
+
+    fn one_response(&mut self, head_request: bool) -> Response {
         let mut head = String::new();
         loop {
             let line = self.line();
@@ -104,7 +114,7 @@ impl Wire {
             body: Vec::new(),
             trailers: String::new(),
         };
-        if head_request {
+        if head_request || (100..200).contains(&status) {
             return response;
         }
         if response.header("transfer-encoding") == Some("chunked") {
@@ -145,11 +155,12 @@ fn pipelined_requests_of_every_kind_are_answered_in_order_on_one_connection() {
     let sidecar = inbound_sidecar(app, "");
     let mut wire = Wire::connect(sidecar.listener("inbound", None));
 
-    // Plain requests, then one with a body, in one write.
+    // Plain requests, one with a body, then one hyper serves, in one write.
     wire.send(concat!(
         "GET /length HTTP/1.1\r\nHost: web\r\n\r\n",
         "HEAD /length HTTP/1.1\r\nHost: web\r\n\r\n",
         "POST /conns HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\n\r\nabc",
+        "POST /conns HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\nxyz",
     ));
     let first = wire.response(false);
     assert_eq!((first.status, first.text().as_str()), (200, "hello"));
@@ -167,6 +178,13 @@ fn pipelined_requests_of_every_kind_are_answered_in_order_on_one_connection() {
         posted.text().contains(r#""bodies": ["abc"]"#),
         "{}",
         posted.text()
+    );
+    let expected = wire.response(false);
+    assert_eq!(expected.status, 200);
+    assert!(
+        expected.text().contains(r#""bodies": ["abc", "xyz"]"#),
+        "{}",
+        expected.text()
     );
 
     // Quiet long enough to park, then plain requests again.

@@ -1,5 +1,5 @@
-//! The HTTP/1.1 server for plain requests: no body (neither
-//! `Content-Length` nor `Transfer-Encoding`), no `Upgrade`, no `Expect`,
+//! The HTTP/1.1 server for plain requests: no body or one of a single
+//! `Content-Length` (no `Transfer-Encoding`), no `Upgrade`, no `Expect`,
 //! not CONNECT, HTTP/1.1 — nearly all of a mesh's HTTP/1 requests. The
 //! connection's task reads the head, calls the stack and writes the
 //! response itself: the head is parsed once (header values are slices of
@@ -20,6 +20,13 @@
 //! drain ends the connection after the response (`connection: close` sent).
 //! A client that leaves while its request is served drops the request and
 //! the upstream call with it, as hyper does.
+//!
+//! A request body is read by the connection's loop while it waits for the
+//! response ([`Conn::until`]) and handed to the body the stack holds
+//! through a queue of at most [`BODY_QUEUE`] bytes ([`Feed`]): the stack
+//! reads it as it streams it upstream, and the socket is read no faster.
+//! A body the stack did not read to its end closes the connection after
+//! the response.
 //!
 //! Reads between requests are watched the way [`super::park::Parking`]
 //! watches hyper's: one timer per connection, judged every
@@ -57,6 +64,9 @@ const READ: usize = 8 * 1024;
 /// Body data up to this size is copied next to the head and written with
 /// it in one write; larger data is written on its own, without the copy.
 const COALESCE_UP_TO: usize = 8 * 1024;
+
+/// Request body bytes read ahead of the stack at most.
+const BODY_QUEUE: usize = 64 * 1024;
 
 /// What serving plain requests needs, for the life of a connection.
 pub struct Server {
@@ -108,6 +118,7 @@ impl Server {
             quiet: Quiet::default(),
             began: None,
             closing: false,
+            feed: None,
         };
         if let Some(byte) = first {
             conn.buf.extend_from_slice(&[byte]);
@@ -120,13 +131,19 @@ impl Server {
                 Read::Hyper => return Outcome::Hyper(conn.io, conn.buf.freeze()),
             };
             let head = conn.buf.split_to(end).freeze();
-            let Some((mut req, asked)) = parse(&head, self.max_headers.min(MAX_HEADERS)) else {
+            let Some((mut req, asked, length)) = parse(&head, self.max_headers.min(MAX_HEADERS))
+            else {
                 // hyper reads this head again, and answers it.
                 let mut read = BytesMut::with_capacity(head.len() + conn.buf.len());
                 read.extend_from_slice(&head);
                 read.extend_from_slice(&conn.buf);
                 return Outcome::Hyper(conn.io, read.freeze());
             };
+            if length > 0 {
+                let (body, feed) = Feed::new(length);
+                *req.body_mut() = body;
+                conn.feed = Some(feed);
+            }
             super::admit(&mut req, &self.conn);
             let grpc = super::is_grpc(req.headers());
             let call = self.service.call_ref(req);
@@ -140,6 +157,10 @@ impl Server {
                 ..asked
             };
             if !conn.respond(response, asked).await {
+                return conn.close().await;
+            }
+            // A body not read to its end leaves the stream mid-message.
+            if conn.feed.take().is_some_and(|feed| !feed.received()) {
                 return conn.close().await;
             }
         }
@@ -161,6 +182,8 @@ struct Conn<I> {
     began: Option<Instant>,
     /// A drain began: the next response closes the connection.
     closing: bool,
+    /// The body of the request being served, while it is read.
+    feed: Option<Feed>,
 }
 
 /// What reading a head came to.
@@ -236,23 +259,45 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
-    /// `fut`'s output, or `None` if the client leaves first. While nothing
-    /// of a next request is buffered the socket is watched for its end;
-    /// bytes that arrive meanwhile are kept (a pipelined request).
+    /// `fut`'s output, or `None` if the client leaves first. The request's
+    /// body is read meanwhile, as far as its queue takes it; after it (or
+    /// with no body) the socket is watched for its end while nothing of a
+    /// next request is buffered, and bytes that arrive are kept (a
+    /// pipelined request).
     async fn until<F: Future>(&mut self, fut: F) -> Option<F::Output> {
         let mut fut = pin!(fut);
-        poll_fn(|cx| {
+        poll_fn(|cx| loop {
             if let Poll::Ready(output) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
             }
-            if self.buf.is_empty() {
+            if self.feed.as_ref().is_some_and(Feed::wants) {
+                if let (Some(feed), false) = (&self.feed, self.buf.is_empty()) {
+                    // The body's next bytes; the stack reads them at once.
+                    feed.push(&mut self.buf, cx.waker());
+                    continue;
+                }
+                match self.poll_fill(cx) {
+                    Poll::Ready(Ok(0) | Err(_)) => {
+                        if let Some(feed) = self.feed.take() {
+                            feed.cut(cx.waker());
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        self.quiet.arrived();
+                        continue;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.buf.is_empty() && self.feed.as_ref().is_none_or(Feed::received) {
                 match self.poll_fill(cx) {
                     Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                     Poll::Ready(Ok(_)) => self.quiet.arrived(),
                     Poll::Pending => {}
                 }
             }
-            Poll::Pending
+            return Poll::Pending;
         })
         .await
     }
@@ -341,9 +386,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
         self.io.flush().await
     }
 
-    /// Ends the connection: one attempt at a clean close.
+    /// Ends the connection: one attempt at a clean close, never a wait (a
+    /// TLS close_notify to a client that reads nothing would wait forever).
     async fn close(mut self) -> Outcome<I> {
-        let _ = self.io.shutdown().await;
+        super::park::close_now(&mut self.io).await;
         Outcome::Closed
     }
 }
@@ -377,12 +423,12 @@ pub(crate) fn first_head(bytes: &[u8], piece: usize) -> Option<(usize, Option<Re
         arrived = (arrived + piece.max(1)).min(bytes.len());
     };
     let head = Bytes::copy_from_slice(&bytes[..end]);
-    Some((end, parse(&head, MAX_HEADERS).map(|(req, _)| req)))
+    Some((end, parse(&head, MAX_HEADERS).map(|(req, _, _)| req)))
 }
 
 /// `head` as a request this server serves, or `None` for one it leaves to
 /// hyper (which parses it again and serves or refuses it).
-fn parse(head: &Bytes, max_headers: usize) -> Option<(Request<Body>, Asked)> {
+fn parse(head: &Bytes, max_headers: usize) -> Option<(Request<Body>, Asked, u64)> {
     let mut lines = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let config = httparse::ParserConfig::default();
@@ -404,10 +450,13 @@ fn parse(head: &Bytes, max_headers: usize) -> Option<(Request<Body>, Asked)> {
         keep_alive: true,
         trailers: false,
     };
+    let mut length: Option<u64> = None;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for line in parsed.headers.iter() {
         let name = HeaderName::from_bytes(line.name.as_bytes()).ok()?;
         match name {
+            // One plain length; several (or a list) are hyper's to judge.
+            header::CONTENT_LENGTH if length.is_none() => length = Some(digits(line.value)?),
             header::CONTENT_LENGTH
             | header::TRANSFER_ENCODING
             | header::UPGRADE
@@ -423,7 +472,132 @@ fn parse(head: &Bytes, max_headers: usize) -> Option<(Request<Body>, Asked)> {
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    Some((req, asked))
+    Some((req, asked, length.unwrap_or(0)))
+}
+
+/// The connection's side of a request body: what is still to be read
+/// from the socket, and the queue the body takes it from.
+struct Feed {
+    queue: Arc<std::sync::Mutex<Queue>>,
+}
+
+/// A request body's bytes between the connection and the stack.
+#[derive(Default)]
+struct Queue {
+    chunks: std::collections::VecDeque<Bytes>,
+    queued: usize,
+    /// Bytes not yet read from the socket.
+    left: u64,
+    /// The client left before the body's end.
+    cut: bool,
+    /// The stack dropped the body: nothing more is queued.
+    dropped: bool,
+    waker: Option<std::task::Waker>,
+}
+
+/// A request body the stack reads, fed by the connection ([`Feed`]).
+struct Fed {
+    queue: Arc<std::sync::Mutex<Queue>>,
+}
+
+/// The client closed the connection before the request body's end.
+#[derive(Debug, thiserror::Error)]
+#[error("the client closed the connection inside the request body")]
+pub struct BodyCut;
+
+impl Feed {
+    /// A body of `length` bytes, and the connection's side of it.
+    fn new(length: u64) -> (Body, Feed) {
+        let queue = Arc::new(std::sync::Mutex::new(Queue {
+            left: length,
+            ..Queue::default()
+        }));
+        let body = super::boxed(Fed {
+            queue: queue.clone(),
+        });
+        (body, Feed { queue })
+    }
+
+    /// More of the body is to be read, and the queue has room for it.
+    fn wants(&self) -> bool {
+        let queue = crate::lock(&self.queue);
+        queue.left > 0 && !queue.dropped && queue.queued < BODY_QUEUE
+    }
+
+    /// All of the body was read from the socket.
+    fn received(&self) -> bool {
+        crate::lock(&self.queue).left == 0
+    }
+
+    /// Moves the body's next bytes from `buf` into the queue; `polling`
+    /// is the connection task's waker (the body is polled again right
+    /// after, a wake-up of that task would be one poll too many).
+    fn push(&self, buf: &mut BytesMut, polling: &std::task::Waker) {
+        let mut queue = crate::lock(&self.queue);
+        let take = usize::try_from(queue.left).map_or(buf.len(), |left| left.min(buf.len()));
+        queue.left -= take as u64;
+        queue.queued += take;
+        queue.chunks.push_back(buf.split_to(take).freeze());
+        queue.wake(polling);
+    }
+
+    /// The client left: the body ends in an error.
+    fn cut(&self, polling: &std::task::Waker) {
+        let mut queue = crate::lock(&self.queue);
+        queue.cut = true;
+        queue.wake(polling);
+    }
+}
+
+impl Queue {
+    /// Wakes whoever waits for the body, unless it is the task polling.
+    fn wake(&mut self, polling: &std::task::Waker) {
+        if let Some(waker) = self.waker.take() {
+            if !waker.will_wake(polling) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl http_body::Body for Fed {
+    type Data = Bytes;
+    type Error = BodyCut;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BodyCut>>> {
+        let mut queue = crate::lock(&self.queue);
+        if let Some(chunk) = queue.chunks.pop_front() {
+            queue.queued -= chunk.len();
+            return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
+        }
+        if queue.left == 0 {
+            return Poll::Ready(None);
+        }
+        if queue.cut {
+            return Poll::Ready(Some(Err(BodyCut)));
+        }
+        queue.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let queue = crate::lock(&self.queue);
+        queue.left == 0 && queue.chunks.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let queue = crate::lock(&self.queue);
+        http_body::SizeHint::with_exact(queue.left + queue.queued as u64)
+    }
+}
+
+impl Drop for Fed {
+    fn drop(&mut self) {
+        crate::lock(&self.queue).dropped = true;
+    }
 }
 
 /// Whether the comma-separated `value` lists `token` (any case).
@@ -938,12 +1112,22 @@ mod tests {
     #[test]
     fn requests_with_a_body_an_upgrade_or_an_expectation_are_left_to_hyper() {
         let plain = Bytes::from_static(b"GET /a?b=1 HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Close\r\nTE: trailers\r\n\r\n");
-        let (req, asked) = parse(&plain, MAX_HEADERS).unwrap();
+        let (req, asked, _) = parse(&plain, MAX_HEADERS).unwrap();
         assert_eq!(req.uri(), "/a?b=1");
         assert_eq!(req.headers()["host"], "t");
         assert!(!asked.keep_alive && asked.trailers && !asked.head);
+        let posted =
+            Bytes::from_static(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 12\r\n\r\n");
+        let (req, _, length) = parse(&posted, MAX_HEADERS).unwrap();
+        assert_eq!(
+            (length, req.headers()["content-length"].as_bytes()),
+            (12, &b"12"[..])
+        );
         for head in [
-            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1, 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: +1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             "PUT / HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n",
@@ -961,8 +1145,9 @@ mod tests {
         assert!(parse(&head, 4).is_none(), "over limits.max_headers");
     }
 
-    /// A stack that answers with the path, `/wait` never; counts the calls
-    /// dropped unanswered.
+    /// A stack that answers with the path (`/echo`: with the body's length
+    /// and its last bytes), `/wait` never; counts the calls dropped
+    /// unanswered.
     fn server(dropped: Arc<Mutex<usize>>) -> Server {
         struct Count(Arc<Mutex<usize>>);
         impl Drop for Count {
@@ -977,7 +1162,15 @@ mod tests {
                     std::future::pending::<()>().await;
                 }
                 std::mem::forget(count);
-                let mut response = Response::new(full(req.uri().path().to_owned()));
+                let text = if req.uri().path() == "/echo" {
+                    use http_body_util::BodyExt;
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let tail = &body[body.len().saturating_sub(4)..];
+                    format!("{} {}", body.len(), String::from_utf8_lossy(tail))
+                } else {
+                    req.uri().path().to_owned()
+                };
+                let mut response = Response::new(full(text));
                 response
                     .headers_mut()
                     .insert("date", HeaderValue::from_static(DATE));
@@ -1028,17 +1221,68 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_request_with_a_body_goes_to_hyper_with_every_byte_read() {
+    async fn a_chunked_request_goes_to_hyper_with_every_byte_read() {
         let (mut client, task) = start(server(Arc::default()));
-        let sent = b"GET /one HTTP/1.1\r\nHost: t\r\n\r\nPOST /two HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabcGET /three HTTP/1.1\r\n";
+        let sent = b"GET /one HTTP/1.1\r\nHost: t\r\n\r\nPOST /two HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /three HTTP/1.1\r\n";
         client.write_all(sent).await.unwrap();
         let Outcome::Hyper(_, read) = task.await.unwrap() else {
             panic!("not handed over");
         };
-        assert_eq!(&read[..], &sent[30..], "the POST and all after it");
+        assert_eq!(&read[..], &sent[30..], "the chunked POST and all after it");
         let mut first = vec![0u8; 200];
         let n = client.read(&mut first).await.unwrap();
         assert!(String::from_utf8_lossy(&first[..n]).ends_with("/one"));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_as_the_stack_reads_them_and_unread_ones_close() {
+        let (mut client, task) = start(server(Arc::default()));
+        // Larger than the queue: read as the stack reads it.
+        let big: Vec<u8> = (0..300_000u32)
+            .map(|i| b"abcdefgh"[i as usize % 8])
+            .collect();
+        let mut sent = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
+             POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .into_bytes();
+        sent.extend_from_slice(&big);
+        // The body of /ignore is never read: the connection closes after it.
+        sent.extend_from_slice(b"POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nGET /never HTTP/1.1\r\n\r\n");
+        let writer = tokio::spawn(async move {
+            for piece in sent.chunks(7_000) {
+                client.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        let mut client = writer.await.unwrap();
+        let d = format!("date: {DATE}\r\n");
+        assert_eq!(
+            read_all(&mut client).await,
+            format!(
+                "HTTP/1.1 200 OK\r\n{d}content-length: 6\r\n\r\n5 ello\
+                 HTTP/1.1 200 OK\r\n{d}content-length: 11\r\n\r\n300000 efgh\
+                 HTTP/1.1 200 OK\r\n{d}content-length: 7\r\n\r\n/ignore"
+            )
+        );
+        assert!(matches!(task.await.unwrap(), Outcome::Closed));
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_ends_the_request_and_the_connection() {
+        let (mut client, task) = start(server(Arc::default()));
+        client
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        client.shutdown().await.unwrap();
+        // The stack sees its body fail (here: answers 500), and the
+        // connection ends after whatever it answers.
+        let reply = read_all(&mut client).await;
+        assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+        assert!(matches!(task.await.unwrap(), Outcome::Closed));
     }
 
     #[tokio::test]
