@@ -270,7 +270,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             if let Poll::Ready(output) = fut.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
             }
-            if self.feed.as_ref().is_some_and(Feed::wants) {
+            if self
+                .feed
+                .as_ref()
+                .is_some_and(|feed| feed.wants(cx.waker()))
+            {
                 if let (Some(feed), false) = (&self.feed, self.buf.is_empty()) {
                     // The body's next bytes; the stack reads them at once.
                     feed.push(&mut self.buf, cx.waker());
@@ -492,7 +496,11 @@ struct Queue {
     cut: bool,
     /// The stack dropped the body: nothing more is queued.
     dropped: bool,
+    /// Whoever waits for the body's next bytes.
     waker: Option<std::task::Waker>,
+    /// The connection's task, waiting for room in a full queue (the body
+    /// may be read by another task: hyper's client sends it from its own).
+    reader: Option<std::task::Waker>,
 }
 
 /// A request body the stack reads, fed by the connection ([`Feed`]).
@@ -518,10 +526,18 @@ impl Feed {
         (body, Feed { queue })
     }
 
-    /// More of the body is to be read, and the queue has room for it.
-    fn wants(&self) -> bool {
-        let queue = crate::lock(&self.queue);
-        queue.left > 0 && !queue.dropped && queue.queued < BODY_QUEUE
+    /// More of the body is to be read, and the queue has room for it; when
+    /// it is full, `polling` is woken once the body takes from it.
+    fn wants(&self, polling: &std::task::Waker) -> bool {
+        let mut queue = crate::lock(&self.queue);
+        if queue.left == 0 || queue.dropped {
+            return false;
+        }
+        if queue.queued >= BODY_QUEUE {
+            queue.reader = Some(polling.clone());
+            return false;
+        }
+        true
     }
 
     /// All of the body was read from the socket.
@@ -571,6 +587,9 @@ impl http_body::Body for Fed {
         let mut queue = crate::lock(&self.queue);
         if let Some(chunk) = queue.chunks.pop_front() {
             queue.queued -= chunk.len();
+            if let Some(reader) = queue.reader.take() {
+                reader.wake();
+            }
             return Poll::Ready(Some(Ok(http_body::Frame::data(chunk))));
         }
         if queue.left == 0 {
@@ -1162,13 +1181,20 @@ mod tests {
                     std::future::pending::<()>().await;
                 }
                 std::mem::forget(count);
-                let text = if req.uri().path() == "/echo" {
+                let path = req.uri().path().to_owned();
+                let text = if path.starts_with("/echo") {
                     use http_body_util::BodyExt;
-                    let body = req.into_body().collect().await?.to_bytes();
+                    let body = req.into_body();
+                    let body = if path == "/echo-elsewhere" {
+                        // Read by another task, as hyper's client does.
+                        tokio::spawn(body.collect()).await??.to_bytes()
+                    } else {
+                        body.collect().await?.to_bytes()
+                    };
                     let tail = &body[body.len().saturating_sub(4)..];
                     format!("{} {}", body.len(), String::from_utf8_lossy(tail))
                 } else {
-                    req.uri().path().to_owned()
+                    path
                 };
                 let mut response = Response::new(full(text));
                 response
@@ -1188,7 +1214,15 @@ mod tests {
     }
 
     fn start(server: Server) -> (DuplexStream, tokio::task::JoinHandle<Outcome<DuplexStream>>) {
-        let (client, io) = duplex(64 * 1024);
+        start_buffered(server, 64 * 1024)
+    }
+
+    /// The server on a stream that holds up to `capacity` bytes in flight.
+    fn start_buffered(
+        server: Server,
+        capacity: usize,
+    ) -> (DuplexStream, tokio::task::JoinHandle<Outcome<DuplexStream>>) {
+        let (client, io) = duplex(capacity);
         (
             client,
             tokio::spawn(async move { server.serve(io, None).await }),
@@ -1236,33 +1270,36 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_are_read_as_the_stack_reads_them_and_unread_ones_close() {
-        let (mut client, task) = start(server(Arc::default()));
+        let (mut client, task) = start_buffered(server(Arc::default()), 1 << 20);
         // Larger than the queue: read as the stack reads it.
         let big: Vec<u8> = (0..300_000u32)
             .map(|i| b"abcdefgh"[i as usize % 8])
             .collect();
         let mut sent = format!(
             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
-             POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+             POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {0}\r\n\r\n",
             big.len()
         )
         .into_bytes();
         sent.extend_from_slice(&big);
+        let elsewhere = format!(
+            "POST /echo-elsewhere HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        );
+        sent.extend_from_slice(elsewhere.as_bytes());
+        sent.extend_from_slice(&big);
         // The body of /ignore is never read: the connection closes after it.
         sent.extend_from_slice(b"POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nGET /never HTTP/1.1\r\n\r\n");
-        let writer = tokio::spawn(async move {
-            for piece in sent.chunks(7_000) {
-                client.write_all(piece).await.unwrap();
-                tokio::task::yield_now().await;
-            }
-            client
-        });
-        let mut client = writer.await.unwrap();
+        // All of it sent before the server reads: the queue fills at once.
+        client.write_all(&sent).await.unwrap();
         let d = format!("date: {DATE}\r\n");
         assert_eq!(
-            read_all(&mut client).await,
+            tokio::time::timeout(Duration::from_secs(20), read_all(&mut client))
+                .await
+                .expect("the body stalled"),
             format!(
                 "HTTP/1.1 200 OK\r\n{d}content-length: 6\r\n\r\n5 ello\
+                 HTTP/1.1 200 OK\r\n{d}content-length: 11\r\n\r\n300000 efgh\
                  HTTP/1.1 200 OK\r\n{d}content-length: 11\r\n\r\n300000 efgh\
                  HTTP/1.1 200 OK\r\n{d}content-length: 7\r\n\r\n/ignore"
             )
