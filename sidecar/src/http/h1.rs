@@ -152,8 +152,11 @@ impl Server {
                 Some(Err(err)) => errors::response(&err, grpc),
                 None => return Outcome::Closed,
             };
+            // A body the stack let go of unread ends the connection: the
+            // response says so.
+            let abandoned = conn.feed.as_ref().is_some_and(Feed::abandoned);
             let asked = Asked {
-                keep_alive: asked.keep_alive && !conn.closing,
+                keep_alive: asked.keep_alive && !conn.closing && !abandoned,
                 ..asked
             };
             if !conn.respond(response, asked).await {
@@ -538,6 +541,12 @@ impl Feed {
             return false;
         }
         true
+    }
+
+    /// The stack dropped the body before all of it arrived.
+    fn abandoned(&self) -> bool {
+        let queue = crate::lock(&self.queue);
+        queue.dropped && queue.left > 0
     }
 
     /// All of the body was read from the socket.
@@ -1301,7 +1310,7 @@ mod tests {
                 "HTTP/1.1 200 OK\r\n{d}content-length: 6\r\n\r\n5 ello\
                  HTTP/1.1 200 OK\r\n{d}content-length: 11\r\n\r\n300000 efgh\
                  HTTP/1.1 200 OK\r\n{d}content-length: 11\r\n\r\n300000 efgh\
-                 HTTP/1.1 200 OK\r\n{d}content-length: 7\r\n\r\n/ignore"
+                 HTTP/1.1 200 OK\r\n{d}content-length: 7\r\nconnection: close\r\n\r\n/ignore"
             )
         );
         assert!(matches!(task.await.unwrap(), Outcome::Closed));
