@@ -35,6 +35,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
 
 use super::{ConnectError, ConnectionGuard, Inner, UpstreamIo};
+use crate::http::hygiene::digits;
+use crate::http::{has_token, head_end};
 
 /// A response head larger than this is refused (hyper's client default).
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -423,18 +425,6 @@ fn encode<B>(req: &Request<B>, out: &mut BytesMut) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Where the head in `buf` ends (after its empty line), if it is all there,
-/// looking from `from` on (what earlier looks left unsearched). Lines may
-/// end in LF alone, as the parser accepts.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
-    let rest = buf.get(from..)?;
-    memchr::memchr_iter(b'\n', rest).find_map(|at| match rest.get(at + 1..) {
-        Some([b'\n', ..]) => Some(from + at + 2),
-        Some([b'\r', b'\n', ..]) => Some(from + at + 3),
-        _ => None,
-    })
-}
-
 /// How a response body is delimited, and how far it has been read.
 pub enum Framing {
     /// This many bytes to go.
@@ -539,12 +529,10 @@ fn parse_head(bytes: &Bytes, head_request: bool) -> Result<Parsed, WireError> {
             let last = line.value.rsplit(|b| *b == b',').next().unwrap_or_default();
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
-            for token in line.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                    close = false;
-                }
+            if has_token(line.value, b"close") {
+                close = true;
+            } else if version == Version::HTTP_10 && has_token(line.value, b"keep-alive") {
+                close = false;
             }
         }
         headers.append(name, value);
@@ -578,15 +566,8 @@ fn parse_head(bytes: &Bytes, head_request: bool) -> Result<Parsed, WireError> {
 }
 
 /// A Content-Length value: digits only.
-fn parse_length(digits: &[u8]) -> Result<u64, WireError> {
-    let bad = WireError::Invalid("bad Content-Length");
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(bad);
-    }
-    std::str::from_utf8(digits)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or(bad)
+fn parse_length(value: &[u8]) -> Result<u64, WireError> {
+    digits(value).ok_or(WireError::Invalid("bad Content-Length"))
 }
 
 /// The trailer fields of a complete trailer block.
@@ -758,23 +739,6 @@ mod tests {
             Ok(Parsed::Informational) => ("informational".into(), true),
             Err(err) => (format!("error: {err}"), false),
         }
-    }
-
-    #[test]
-    fn the_head_ends_at_the_first_empty_line() {
-        assert_eq!(
-            head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody", 0),
-            Some(25)
-        );
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody", 0), Some(22));
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n", 0), None);
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r", 0), None);
-        // Searching on from where the last search left off.
-        assert_eq!(
-            head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody", 21),
-            Some(25)
-        );
-        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n", 99), None);
     }
 
     #[test]

@@ -50,8 +50,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::hygiene::digits;
 use super::park::Quiet;
-use super::{Body, ConnInfo, HttpService};
+use super::{has_token, Body, ConnInfo, HttpService};
 use crate::errors;
 
 /// Header lines parsed in place at most; a head with more is left to
@@ -628,13 +629,6 @@ impl Drop for Fed {
     }
 }
 
-/// Whether the comma-separated `value` lists `token` (any case).
-fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
 /// What the body's own account of its length is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Length {
@@ -946,14 +940,6 @@ fn encode_head(
     Some(framing)
 }
 
-/// A plain decimal number, no sign, no spaces.
-fn digits(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
-}
-
 /// The `Date` value, formatted once a second per thread.
 mod date {
     use std::cell::RefCell;
@@ -1053,6 +1039,24 @@ mod tests {
             assert_eq!(got, want, "{status} {fields:?} {length:?} {asked:?}");
             assert_eq!(framing, Some(Framing { body, last }), "{status} {fields:?}");
         }
+    }
+
+    #[test]
+    /// Requests and responses alike (the client searches with it too).
+    fn the_head_ends_at_the_first_empty_line() {
+        assert_eq!(
+            head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody", 0),
+            Some(25)
+        );
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\nA: b\n\nbody", 0), Some(22));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n", 0), None);
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r", 0), None);
+        // Searching on from where the last search left off.
+        assert_eq!(
+            head_end(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody", 21),
+            Some(25)
+        );
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n", 99), None);
     }
 
     #[test]

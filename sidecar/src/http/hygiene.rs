@@ -309,8 +309,8 @@ fn check_framing(req: &Request<Body>, fields: &Fields<'_>) -> Result<(), Hygiene
     Ok(())
 }
 
-/// A plain decimal number, no sign, no spaces.
-fn digits(bytes: &[u8]) -> Option<u64> {
+/// A plain decimal number, no sign, no spaces (a `Content-Length` value).
+pub(crate) fn digits(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() {
         return None;
     }

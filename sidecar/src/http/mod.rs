@@ -17,7 +17,7 @@ use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
 
 use crate::BoxError;
 
-pub(crate) use h1::first_head;
+pub(crate) use h1::{first_head, head_end};
 pub use serve::serve;
 pub use shared::{direct_fn, ready, shared_fn, HttpService, ResponseFuture};
 
@@ -199,9 +199,14 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|v| has_token(v.as_bytes(), token.as_bytes()))
+}
+
+/// Whether the comma-separated field value `value` lists `token` (any case).
+pub(crate) fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The authority a request is for: `Host`, else the URI's authority.
@@ -277,12 +282,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
     }
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            v.split(',')
-                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-        })
-    });
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"trailers"));
     headers.remove(header::TE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
