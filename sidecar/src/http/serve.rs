@@ -18,7 +18,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -138,9 +137,6 @@ where
     let h1 = Http1 {
         builder,
         service: hyper_service,
-        drain,
-        head_timeout: limits.header_timeout,
-        max_head: limits.max_header_bytes,
         heads: heads.unwrap_or_default(),
         busy: busy.unwrap_or_default(),
         own,
@@ -172,14 +168,11 @@ enum Phase<I> {
 struct Http1<S> {
     builder: hyper::server::conn::http1::Builder,
     service: S,
-    drain: CancellationToken,
-    /// `limits.header_timeout`: how long a head may take to arrive, and
-    /// how long a connection may wait for the next one.
-    head_timeout: Duration,
-    /// `limits.max_header_bytes`.
-    max_head: usize,
     heads: RawHeads,
     busy: Busy,
+    /// The own server; its drain token and limits (`limits.header_timeout`,
+    /// also the keep-alive timeout, and `max_header_bytes`) are hyper's
+    /// here too.
     own: h1::Server,
 }
 
@@ -198,7 +191,7 @@ where
     where
         J: AsyncRead + AsyncWrite + Boundary + Send + Unpin + 'static,
     {
-        let (io, retrieve) = idle.serve(self.head_timeout);
+        let (io, retrieve) = idle.serve(self.own.head_timeout);
         let conn = self
             .builder
             .serve_connection(TokioIo::new(io), self.service.clone())
@@ -206,7 +199,7 @@ where
         // Boxed: hyper's state lives apart from the connection's and goes
         // when the connection parks.
         log_end(
-            Box::pin(until_drained(conn, &self.drain, |conn| {
+            Box::pin(until_drained(conn, &self.own.drain, |conn| {
                 conn.graceful_shutdown()
             }))
             .await,
@@ -230,7 +223,8 @@ where
                 h1::Outcome::Hyper(io, read) => Phase::Hyper(io, read),
             },
             Phase::Hyper(io, read) => {
-                let io = WatchHeads::new(Rewind::new(read, io), self.heads.clone(), self.max_head);
+                let io =
+                    WatchHeads::new(Rewind::new(read, io), self.heads.clone(), self.own.max_head);
                 match self.once(Idle::new(io, self.busy.clone())).await {
                     Some(idle) => Phase::Parked(idle.into_inner().into_inner().into_inner()),
                     None => Phase::Over,
@@ -238,8 +232,8 @@ where
             }
             Phase::Parked(mut io) => {
                 // The header timeout also ends idle keep-alive connections.
-                let keep_alive = self.head_timeout.saturating_sub(PARK_AFTER);
-                match first_byte(&mut io, keep_alive, &self.drain).await {
+                let keep_alive = self.own.head_timeout.saturating_sub(PARK_AFTER);
+                match first_byte(&mut io, keep_alive, &self.own.drain).await {
                     Some(byte) => Phase::Own(io, Some(byte)),
                     None => {
                         close_now(&mut io).await;
