@@ -160,12 +160,17 @@ pub fn request_head(method: &[u8], target: &str, headers: &[(Vec<u8>, Vec<u8>)])
 pub fn downstream_head(bytes: &[u8]) {
     let whole = crate::http::first_head(bytes, bytes.len());
     let trickled = crate::http::first_head(bytes, 1);
-    let (Some((end, req)), Some((end_trickled, req_trickled))) = (whole, trickled) else {
-        assert!(
-            crate::http::first_head(bytes, 1).is_none(),
-            "found a head only byte by byte"
-        );
-        return;
+    let ((end, req), (end_trickled, req_trickled)) = match (whole, trickled) {
+        (None, None) => return,
+        (Some(whole), Some(trickled)) => (whole, trickled),
+        (whole, _) => panic!(
+            "a head found {} only",
+            if whole.is_some() {
+                "whole"
+            } else {
+                "byte by byte"
+            }
+        ),
     };
     assert_eq!(end, end_trickled, "the head ends elsewhere byte by byte");
     assert!(
