@@ -1335,6 +1335,28 @@ mod tests {
         assert!(matches!(task.await.unwrap(), Outcome::Closed));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_closes_a_kept_alive_connection_between_requests() {
+        let server = server(Arc::default());
+        let drain = server.drain.clone();
+        let (mut client, task) = start(server);
+        client
+            .write_all(b"GET /one HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; 256];
+        let n = client.read(&mut reply).await.unwrap();
+        assert!(String::from_utf8_lossy(&reply[..n]).ends_with("/one"));
+        // Not yet quiet enough to park: the drain is seen when the timer is due.
+        tokio::time::sleep(crate::http::park::PARK_AFTER / 5).await;
+        drain.cancel();
+        let closed = tokio::time::timeout(crate::http::park::PARK_AFTER * 2, task)
+            .await
+            .expect("still open after the drain");
+        assert!(matches!(closed.unwrap(), Outcome::Closed));
+        assert_eq!(client.read(&mut reply).await.unwrap(), 0);
+    }
+
     #[tokio::test]
     async fn a_client_leaving_mid_request_drops_the_call() {
         let dropped = Arc::new(Mutex::new(0));
